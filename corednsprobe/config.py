@@ -1,0 +1,209 @@
+"""Settings: every knob of corednsprobe, read from ``COREDNSPROBE_*`` variables.
+
+Owns: the one declaration of each setting (type, default, valid values, doc),
+validation of the whole environment at once, and the reference table printed
+from those declarations (README and the man page carry it; a test keeps them
+equal).
+Never does: I/O beyond reading the environment mapping it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ENV_PREFIX = "COREDNSPROBE_"
+
+Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """How one setting is read: its parser and what a valid value looks like."""
+
+    parse: Parser
+    valid: str
+    doc: str
+
+
+def _seconds(lo: float, hi: float) -> Spec:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise ValueError
+        return value
+
+    return Spec(parse, f"seconds, a number from {lo:g} to {hi:g}", "")
+
+
+def _integer(lo: int, hi: int) -> Spec:
+    def parse(raw: str) -> int:
+        value = int(raw, 10)
+        if not lo <= value <= hi:
+            raise ValueError
+        return value
+
+    return Spec(parse, f"a whole number from {lo} to {hi}", "")
+
+
+def _ratio(lo: float = 0.0, hi: float = 1.0) -> Spec:
+    spec = _seconds(lo, hi)
+    return Spec(spec.parse, f"a number from {lo:g} to {hi:g}", "")
+
+
+def _choice(*values: str) -> Spec:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in values:
+            raise ValueError
+        return value
+
+    return Spec(parse, "one of " + ", ".join(values), "")
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _domain() -> Spec:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower().rstrip(".")
+        if not value or len(value) > 253 or not all(_LABEL.match(p) for p in value.split(".")):
+            raise ValueError
+        return value
+
+    return Spec(parse, "a DNS domain such as cluster.local", "")
+
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _k8s_name() -> Spec:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not _DNS1123.match(value):
+            raise ValueError
+        return value
+
+    return Spec(parse, "a Kubernetes name: lower-case letters, digits and '-', 1-63 chars", "")
+
+
+def _listen() -> Spec:
+    def parse(raw: str) -> tuple[str, int]:
+        host, sep, port = raw.strip().rpartition(":")
+        if not sep or not host:
+            raise ValueError
+        number = int(port, 10)
+        if not 0 <= number <= 65535:
+            raise ValueError
+        return host.strip("[]"), number
+
+    return Spec(parse, "HOST:PORT, e.g. 0.0.0.0:9180 or [::]:9180", "")
+
+
+def setting(default: Any, spec: Spec, doc: str) -> Any:
+    """Declare one setting: its default, how it is parsed, and what it does."""
+    return dataclasses.field(
+        default=default, metadata={"spec": Spec(spec.parse, spec.valid, doc)}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective configuration. Build it with :meth:`from_env`."""
+
+    timeout: float = setting(
+        1.0, _seconds(0.01, 30), "Deadline of one DNS probe; a later reply is a timeout."
+    )
+    interval: float = setting(
+        5.0, _seconds(0.1, 3600), "Time between the starts of two probe rounds."
+    )
+    cluster_domain: str = setting(
+        "cluster.local", _domain(), "The cluster's DNS domain (kubelet --cluster-domain)."
+    )
+    namespace: str = setting(
+        "kube-system", _k8s_name(), "Namespace of the CoreDNS Service and pods."
+    )
+    service: str = setting("kube-dns", _k8s_name(), "Name of the CoreDNS Service.")
+    log_level: str = setting(
+        "info", _choice("debug", "info", "warning", "error"), "Lowest log level written."
+    )
+    log_format: str = setting(
+        "auto",
+        _choice("auto", "json", "console"),
+        "Log format; auto is console on a terminal, JSON lines elsewhere.",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; raise one error naming every bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for f in dataclasses.fields(cls):
+            name = env_name(f.name)
+            raw = env.get(name)
+            if raw is None:
+                continue
+            spec: Spec = f.metadata["spec"]
+            try:
+                values[f.name] = spec.parse(raw)
+            except (ValueError, TypeError):
+                problems.append(Problem(name, raw, spec.valid))
+        known = {env_name(f.name) for f in dataclasses.fields(cls)}
+        for name in sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known):
+            problems.append(Problem(name, env[name], "a known setting (see `corednsprobe config`)"))
+        if problems:
+            raise SettingsError(problems)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    variable: str
+    value: str
+    valid: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}={self.value!r} is not valid: expected {self.valid}"
+
+
+class SettingsError(ValueError):
+    """One or more environment variables are malformed; start-up must stop."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ":".join(str(v) for v in value) if len(value) == 2 else ",".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The settings reference, as README includes it."""
+    rows = ["| variable | default | valid values | what it does |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        spec: Spec = f.metadata["spec"]
+        rows.append(f"| `{env_name(f.name)}` | `{_show(f.default)}` | {spec.valid} | {spec.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+def effective(settings: Settings) -> list[tuple[str, str]]:
+    """(variable, value) pairs of the settings in force, for `corednsprobe config`."""
+    return [(env_name(k), _show(v)) for k, v in settings.as_dict().items()]

@@ -1,0 +1,85 @@
+"""Settings: defaults, validation of every variable at once, and the CLI's exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from corednsprobe.config import Settings, SettingsError, markdown_table
+
+
+def test_defaults_without_environment() -> None:
+    s = Settings.from_env({})
+    assert s.timeout == 1.0
+    assert s.interval == 5.0
+    assert s.cluster_domain == "cluster.local"
+    assert (s.namespace, s.service) == ("kube-system", "kube-dns")
+    assert (s.log_level, s.log_format) == ("info", "auto")
+
+
+def test_values_are_parsed_and_normalised() -> None:
+    s = Settings.from_env(
+        {
+            "COREDNSPROBE_TIMEOUT": "0.25",
+            "COREDNSPROBE_CLUSTER_DOMAIN": "Example.Internal.",
+            "COREDNSPROBE_LOG_FORMAT": "JSON",
+        }
+    )
+    assert s.timeout == 0.25
+    assert s.cluster_domain == "example.internal"
+    assert s.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "valid"),
+    [
+        ("COREDNSPROBE_TIMEOUT", "abc", "seconds"),
+        ("COREDNSPROBE_TIMEOUT", "0", "0.01 to 30"),
+        ("COREDNSPROBE_TIMEOUT", "nan", "seconds"),
+        ("COREDNSPROBE_INTERVAL", "-1", "seconds"),
+        ("COREDNSPROBE_CLUSTER_DOMAIN", "bad domain", "DNS domain"),
+        ("COREDNSPROBE_NAMESPACE", "Kube_System", "Kubernetes name"),
+        ("COREDNSPROBE_LOG_LEVEL", "verbose", "one of debug, info"),
+        ("COREDNSPROBE_LOG_FORMAT", "xml", "one of auto, json, console"),
+        ("COREDNSPROBE_TIMOUT", "1", "a known setting"),
+    ],
+)
+def test_bad_value_names_variable_value_and_what_is_valid(
+    variable: str, value: str, valid: str
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({variable: value})
+    message = str(err.value)
+    assert variable in message
+    assert repr(value) in message
+    assert valid in message
+
+
+def test_every_bad_variable_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"COREDNSPROBE_TIMEOUT": "x", "COREDNSPROBE_INTERVAL": "y"})
+    assert [p.variable for p in err.value.problems] == [
+        "COREDNSPROBE_TIMEOUT",
+        "COREDNSPROBE_INTERVAL",
+    ]
+
+
+def test_any_subcommand_exits_2_on_bad_settings() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "corednsprobe", "version"],
+        env={"COREDNSPROBE_INTERVAL": "soon", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "COREDNSPROBE_INTERVAL='soon'" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_table_lists_every_setting_once() -> None:
+    table = markdown_table()
+    for name in Settings.__dataclass_fields__:
+        assert table.count(f"`COREDNSPROBE_{name.upper()}`") == 1
