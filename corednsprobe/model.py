@@ -26,6 +26,9 @@ class Outcome(StrEnum):
     ERROR = "error"  # local failure (no socket, no route, resolver error)
 
 
+TargetKey = tuple[str, str, int, str]
+
+
 class TargetKind(StrEnum):
     POD = "pod"
     SERVICE = "service"
@@ -59,7 +62,7 @@ class Target:
         return self.pod.name if self.pod is not None else self.kind.value
 
     @property
-    def key(self) -> tuple[str, str, int, str]:
+    def key(self) -> TargetKey:
         """Identity across TargetSets: readiness changes do not make a new target."""
         return (self.kind.value, self.address, self.port, self.pod.uid if self.pod else "")
 
@@ -109,3 +112,79 @@ class ProbeResult:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+
+class ClusterState(StrEnum):
+    """What the API says about the DNS Service, before any probe."""
+
+    SYNCING = "syncing"  # no complete list yet
+    OK = "ok"
+    NO_SERVICE = "no_service"
+    NO_ENDPOINTS = "no_endpoints"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSet:
+    """An immutable snapshot of what to probe and what is true.
+
+    ``expected`` holds the ClusterIP(s) of ``default/kubernetes``: the right
+    answer for ``kubernetes.default.svc.<domain>``.
+    """
+
+    pods: tuple[Target, ...] = ()
+    services: tuple[Target, ...] = ()
+    expected: frozenset[str] = frozenset()
+    state: ClusterState = ClusterState.SYNCING
+    generation: int = 0  # increases with every published snapshot
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return self.pods + self.services
+
+
+class HealthState(StrEnum):
+    UNKNOWN = "unknown"  # fewer samples than the minimum
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    GRACE = "grace"  # terminating, not ready or too young: never judged
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One target judged over its window at one moment."""
+
+    target: Target
+    state: HealthState
+    samples: int = 0
+    failures: int = 0
+    udp_only: int = 0  # failures where TCP still answered
+    outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count) in the window
+    upstream_samples: int = 0
+    upstream_failures: int = 0
+    since: float = 0.0  # when the state last changed
+    grace_reason: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.failures / self.samples if self.samples else 0.0
+
+
+class DiagnosisState(StrEnum):
+    SYNCING = "syncing"
+    HEALTHY = "healthy"
+    POD = "pod"  # a minority of pods sick: they may be restarted
+    SERVICE_PATH = "service_path"  # ClusterIP sick while pods are healthy
+    WIDESPREAD = "widespread"  # most pods sick: a shared cause
+    UPSTREAM = "upstream"  # only the external name fails, everywhere
+    NO_SERVICE = "no_service"
+    NO_ENDPOINTS = "no_endpoints"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The verdict of one round across all targets, with its evidence."""
+
+    state: DiagnosisState
+    reason: str
+    candidates: tuple[Target, ...] = ()  # pods that may be restarted
+    evidence: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,135 @@
+"""Tracker: judges each target over a sliding, time-bounded window of outcomes.
+
+Owns: per-target windows, the failure ratio with a minimum sample count, the
+hysteresis of recovery, the grace rule, and forgetting targets that left.
+Never does: I/O or reading a clock — ``now`` is always passed in.
+
+A target is unhealthy when, over the last ``window`` seconds, at least
+``min_samples`` outcomes were seen and the share of failures is at least
+``failure_ratio``. Once unhealthy it stays so until ``recovery_successes``
+outcomes in a row are ok; recovery then starts a fresh window, so that the
+failures that made it unhealthy cannot at once make it unhealthy again.
+Pods that are terminating, not ready or younger than ``min_pod_age`` are in
+grace: their outcomes are not recorded and they are never judged. Failures of
+upstream checks (an external name) are kept apart: they say nothing about the
+pod itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from corednsprobe.model import Health, HealthState, ProbeResult, Target, TargetKey
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    window: float = 60.0
+    failure_ratio: float = 0.5
+    min_samples: int = 5
+    recovery_successes: int = 3
+    min_pod_age: float = 30.0
+
+
+@dataclass(slots=True)
+class _Sample:
+    at: float
+    ok: bool
+    outcome: str
+    udp_only: bool
+    upstream: bool
+
+
+@dataclass(slots=True)
+class _Window:
+    samples: deque[_Sample] = field(default_factory=deque)
+    state: HealthState = HealthState.UNKNOWN
+    since: float = 0.0
+    streak: int = 0  # consecutive ok outcomes (non-upstream)
+
+
+def grace_reason(target: Target, now: float, min_pod_age: float) -> str:
+    """Why a pod must not be judged now, or "" when it may be."""
+    pod = target.pod
+    if pod is None:
+        return ""
+    if pod.terminating:
+        return "terminating"
+    if not pod.ready:
+        return "not_ready"
+    if pod.created_at is not None and now - pod.created_at < min_pod_age:
+        return "too_young"
+    return ""
+
+
+class Tracker:
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+        self._windows: dict[TargetKey, _Window] = {}
+
+    def record(self, result: ProbeResult, now: float) -> None:
+        """Add one outcome; outcomes of targets in grace are not kept."""
+        if grace_reason(result.target, now, self.thresholds.min_pod_age):
+            return
+        w = self._windows.setdefault(result.target.key, _Window(since=now))
+        upstream = result.check.upstream
+        w.samples.append(_Sample(result.at or now, result.ok, result.outcome.value,
+                                 result.udp_only, upstream))
+        if not upstream:
+            w.streak = w.streak + 1 if result.ok else 0
+
+    def evaluate(self, targets: Iterable[Target], now: float) -> dict[TargetKey, Health]:
+        """Judge every target now; forget windows of targets no longer given."""
+        present = {t.key: t for t in targets}
+        for key in list(self._windows):
+            if key not in present:
+                del self._windows[key]
+        return {key: self._judge(t, now) for key, t in present.items()}
+
+    def _judge(self, target: Target, now: float) -> Health:
+        reason = grace_reason(target, now, self.thresholds.min_pod_age)
+        if reason:
+            self._windows.pop(target.key, None)  # judge anew once grace ends
+            return Health(target, HealthState.GRACE, since=now, grace_reason=reason)
+        w = self._windows.setdefault(target.key, _Window(since=now))
+        self._expire(w, now)
+        own = [s for s in w.samples if not s.upstream]
+        state = self._next_state(w, len(own), sum(1 for s in own if not s.ok))
+        if state is not w.state:
+            if w.state is HealthState.UNHEALTHY:
+                w.samples.clear()  # recovered: judge anew from here
+            w.state, w.since = state, now
+        return _health(target, w)
+
+    def _expire(self, w: _Window, now: float) -> None:
+        horizon = now - self.thresholds.window
+        while w.samples and w.samples[0].at <= horizon:
+            w.samples.popleft()
+
+    def _next_state(self, w: _Window, samples: int, failures: int) -> HealthState:
+        t = self.thresholds
+        if w.state is HealthState.UNHEALTHY:
+            return HealthState.HEALTHY if w.streak >= t.recovery_successes else w.state
+        if samples >= t.min_samples and failures / samples >= t.failure_ratio:
+            return HealthState.UNHEALTHY
+        if samples >= t.min_samples or w.state is HealthState.HEALTHY:
+            return HealthState.HEALTHY
+        return HealthState.UNKNOWN
+
+
+def _health(target: Target, w: _Window) -> Health:
+    own = [s for s in w.samples if not s.upstream]
+    up = [s for s in w.samples if s.upstream]
+    return Health(
+        target,
+        w.state,
+        samples=len(own),
+        failures=sum(1 for s in own if not s.ok),
+        udp_only=sum(1 for s in own if s.udp_only),
+        outcomes=tuple(sorted(Counter(s.outcome for s in own).items())),
+        upstream_samples=len(up),
+        upstream_failures=sum(1 for s in up if not s.ok),
+        since=w.since,
+    )

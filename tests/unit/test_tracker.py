@@ -1,0 +1,127 @@
+"""Tracker: window edges, minimum samples, hysteresis, grace, forgetting."""
+
+from __future__ import annotations
+
+import pytest
+
+from corednsprobe.model import HealthState, Outcome
+from corednsprobe.tracker import Thresholds, Tracker
+from tests.unit.helpers import UPSTREAM, pod, result
+
+OK, TO = Outcome.OK, Outcome.TIMEOUT
+P = pod(1)
+
+
+def feed(tracker: Tracker, outcomes: list[Outcome], start: float = 0.0, step: float = 5.0) -> float:
+    t = start
+    for o in outcomes:
+        tracker.record(result(P, o, t), t)
+        t += step
+    return t - step
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        ([TO] * 4, HealthState.UNKNOWN),  # below min_samples: no verdict
+        ([TO] * 5, HealthState.UNHEALTHY),
+        ([OK, OK, OK, TO, TO], HealthState.HEALTHY),  # 40 % < 50 %
+        ([OK, OK, TO, TO, TO], HealthState.UNHEALTHY),  # 60 %
+        ([OK, TO, OK, TO, OK, TO], HealthState.UNHEALTHY),  # exactly 50 % counts
+        ([OK] * 5, HealthState.HEALTHY),
+    ],
+)
+def test_ratio_and_min_samples(outcomes: list[Outcome], expected: HealthState) -> None:
+    tr = Tracker(Thresholds())
+    now = feed(tr, outcomes)
+    assert tr.evaluate([P], now)[P.key].state is expected
+
+
+def test_window_is_time_bounded() -> None:
+    tr = Tracker(Thresholds(window=60, min_samples=5))
+    last = feed(tr, [TO] * 5, start=0, step=1)  # failures at t=0..4
+    assert tr.evaluate([P], last)[P.key].state is HealthState.UNHEALTHY
+    tr2 = Tracker(Thresholds(window=60, min_samples=5))
+    feed(tr2, [TO] * 5, start=0, step=1)
+    feed(tr2, [OK] * 5, start=61, step=1)  # the failures have left the window
+    health = tr2.evaluate([P], 65)[P.key]
+    assert (health.samples, health.failures) == (5, 0)
+    assert health.state is HealthState.HEALTHY
+
+
+def test_sample_exactly_window_old_is_gone() -> None:
+    tr = Tracker(Thresholds(window=10, min_samples=1))
+    tr.record(result(P, TO, 0.0), 0.0)
+    assert tr.evaluate([P], 9.999)[P.key].samples == 1
+    assert tr.evaluate([P], 10.0)[P.key].samples == 0
+
+
+def test_recovery_needs_consecutive_successes_then_starts_fresh() -> None:
+    tr = Tracker(Thresholds(recovery_successes=3))
+    t = feed(tr, [TO] * 6)
+    assert tr.evaluate([P], t)[P.key].state is HealthState.UNHEALTHY
+    t = feed(tr, [OK, OK, TO, OK, OK], start=t + 5)  # streak broken: still unhealthy
+    assert tr.evaluate([P], t)[P.key].state is HealthState.UNHEALTHY
+    t = feed(tr, [OK], start=t + 5)  # three in a row now
+    health = tr.evaluate([P], t)[P.key]
+    assert health.state is HealthState.HEALTHY
+    assert health.samples == 0  # the old failures cannot flip it back at once
+    t = feed(tr, [TO], start=t + 5)
+    assert tr.evaluate([P], t)[P.key].state is HealthState.HEALTHY
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        (pod(2, terminating=True, ready=False), "terminating"),
+        (pod(3, ready=False), "not_ready"),
+        (pod(4, created=90.0), "too_young"),
+    ],
+)
+def test_grace_pods_are_never_judged(target: object, reason: str) -> None:
+    from corednsprobe.model import Target
+
+    assert isinstance(target, Target)
+    tr = Tracker(Thresholds(min_pod_age=30))
+    for i in range(10):
+        tr.record(result(target, TO, 100.0 + i), 100.0 + i)
+    health = tr.evaluate([target], 110.0)[target.key]
+    assert health.state is HealthState.GRACE
+    assert health.grace_reason == reason
+    assert health.samples == 0
+
+
+def test_pod_old_enough_leaves_grace_with_an_empty_window() -> None:
+    young = pod(5, created=100.0)
+    tr = Tracker(Thresholds(min_pod_age=30))
+    for i in range(10):
+        tr.record(result(young, TO, 100.0 + i), 100.0 + i)
+    assert tr.evaluate([young], 131.0)[young.key].state is HealthState.UNKNOWN
+
+
+def test_upstream_failures_do_not_make_a_pod_unhealthy() -> None:
+    tr = Tracker(Thresholds())
+    for i in range(6):
+        tr.record(result(P, OK, i), i)
+        tr.record(result(P, Outcome.SERVFAIL, i, check=UPSTREAM), i)
+    health = tr.evaluate([P], 6)[P.key]
+    assert health.state is HealthState.HEALTHY
+    assert (health.upstream_samples, health.upstream_failures) == (6, 6)
+
+
+def test_udp_only_and_outcomes_are_counted() -> None:
+    tr = Tracker(Thresholds())
+    for i in range(5):
+        tr.record(result(P, TO, i, udp_only=True), i)
+    tr.record(result(P, Outcome.SERVFAIL, 5), 5)
+    health = tr.evaluate([P], 5)[P.key]
+    assert health.udp_only == 5
+    assert dict(health.outcomes) == {"timeout": 5, "servfail": 1}
+
+
+def test_departed_targets_are_forgotten() -> None:
+    tr = Tracker(Thresholds())
+    feed(tr, [TO] * 6)
+    assert tr.evaluate([], 30) == {}
+    # back with the same identity: no memory of the old failures
+    assert tr.evaluate([P], 31)[P.key].samples == 0
