@@ -1,0 +1,248 @@
+"""Informer: list, then watch from the list's resourceVersion, for one kind of object.
+
+Owns: keeping an in-memory copy of the objects a path and selectors name, in
+step with the API server, forever: watch with bookmarks and a jittered
+server-side timeout; an inactivity guard (reset by every event, bookmarks
+included) that restarts a silent watch; a relist on 410 Expired/Gone (in the
+stream or at connect); capped exponential backoff with jitter on any other
+error, so that it never spins.
+Never does: interpret the objects (its owner is told after every change).
+
+kubernetes_asyncio's own ``Watch`` has no default timeouts, retries a 410 once
+with the same stale version and hangs forever on a stalled stream, so the
+loop is ours; the client is still used for configuration, authentication and
+the HTTP session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+
+from corednsprobe import logs
+
+Obj = dict[str, Any]
+log = logs.get(__name__)
+
+
+class ApiError(Exception):
+    """An error answer of the API server, with the reason its Status body gives."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Obj | None = None) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body or {}
+        super().__init__(f"{status} {reason}: {message}")
+
+    @classmethod
+    def from_status(cls, status: int, raw: bytes | str | Obj) -> ApiError:
+        body: Obj = {}
+        if isinstance(raw, dict):
+            body = raw
+        else:
+            try:
+                loaded = json.loads(raw)
+                body = loaded if isinstance(loaded, dict) else {}
+            except ValueError:
+                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                return cls(status, "Unknown", text.strip()[:200])
+        return cls(
+            int(body.get("code") or status),
+            str(body.get("reason") or "Unknown"),
+            str(body.get("message") or ""),
+            body,
+        )
+
+    @property
+    def expired(self) -> bool:
+        return self.status == 410
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How patient the informer is; tests shrink these on fast-forwarded time."""
+
+    watch_timeout: tuple[float, float] = (240.0, 300.0)  # server-side, jittered
+    inactivity: float = 70.0  # bookmarks come about every 60 s
+    request_timeout: float = 30.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+
+DEFAULT_TIMING = Timing()
+
+
+class Informer:
+    def __init__(
+        self,
+        api: Any,
+        path: str,
+        *,
+        name: str,
+        on_change: Callable[[Mapping[str, Obj]], None],
+        on_restart: Callable[[str, str], None] = lambda _name, _reason: None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timing: Timing = DEFAULT_TIMING,
+    ) -> None:
+        self.api = api
+        self.path = path
+        self.name = name
+        self._on_change = on_change
+        self._on_restart = on_restart
+        self._selectors = [
+            (k, v) for k, v in (("labelSelector", label_selector),
+                                ("fieldSelector", field_selector)) if v
+        ]
+        self.timing = timing
+        self._store: dict[str, Obj] = {}
+        self.synced = False
+        self.last_event_at: float | None = None  # loop time of the last event or list
+
+    @property
+    def objects(self) -> Mapping[str, Obj]:
+        return MappingProxyType(self._store)
+
+    async def run(self) -> None:
+        """Keep the store in step until cancelled. Never returns otherwise."""
+        failures = 0
+        while True:
+            try:
+                version = await self._list()
+                failures = 0
+                await self._watch_from(version)
+                self._restart("expired")
+            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                failures += 1
+                delay = self._backoff(failures)
+                self._restart(_reason(exc))
+                log.warning("list_failed", informer=self.name, error=str(exc),
+                            retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _watch_from(self, version: str) -> None:
+        """Watch from ``version`` until the server says it expired (410)."""
+        failures = 0
+        while True:
+            try:
+                version = await self._watch_once(version)
+                failures = 0
+            except ApiError as exc:
+                if exc.expired:
+                    return
+                failures += 1
+                await self._pause(exc, failures)
+            except TimeoutError:
+                self._restart("stalled")
+                log.warning("watch_stalled", informer=self.name,
+                            inactivity=self.timing.inactivity)
+            except (aiohttp.ClientError, ValueError) as exc:
+                failures += 1
+                await self._pause(exc, failures)
+
+    async def _pause(self, exc: Exception, failures: int) -> None:
+        delay = self._backoff(failures)
+        self._restart(_reason(exc))
+        log.warning("watch_failed", informer=self.name, error=str(exc), retry_in=round(delay, 2))
+        await asyncio.sleep(delay)
+
+    async def _list(self) -> str:
+        resp = await self._get([], aiohttp.ClientTimeout(total=self.timing.request_timeout))
+        async with resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise ApiError.from_status(resp.status, raw)
+        body = json.loads(raw)
+        items = body.get("items") or []
+        self._store = {_key(o): o for o in items}
+        self.synced = True
+        self._touch()
+        self._on_change(self.objects)
+        return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    async def _watch_once(self, version: str) -> str:
+        """One watch request; returns the last version seen when it ends cleanly."""
+        lo, hi = self.timing.watch_timeout
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", version),
+            ("timeoutSeconds", str(int(random.uniform(lo, hi)))),
+        ]
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timing.request_timeout)
+        async with asyncio.timeout(self.timing.inactivity):
+            resp = await self._get(query, timeout)
+        async with resp:
+            if resp.status != 200:
+                raise ApiError.from_status(resp.status, await resp.read())
+            while True:
+                async with asyncio.timeout(self.timing.inactivity):
+                    line = await resp.content.readline()
+                if not line:
+                    return version  # the server ended the watch: resume from here
+                if line.strip():
+                    version = self._apply(json.loads(line), version)
+
+    def _apply(self, event: Obj, version: str) -> str:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            raise ApiError.from_status(int(obj.get("code") or 500), obj)
+        self._touch()
+        new_version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+        if kind == "BOOKMARK":
+            return new_version
+        key = _key(obj)
+        if kind == "DELETED":
+            self._store.pop(key, None)
+        elif kind in ("ADDED", "MODIFIED"):
+            self._store[key] = obj
+        else:
+            return version
+        self._on_change(self.objects)
+        return new_version
+
+    async def _get(self, extra: list[tuple[str, str]], limits: aiohttp.ClientTimeout) -> Any:
+        return await self.api.call_api(
+            self.path,
+            "GET",
+            query_params=self._selectors + extra,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=limits,
+        )
+
+    def _touch(self) -> None:
+        self.last_event_at = asyncio.get_running_loop().time()
+
+    def _restart(self, reason: str) -> None:
+        self._on_restart(self.name, reason)
+
+    def _backoff(self, failures: int) -> float:
+        t = self.timing
+        ceiling = min(t.backoff_cap, t.backoff_base * 2 ** min(failures - 1, 16))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def _key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ApiError):
+        return "expired" if exc.expired else f"http_{exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ValueError):
+        return "bad_response"
+    return "connection"

@@ -1,0 +1,235 @@
+"""ClusterView: what to probe, and what is true, as the Kubernetes API says it.
+
+Owns: informers over the EndpointSlices of the DNS Service (legacy Endpoints
+only when discovery.k8s.io/v1 is not served), the Service itself, the pods of
+its namespace (creation time, deletionTimestamp) and ``default/kubernetes``
+(whose ClusterIP is the right answer for ``kubernetes.default.svc.<domain>``);
+merging them into an immutable ``TargetSet`` published on every change.
+Never does: decide anything about health, or write to the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from corednsprobe import logs
+from corednsprobe.informer import DEFAULT_TIMING, ApiError, Informer, Obj, Timing
+from corednsprobe.model import ClusterState, PodRef, Target, TargetKind, TargetSet
+
+log = logs.get(__name__)
+
+DNS_PORT_NAME = "dns"
+DEFAULT_DNS_PORT = 53
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds of an RFC 3339 timestamp as the API writes it, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _dns_port(ports: Iterable[Obj] | None) -> int:
+    """The UDP port named ``dns`` (else the first UDP port), falling back to 53."""
+    udp = [p for p in ports or () if (p.get("protocol") or "TCP") == "UDP"]
+    for p in udp:
+        if p.get("name") == DNS_PORT_NAME and p.get("port"):
+            return int(p["port"])
+    return int(udp[0]["port"]) if udp and udp[0].get("port") else DEFAULT_DNS_PORT
+
+
+def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace: str) -> PodRef:
+    ref = endpoint.get("targetRef") or {}
+    name = str(ref.get("name") or "")
+    pod = pods.get(f"{ref.get('namespace') or namespace}/{name}") or {}
+    meta = pod.get("metadata") or {}
+    deleting = bool(meta.get("deletionTimestamp"))
+    terminating = bool(conditions.get("terminating")) or deleting
+    ready = conditions.get("ready")
+    serving = conditions.get("serving")
+    ready_b = (True if ready is None else bool(ready)) and not terminating
+    return PodRef(
+        name=name or str(endpoint.get("addresses", ["?"])[0]),
+        uid=str(ref.get("uid") or meta.get("uid") or ""),
+        node=str(endpoint.get("nodeName") or (pod.get("spec") or {}).get("nodeName") or ""),
+        ready=ready_b,
+        serving=ready_b if serving is None else bool(serving),
+        terminating=terminating,
+        created_at=parse_time(meta.get("creationTimestamp")),
+    )
+
+
+def pods_from_slices(
+    slices: Iterable[Obj], pods: Mapping[str, Obj], namespace: str
+) -> list[Target]:
+    """Merge every slice of the Service into one target per address.
+
+    Slices split by address family and size, and a rollover can list one
+    endpoint twice; an address seen twice is kept once, ready if any copy is.
+    """
+    merged: dict[tuple[str, int], Target] = {}
+    for sl in sorted(slices, key=lambda s: str((s.get("metadata") or {}).get("name", ""))):
+        if sl.get("addressType") not in ("IPv4", "IPv6"):
+            continue
+        port = _dns_port(sl.get("ports"))
+        for ep in sl.get("endpoints") or []:
+            conditions = ep.get("conditions") or {}
+            ref = _pod_ref(ep, conditions, pods, namespace)
+            for address in ep.get("addresses") or []:
+                key = (str(address), port)
+                old = merged.get(key)
+                if old is not None and old.pod is not None and (old.pod.ready or not ref.ready):
+                    continue
+                merged[key] = Target(TargetKind.POD, str(address), port, ref)
+    return sorted(merged.values(), key=lambda t: (t.name, t.address))
+
+
+def pods_from_endpoints(
+    endpoints: Obj | None, pods: Mapping[str, Obj], namespace: str
+) -> list[Target]:
+    """Targets from legacy Endpoints (which drop terminating pods entirely)."""
+    targets: list[Target] = []
+    for subset in (endpoints or {}).get("subsets") or []:
+        port = _dns_port(subset.get("ports"))
+        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for addr in subset.get(field) or []:
+                ep = {"addresses": [addr.get("ip")], "targetRef": addr.get("targetRef"),
+                      "nodeName": addr.get("nodeName")}
+                ref = _pod_ref(ep, {"ready": ready}, pods, namespace)
+                targets.append(Target(TargetKind.POD, str(addr.get("ip")), port, ref))
+    return sorted(targets, key=lambda t: (t.name, t.address))
+
+
+def cluster_ips(service: Obj | None) -> list[str]:
+    spec = (service or {}).get("spec") or {}
+    ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    return [str(ip) for ip in ips if ip and ip != "None"]
+
+
+def build_targetset(
+    *,
+    service: Obj | None,
+    pod_targets: list[Target],
+    kubernetes: Obj | None,
+    generation: int,
+) -> TargetSet:
+    """The snapshot for one moment of the informers' stores."""
+    expected = frozenset(cluster_ips(kubernetes))
+    if service is None:
+        return TargetSet((), (), expected, ClusterState.NO_SERVICE, generation)
+    port = _dns_port((service.get("spec") or {}).get("ports"))
+    services = tuple(Target(TargetKind.SERVICE, ip, port) for ip in cluster_ips(service))
+    state = ClusterState.OK if pod_targets else ClusterState.NO_ENDPOINTS
+    return TargetSet(tuple(pod_targets), services, expected, state, generation)
+
+
+class ClusterView:
+    """Keeps a current TargetSet; consumers read ``current`` or await ``changed``."""
+
+    def __init__(
+        self,
+        api: Any,
+        *,
+        namespace: str,
+        service: str,
+        timing: Timing = DEFAULT_TIMING,
+        on_restart: Callable[[str, str], None] = lambda _n, _r: None,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.service = service
+        self.timing = timing
+        self._on_restart = on_restart
+        self.current = TargetSet()
+        self.legacy_endpoints = False
+        self._changed = asyncio.Event()
+        self._informers: dict[str, Informer] = {}
+
+    async def run(self) -> None:
+        """Run every informer until cancelled."""
+        self.legacy_endpoints = not await self._slices_served()
+        if self.legacy_endpoints:
+            log.warning("endpointslices_unavailable", fallback="v1 Endpoints")
+        ns, svc = self.namespace, self.service
+        if self.legacy_endpoints:
+            self._add("endpoints", f"/api/v1/namespaces/{ns}/endpoints",
+                      field_selector=f"metadata.name={svc}")
+        else:
+            self._add("endpointslices",
+                      f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                      label_selector=f"kubernetes.io/service-name={svc}")
+        self._add("service", f"/api/v1/namespaces/{ns}/services",
+                  field_selector=f"metadata.name={svc}")
+        self._add("kubernetes", "/api/v1/namespaces/default/services",
+                  field_selector="metadata.name=kubernetes")
+        self._add("pods", f"/api/v1/namespaces/{ns}/pods")
+        async with asyncio.TaskGroup() as tasks:
+            for informer in self._informers.values():
+                tasks.create_task(informer.run(), name=f"informer-{informer.name}")
+
+    def _add(self, name: str, path: str, **selectors: str) -> None:
+        self._informers[name] = Informer(
+            self.api, path, name=name, on_change=lambda _objs: self._rebuild(),
+            on_restart=self._on_restart, timing=self.timing, **selectors,
+        )
+
+    async def _slices_served(self) -> bool:
+        try:
+            resp = await self.api.call_api(
+                "/apis/discovery.k8s.io/v1", "GET", header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(total=self.timing.request_timeout),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("discovery_failed", error=str(exc), assumed="endpointslices")
+            return True
+        async with resp:
+            await resp.read()
+            return bool(resp.status != 404)
+
+    @property
+    def last_event_at(self) -> float | None:
+        times = [i.last_event_at for i in self._informers.values() if i.last_event_at is not None]
+        return max(times) if times else None
+
+    def _rebuild(self) -> None:
+        if not self._informers or not all(i.synced for i in self._informers.values()):
+            return
+        objs = {name: i.objects for name, i in self._informers.items()}
+        service = next(iter(objs["service"].values()), None)
+        kubernetes = next(iter(objs["kubernetes"].values()), None)
+        if self.legacy_endpoints:
+            endpoints = next(iter(objs["endpoints"].values()), None)
+            pods = pods_from_endpoints(endpoints, objs["pods"], self.namespace)
+        else:
+            pods = pods_from_slices(objs["endpointslices"].values(), objs["pods"], self.namespace)
+        snapshot = build_targetset(service=service, pod_targets=pods, kubernetes=kubernetes,
+                                   generation=self.current.generation + 1)
+        if _same(snapshot, self.current):
+            return
+        self.current = snapshot
+        log.info("targets_changed", state=snapshot.state.value, pods=len(snapshot.pods),
+                 services=[t.address for t in snapshot.services], generation=snapshot.generation)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self, after: int) -> TargetSet:
+        """The first TargetSet with a generation above ``after``."""
+        while self.current.generation <= after:
+            await self._changed.wait()
+        return self.current
+
+
+def _same(a: TargetSet, b: TargetSet) -> bool:
+    return (a.pods, a.services, a.expected, a.state) == (b.pods, b.services, b.expected, b.state)
+
+
+__all__ = ["ApiError", "ClusterView", "Timing", "build_targetset", "pods_from_slices"]
