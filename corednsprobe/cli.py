@@ -40,6 +40,26 @@ def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
+    import uvloop
+
+    from corednsprobe.access import ClusterAccessError
+    from corednsprobe.targets import ClusterArgs, run_targets
+
+    cluster = ClusterArgs(args.kubeconfig, args.context)
+    try:
+        return uvloop.run(run_targets(cluster, settings, watch=args.watch, as_json=args.json))
+    except ClusterAccessError as exc:
+        print(f"corednsprobe: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, "
+                   "~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: its current context)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="corednsprobe",
@@ -56,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--markdown", action="store_true", help="print the reference table")
     group.add_argument("--json", action="store_true", help="print the settings as JSON")
     p.set_defaults(handler=_cmd_config)
+
+    p = sub.add_parser("targets", help="print what would be probed (the CoreDNS pods and Service)")
+    p.add_argument("--watch", action="store_true", help="print one line per change until ^C")
+    p.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
+    _add_cluster_options(p)
+    p.set_defaults(handler=_cmd_targets)
 
     return parser
 

@@ -1,0 +1,222 @@
+"""Cluster access that explains itself: credentials, reachability, permissions.
+
+Owns: choosing in-cluster credentials or a kubeconfig, proving the API answers
+and accepts us, and asking it (SelfSubjectAccessReview) for every permission
+the configured features need, naming the RBAC rule that grants each missing
+one. Never does: read or watch the DNS objects themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+
+from corednsprobe.informer import ApiError
+
+TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class ClusterAccessError(Exception):
+    """The cluster cannot be reached or will not accept us; the CLI exits 3."""
+
+
+@dataclass
+class Access:
+    api: Any  # kubernetes_asyncio.client.ApiClient
+    url: str
+    source: str  # "in-cluster service account" or the kubeconfig path
+    context: str
+    auth: str  # how we authenticate, for people
+
+    def describe(self) -> str:
+        ctx = f", context {self.context!r}" if self.context else ""
+        return f"API {self.url} (credentials: {self.source}{ctx}; auth: {self.auth})"
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    verb: str
+    resource: str
+    namespace: str
+    group: str = ""
+    subresource: str = ""
+    purpose: str = ""
+    required: bool = True
+
+    @property
+    def what(self) -> str:
+        res = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        grp = self.group or "core"
+        return f"{self.verb} {res} ({grp}) in namespace {self.namespace}"
+
+    @property
+    def rule(self) -> str:
+        res = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return (f'Role in {self.namespace}: apiGroups: ["{self.group}"], '
+                f'resources: ["{res}"], verbs: ["{self.verb}"]')
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionReport:
+    missing_required: tuple[Permission, ...] = ()
+    missing_optional: tuple[Permission, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_required
+
+
+def read_permissions(namespace: str, legacy_endpoints: bool = False) -> list[Permission]:
+    """What watching the DNS Service needs."""
+    if legacy_endpoints:
+        eps = [Permission(v, "endpoints", namespace, purpose="watch the DNS endpoints")
+               for v in ("list", "watch")]
+    else:
+        eps = [Permission(v, "endpointslices", namespace, "discovery.k8s.io",
+                          purpose="watch the DNS endpoints") for v in ("list", "watch")]
+    return [
+        *eps,
+        *(Permission(v, "services", namespace, purpose="read the DNS Service's ClusterIP")
+          for v in ("list", "watch")),
+        *(Permission(v, "services", "default", purpose="read default/kubernetes (the truth)")
+          for v in ("list", "watch")),
+        *(Permission(v, "pods", namespace, purpose="see pod age and termination")
+          for v in ("list", "watch")),
+    ]
+
+
+def _kubeconfig_path(kubeconfig: str | None) -> str:
+    if kubeconfig:
+        return kubeconfig
+    env = os.environ.get("KUBECONFIG", "")
+    first = next((p for p in env.split(os.pathsep) if p), "")
+    return first or str(Path("~/.kube/config").expanduser())
+
+
+def _require_file(path: str) -> None:
+    if not Path(path).is_file():
+        in_pod = "set" if os.environ.get("KUBERNETES_SERVICE_HOST") else "unset"
+        raise ClusterAccessError(
+            f"corednsprobe found no cluster credentials: no kubeconfig at {path!r}, and no "
+            f"in-cluster service account (KUBERNETES_SERVICE_HOST is {in_pod}). Pass "
+            "--kubeconfig PATH or set KUBECONFIG, run it in a pod with a service account, or "
+            "try it without a cluster: `corednsprobe demo`."
+        )
+
+
+def _in_cluster(kubeconfig: str | None, context: str | None) -> bool:
+    """In a pod, unless the user named a kubeconfig or context explicitly."""
+    if kubeconfig or context or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return False
+    return TOKEN_PATH.exists()
+
+
+async def connect(kubeconfig: str | None = None, context: str | None = None) -> Access:
+    """Load credentials and prove the API server answers and accepts them."""
+    cfg = client.Configuration()
+    in_cluster = _in_cluster(kubeconfig, context)
+    try:
+        if in_cluster:
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            source, ctx = "in-cluster service account", ""
+        else:
+            source = _kubeconfig_path(kubeconfig)
+            _require_file(source)
+            loader = await config.load_kube_config(config_file=source, context=context,
+                                                   client_configuration=cfg)
+            ctx = str((getattr(loader, "current_context", None) or {}).get("name", context or ""))
+    except (config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+        tried = "in-cluster service account" if in_cluster else f"kubeconfig {source!r}"
+        raise ClusterAccessError(
+            f"corednsprobe could not load cluster credentials from the {tried}"
+            f"{f' (context {context!r})' if context else ''}: {exc}. Check that the file "
+            "exists and names a current context, or pass --kubeconfig/--context; inside a "
+            "cluster, check that the pod mounts its service-account token."
+        ) from None
+    auth = _auth_kind(cfg)
+    access = Access(client.ApiClient(configuration=cfg), str(cfg.host), source, ctx, auth)
+    try:
+        await _prove(access)
+    except ClusterAccessError:
+        await access.close()
+        raise
+    return access
+
+
+def _auth_kind(cfg: Any) -> str:
+    key = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if key:
+        return "bearer token"
+    if cfg.cert_file:
+        return "client certificate"
+    if cfg.username:
+        return "basic auth"
+    return "none"
+
+
+async def _prove(access: Access) -> None:
+    """One authenticated request: a SelfSubjectAccessReview needs a known user."""
+    try:
+        await ssar(access.api, Permission("get", "namespaces", "default"))
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            raise ClusterAccessError(
+                f"corednsprobe reached {access.describe()}, but the API server refused the "
+                f"credentials: {exc.status} {exc.reason}: {exc.message}. Check that the token "
+                "or client certificate is current (an expired token, a deleted service "
+                "account, or a kubeconfig for another cluster all look like this)."
+            ) from None
+        raise ClusterAccessError(
+            f"corednsprobe reached {access.describe()}, but it answered "
+            f"{exc.status} {exc.reason}: {exc.message}."
+        ) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise ClusterAccessError(
+            f"corednsprobe could not reach {access.describe()}: {exc or type(exc).__name__}. "
+            "Check that the address is right and reachable from here (VPN, firewall, "
+            "`kubectl cluster-info` with the same kubeconfig), and that the API server is up."
+        ) from None
+
+
+async def ssar(api: Any, p: Permission) -> bool:
+    """Ask the API whether we may do ``p`` (SelfSubjectAccessReview)."""
+    attrs = {"namespace": p.namespace, "verb": p.verb, "group": p.group, "resource": p.resource}
+    if p.subresource:
+        attrs["subresource"] = p.subresource
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs}}
+    resp = await api.call_api(
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "POST",
+        header_params={"Accept": "application/json", "Content-Type": "application/json"},
+        body=body, auth_settings=["BearerToken"], _preload_content=False,
+        _request_timeout=aiohttp.ClientTimeout(total=15),
+    )
+    async with resp:
+        raw = await resp.read()
+        if resp.status not in (200, 201):
+            raise ApiError.from_status(resp.status, raw)
+    return bool(json.loads(raw).get("status", {}).get("allowed"))
+
+
+async def check_permissions(api: Any, wanted: list[Permission]) -> PermissionReport:
+    missing = [p for p in wanted if not await ssar(api, p)]
+    return PermissionReport(
+        tuple(p for p in missing if p.required), tuple(p for p in missing if not p.required)
+    )
+
+
+def explain_missing(report: PermissionReport, identity: str) -> str:
+    """One paragraph for people: each missing permission and the rule that grants it."""
+    lines = [f"corednsprobe ({identity}) lacks permissions it needs:"]
+    for p in report.missing_required:
+        lines.append(f"  - {p.what}: needed to {p.purpose}. Grant: {p.rule}")
+    return "\n".join(lines)

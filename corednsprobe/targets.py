@@ -1,0 +1,129 @@
+"""`corednsprobe targets`: what would be probed, as the API says it, now or as it changes.
+
+Owns: opening the cluster for a command (credentials, reachability, read
+permissions — each failure one clear paragraph and exit 3) and rendering
+TargetSets for people (a table) and programs (JSON).
+Never does: probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from corednsprobe.access import (
+    Access,
+    ClusterAccessError,
+    check_permissions,
+    connect,
+    explain_missing,
+    read_permissions,
+)
+from corednsprobe.config import Settings
+from corednsprobe.kube import ClusterView
+from corednsprobe.model import Target, TargetSet
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterArgs:
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+async def open_cluster(args: ClusterArgs, settings: Settings) -> Access:
+    """Connect and check read permissions; raise ClusterAccessError (exit 3) if not."""
+    access = await connect(args.kubeconfig, args.context)
+    try:
+        report = await check_permissions(access.api, read_permissions(settings.namespace))
+    except Exception:
+        await access.close()
+        raise
+    if not report.ok:
+        await access.close()
+        raise ClusterAccessError(explain_missing(report, access.describe()))
+    return access
+
+
+def targetset_json(ts: TargetSet) -> dict[str, Any]:
+    return {
+        "state": ts.state.value,
+        "generation": ts.generation,
+        "expected": sorted(ts.expected),
+        "pods": [_target_json(t) for t in ts.pods],
+        "services": [_target_json(t) for t in ts.services],
+    }
+
+
+def _target_json(t: Target) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": t.kind.value, "name": t.name, "address": t.address,
+                           "port": t.port}
+    if t.pod is not None:
+        out.update(pod=t.pod.name, uid=t.pod.uid, node=t.pod.node, ready=t.pod.ready,
+                   serving=t.pod.serving, terminating=t.pod.terminating,
+                   created_at=t.pod.created_at)
+    return out
+
+
+def _age(created: float | None, now: float) -> str:
+    if created is None:
+        return "-"
+    s = max(0, int(now - created))
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def render_table(ts: TargetSet, now: float) -> str:
+    head = ("KIND", "NAME", "ADDRESS", "PORT", "NODE", "READY", "SERVING", "TERMINATING", "AGE")
+    rows: list[tuple[str, ...]] = [head]
+    for t in ts.targets:
+        p = t.pod
+        rows.append((t.kind.value, t.name, t.address, str(t.port), p.node if p else "-",
+                     _yn(p.ready) if p else "-", _yn(p.serving) if p else "-",
+                     _yn(p.terminating) if p else "-", _age(p.created_at if p else None, now)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    expected = ",".join(sorted(ts.expected)) or "unknown"
+    lines.append(f"state: {ts.state.value}; kubernetes.default answers: {expected}")
+    return "\n".join(lines) + "\n"
+
+
+def _yn(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def summary_line(ts: TargetSet) -> str:
+    pods = " ".join(f"{t.name}={t.address}{'(terminating)' if t.pod and t.pod.terminating else ''}"
+                    f"{'' if not t.pod or t.pod.ready or t.pod.terminating else '(not-ready)'}"
+                    for t in ts.pods)
+    svc = ",".join(t.address for t in ts.services) or "-"
+    return f"#{ts.generation} state={ts.state.value} service={svc} pods: {pods or '-'}"
+
+
+async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_json: bool,
+                      out: TextIO = sys.stdout) -> int:
+    access = await open_cluster(args, settings)
+    view = ClusterView(access.api, namespace=settings.namespace, service=settings.service)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            runner = tasks.create_task(view.run())
+            seen = 0
+            while True:
+                ts = await view.changed(seen)
+                seen = ts.generation
+                if as_json:
+                    doc = targetset_json(ts)
+                    out.write(json.dumps(doc, indent=None if watch else 2) + "\n")
+                elif watch:
+                    out.write(summary_line(ts) + "\n")
+                else:
+                    out.write(render_table(ts, time.time()))
+                out.flush()
+                if not watch:
+                    runner.cancel()
+                    break
+    finally:
+        await access.close()
+    return 0
