@@ -92,6 +92,13 @@ def _k8s_name() -> Spec:
     return Spec(parse, "a Kubernetes name: lower-case letters, digits and '-', 1-63 chars", "")
 
 
+def _optional(inner: Spec) -> Spec:
+    def parse(raw: str) -> Any:
+        return "" if not raw.strip() else inner.parse(raw)
+
+    return Spec(parse, f"empty, or {inner.valid}", "")
+
+
 def _listen() -> Spec:
     def parse(raw: str) -> tuple[str, int]:
         host, sep, port = raw.strip().rpartition(":")
@@ -129,6 +136,37 @@ class Settings:
         "kube-system", _k8s_name(), "Namespace of the CoreDNS Service and pods."
     )
     service: str = setting("kube-dns", _k8s_name(), "Name of the CoreDNS Service.")
+    window: float = setting(
+        60.0, _seconds(1, 86400), "Sliding window over which each target is judged."
+    )
+    failure_ratio: float = setting(
+        0.5, _ratio(0.01, 1), "A target is unhealthy when this share of its window failed."
+    )
+    min_samples: int = setting(
+        5, _integer(1, 100000), "Fewest outcomes in the window before a target is judged."
+    )
+    recovery_successes: int = setting(
+        3, _integer(1, 1000), "Successes in a row that make an unhealthy target healthy again."
+    )
+    min_pod_age: float = setting(
+        30.0, _seconds(0, 86400), "Pods younger than this are in grace: probed, never judged."
+    )
+    max_unhealthy_fraction: float = setting(
+        0.49,
+        _ratio(0, 1),
+        "More unhealthy pods than this share means a shared cause: nothing is restarted.",
+    )
+    external_name: str = setting(
+        "",
+        _optional(_domain()),
+        "A name outside the cluster to resolve through every pod (upstream check); empty: off.",
+    )
+    max_in_flight: int = setting(
+        256, _integer(1, 65536), "Most probes outstanding at once."
+    )
+    listen: tuple[str, int] = setting(
+        ("0.0.0.0", 9180), _listen(), "Address of the HTTP server (/metrics, /status, /healthz)."
+    )
     log_level: str = setting(
         "info", _choice("debug", "info", "warning", "error"), "Lowest log level written."
     )

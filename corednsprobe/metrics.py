@@ -1,0 +1,168 @@
+"""Every Prometheus metric of corednsprobe, in one place.
+
+Owns: metric names (``corednsprobe_*``, base units), their help, bounded label
+values (pod names and check names, never IPs), and removing the series of a
+target that left. Never does: decide anything; it only mirrors values.
+
+``corednsprobe_target_healthy`` is 1 for healthy, 0 for unhealthy and -1 for
+a target not judged (in grace, or too few samples yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from corednsprobe import __version__
+from corednsprobe.model import (
+    Diagnosis,
+    DiagnosisState,
+    Health,
+    HealthState,
+    ProbeResult,
+    Target,
+    TargetKey,
+    TargetKind,
+    TargetSet,
+)
+from corednsprobe.schedule import RoundReport
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_HEALTH_VALUE = {HealthState.HEALTHY: 1.0, HealthState.UNHEALTHY: 0.0}
+
+
+def rtt_buckets(timeout: float) -> list[float]:
+    """0.1 ms up to the timeout, roughly x2.5 apart: where DNS latencies live."""
+    edges = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+             0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+    return [e for e in edges if e < timeout] + [timeout]
+
+
+def target_label(t: Target) -> str:
+    """The bounded ``pod`` label: the pod's name, or ``service`` (``service-v6``)."""
+    if t.kind is TargetKind.SERVICE:
+        return "service-v6" if ":" in t.address else "service"
+    return t.name
+
+
+class _Live(Collector):
+    """Values computed at scrape time."""
+
+    def __init__(self, last_event_at: Callable[[], float | None], now: Callable[[], float]) -> None:
+        self._last_event_at = last_event_at
+        self._now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+        info = InfoMetricFamily("corednsprobe_build", "The running corednsprobe.")
+        info.add_metric([], {"version": __version__})
+        yield info
+        age = GaugeMetricFamily(
+            "corednsprobe_watch_last_event_age_seconds",
+            "Seconds since any API watch delivered an event or bookmark (or a list).",
+        )
+        last = self._last_event_at()
+        age.add_metric([], float("nan") if last is None else max(0.0, self._now() - last))
+        yield age
+
+
+class Metrics:
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        last_event_at: Callable[[], float | None] = lambda: None,
+        now: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.probes = Counter("corednsprobe_probes_total", "DNS probes by outcome.",
+                              ["target_kind", "pod", "check", "outcome"], registry=r)
+        self.rtt = Histogram("corednsprobe_probe_rtt_seconds",
+                             "Round-trip time of answered probes.", ["target_kind", "check"],
+                             buckets=rtt_buckets(timeout), registry=r)
+        self.healthy = Gauge("corednsprobe_target_healthy",
+                             "1 healthy, 0 unhealthy, -1 not judged (grace or too few samples).",
+                             ["target_kind", "pod", "node"], registry=r)
+        self.ratio = Gauge("corednsprobe_target_failure_ratio",
+                           "Share of failed probes in the target's window.",
+                           ["target_kind", "pod"], registry=r)
+        self.udp_only = Counter("corednsprobe_udp_only_failures_total",
+                                "Failures over UDP while the same question over TCP answered.",
+                                ["pod"], registry=r)
+        self.diagnosis = Gauge("corednsprobe_diagnosis", "1 for the current diagnosis state.",
+                               ["state"], registry=r)
+        self.candidates = Gauge("corednsprobe_restart_candidates",
+                                "Pods the diagnosis names as safe to restart.", registry=r)
+        self.rounds = Counter("corednsprobe_rounds_total", "Probe rounds completed.", registry=r)
+        self.overruns = Counter("corednsprobe_round_overruns_total",
+                                "Rounds that outlasted the interval.", registry=r)
+        self.round_duration = Histogram(
+            "corednsprobe_round_duration_seconds", "From a round's tick to its last answer.",
+            buckets=[0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120], registry=r)
+        self.targets = Gauge("corednsprobe_targets", "Targets in the current TargetSet.",
+                             ["target_kind"], registry=r)
+        self.watch_restarts = Counter("corednsprobe_watch_restarts_total",
+                                      "API lists/watches restarted, by reason.",
+                                      ["informer", "reason"], registry=r)
+        r.register(_Live(last_event_at, now))
+        for state in DiagnosisState:
+            self.diagnosis.labels(state.value).set(0)
+        for kind in TargetKind:
+            self.targets.labels(kind.value).set(0)
+        self._labelled: dict[TargetKey, Target] = {}
+
+    def observe(self, result: ProbeResult) -> None:
+        t = result.target
+        self.probes.labels(t.kind.value, target_label(t), result.check.name,
+                           result.outcome.value).inc()
+        if result.rtt_seconds is not None and result.outcome.value != "timeout":
+            self.rtt.labels(t.kind.value, result.check.name).observe(result.rtt_seconds)
+        if result.udp_only:
+            self.udp_only.labels(target_label(t)).inc()
+        self._labelled.setdefault(t.key, t)
+
+    def set_targets(self, ts: TargetSet) -> None:
+        """Mirror the TargetSet and drop every series of targets that left."""
+        self.targets.labels(TargetKind.POD.value).set(len(ts.pods))
+        self.targets.labels(TargetKind.SERVICE.value).set(len(ts.services))
+        current = {t.key for t in ts.targets}
+        for key in [k for k in self._labelled if k not in current]:
+            self._forget(self._labelled.pop(key))
+
+    def _forget(self, t: Target) -> None:
+        label = target_label(t)
+        for metric in (self.probes, self.healthy, self.ratio):
+            metric.remove_by_labels({"target_kind": t.kind.value, "pod": label})
+        self.udp_only.remove_by_labels({"pod": label})
+
+    def set_health(self, healths: Mapping[TargetKey, Health]) -> None:
+        for h in healths.values():
+            t = h.target
+            node = t.pod.node if t.pod else ""
+            label = target_label(t)
+            self.healthy.labels(t.kind.value, label, node).set(_HEALTH_VALUE.get(h.state, -1.0))
+            self.ratio.labels(t.kind.value, label).set(h.ratio)
+            self._labelled.setdefault(t.key, t)
+
+    def set_diagnosis(self, d: Diagnosis) -> None:
+        for state in DiagnosisState:
+            self.diagnosis.labels(state.value).set(1 if state is d.state else 0)
+        self.candidates.set(len(d.candidates))
+
+    def round_done(self, report: RoundReport) -> None:
+        self.rounds.inc()
+        self.round_duration.observe(report.duration)
+        if report.overrun:
+            self.overruns.inc()
+
+    def watch_restarted(self, informer: str, reason: str) -> None:
+        self.watch_restarts.labels(informer, reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def names(self) -> Iterable[str]:
+        """Every metric family name as exposed (for the docs test)."""
+        return sorted({m.name for m in self.registry.collect()})

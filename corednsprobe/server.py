@@ -1,0 +1,62 @@
+"""The HTTP face of the service: /metrics, /healthz, /readyz, /status.
+
+Owns: routes and response shapes. Never does: compute anything itself — it
+renders what the ProberService and the Metrics already know.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from corednsprobe.app import ProberService
+from corednsprobe.metrics import CONTENT_TYPE
+
+
+def build_app(
+    service: ProberService, extra_status: dict[str, Callable[[], Any]] | None = None
+) -> web.Application:
+    """``extra_status`` maps a /status key to a callable adding a section (remediation)."""
+    app = web.Application()
+
+    async def metrics(_req: web.Request) -> web.Response:
+        body = service.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(_req: web.Request) -> web.Response:
+        if service.live():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="rounds are not completing on time\n")
+
+    async def readyz(_req: web.Request) -> web.Response:
+        if service.ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="waiting for the first list of targets\n")
+
+    async def status(_req: web.Request) -> web.Response:
+        doc = service.status()
+        for key, section in (extra_status or {}).items():
+            doc[key] = section()
+        return web.Response(text=json.dumps(doc, indent=2) + "\n",
+                            content_type="application/json")
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    return app
+
+
+async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app``; returns the runner (to clean up) and the bound port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # the bound socket tells the port when 0 was asked
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)
