@@ -209,10 +209,8 @@ def knot(workdir: Path, addresses: Sequence[str], port: int = 5353) -> Iterator[
     zone = workdir / "cluster.local.zone"
     zone.write_text("$ORIGIN cluster.local.\n$TTL 30\n"
                     "@ SOA ns admin 1 7200 1800 86400 30\n@ NS ns\nns A 127.0.0.1\n"
-                    + "".join(r.replace(".cluster.local.", "", 1).split(". 30 IN ")[0]
-                              + " " + r.split(" 30 IN ")[1] + "\n"
-                              for r in ZONE_RECORDS if "CNAME" not in r))
-    listen = "\n".join(f"    - {a}@{port}" for a in addresses)
+                    + "".join(f"{record}\n" for record in ZONE_RECORDS))
+    listen = ", ".join(f"{a}@{port}" for a in addresses)
     conf = workdir / "knot.conf"
     conf.write_text(f"""server:
   rundir: "{workdir}"
@@ -220,8 +218,7 @@ def knot(workdir: Path, addresses: Sequence[str], port: int = 5353) -> Iterator[
   udp-workers: 1
   tcp-workers: 1
   background-workers: 1
-  listen:
-{listen}
+  listen: [ {listen} ]
 database:
   storage: "{workdir}"
 template:
