@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from corednsprobe import __version__
+from corednsprobe import __version__, check
 from corednsprobe.config import Settings, SettingsError, effective, markdown_table
 
 EXIT_OK = 0
@@ -60,6 +60,10 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", help="kubeconfig context (default: its current context)")
 
 
+def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    return EXIT_OK if check.run(args, settings) else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="corednsprobe",
@@ -70,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(handler=_cmd_version)
+
+    p = sub.add_parser("check", help="ask DNS servers once and report each probe")
+    check.add_arguments(p)
+    p.set_defaults(handler=_cmd_check)
 
     p = sub.add_parser("config", help="print the settings in force (or the reference table)")
     group = p.add_mutually_exclusive_group()

@@ -1,0 +1,175 @@
+"""`corednsprobe check`: one-shot probes of given servers, printed as a table or JSON.
+
+Owns: the command's options, turning them into Targets and a Check, running the
+probes on uvloop, and rendering the results.
+Never does: exit the process or pick exit codes (cli.py maps "all ok" to 0/1);
+bad usage is reported through argparse, which exits 2 with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import math
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from corednsprobe import wire
+from corednsprobe.config import Settings
+from corednsprobe.model import Check, ProbeResult, Target, TargetKind
+
+QUERY_TYPES = sorted(name for name in wire.TYPES if name != "OPT")
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``127.0.0.1``, ``127.0.0.1:5353``, ``[::1]:53``, ``::1`` → (address, port)."""
+    host, port = text.strip(), "53"
+    if host.startswith("["):
+        end = host.find("]")
+        rest = host[end + 1:] if end > 0 else "?"
+        if rest and not rest.startswith(":"):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected [IPv6]:PORT")
+        host, port = host[1:end], rest[1:] or "53"
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected an IP address with an optional port, "
+            "e.g. 127.0.0.1:53 or [::1]:53") from None
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535")
+    return str(address), number
+
+
+def parse_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def parse_name(text: str) -> str:
+    try:
+        wire.encode_name(text)
+    except (ValueError, UnicodeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a DNS name") from None
+    return text
+
+
+def _number(lo: float, hi: float, cast: type[float] | type[int] = float) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is not between {lo:g} and {hi:g}")
+        return value
+
+    return parse
+
+
+def _search_list(text: str) -> tuple[str, ...]:
+    return tuple(parse_name(d.strip()) for d in text.split(",") if d.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", action="append", required=True, type=parse_server,
+                        metavar="ADDR[:PORT]", help="server to ask; repeatable; IPv6 as [::1]:53")
+    parser.add_argument("--name", type=parse_name,
+                        help="name to ask (default kubernetes.default.svc.<cluster domain>)")
+    parser.add_argument("--type", default="A", type=str.upper, choices=QUERY_TYPES,
+                        help="query type (default A)")
+    parser.add_argument("--expect", action="extend", nargs="+", type=parse_ip, metavar="IP",
+                        help="the addresses a right answer holds (default: any answer)")
+    parser.add_argument("--expect-rcode", default="NOERROR", type=str.upper,
+                        choices=["NOERROR", "NXDOMAIN"], help="NXDOMAIN: pass only on NXDOMAIN")
+    parser.add_argument("--search", type=_search_list, metavar="DOM,DOM",
+                        help="search list: resolve --name like a pod's stub resolver (aiodns)")
+    parser.add_argument("--ndots", type=_number(0, 15, int), default=5,
+                        help="ndots for --search (default 5, as in a pod's resolv.conf)")
+    parser.add_argument("--timeout", type=_number(0.01, 30),
+                        help="deadline of one probe in seconds (default COREDNSPROBE_TIMEOUT)")
+    parser.add_argument("--count", type=_number(1, 100_000, int), default=1,
+                        help="probes per server (default 1)")
+    parser.add_argument("--interval", type=_number(0, 3600), default=0.0,
+                        help="seconds between the probes of --count (default 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def build_check(args: argparse.Namespace, settings: Settings) -> Check:
+    name = args.name or f"kubernetes.default.svc.{settings.cluster_domain}"
+    return Check(
+        name="check", qname=name, qtype=args.type,
+        expect_addresses=frozenset(args.expect) if args.expect else None,
+        expect_rcode=args.expect_rcode, search=args.search or (), ndots=args.ndots,
+        application_view=args.search is not None,
+    )
+
+
+async def probe_all(targets: Sequence[Target], check: Check, deadline_seconds: float,
+                    count: int, interval: float) -> list[ProbeResult]:
+    """``count`` rounds; in each, every server is asked at once."""
+    from corednsprobe.dns import Prober
+
+    prober = Prober(deadline_seconds)
+    results: list[ProbeResult] = []
+    for round_number in range(count):
+        if round_number and interval:
+            await asyncio.sleep(interval)
+        results += await asyncio.gather(*(prober.probe(t, check) for t in targets))
+    return results
+
+
+def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> bool:
+    """Probe, print, and say whether every probe was ok."""
+    import uvloop
+
+    check = build_check(args, settings)
+    targets = [Target(TargetKind.SERVICE, address, port) for address, port in args.server]
+    timeout = args.timeout if args.timeout is not None else settings.timeout
+    results = uvloop.run(probe_all(targets, check, timeout, args.count, args.interval))
+    out.write(render_json(results) if args.json else render_table(results))
+    return all(r.ok for r in results)
+
+
+def as_dict(result: ProbeResult) -> dict[str, Any]:
+    return {
+        "server": result.target.endpoint, "name": result.qname or result.check.qname,
+        "type": result.check.qtype, "outcome": result.outcome.value, "rcode": result.rcode,
+        "rtt_seconds": result.rtt_seconds, "answers": list(result.answers),
+        "udp_only": result.udp_only, "detail": result.detail,
+    }
+
+
+def summary(results: Sequence[ProbeResult]) -> dict[str, Any]:
+    ok = sum(r.ok for r in results)
+    return {"probes": len(results), "ok": ok, "failed": len(results) - ok,
+            "outcomes": dict(Counter(r.outcome.value for r in results))}
+
+
+def render_json(results: Sequence[ProbeResult]) -> str:
+    document = {"results": [as_dict(r) for r in results], "summary": summary(results)}
+    return json.dumps(document, indent=2) + "\n"
+
+
+def render_table(results: Sequence[ProbeResult]) -> str:
+    header = ("SERVER", "NAME", "OUTCOME", "RCODE", "RTT_MS", "ANSWERS", "UDP_ONLY", "DETAIL")
+    rows = [header] + [(
+        r.target.endpoint, r.qname or r.check.qname, r.outcome.value, r.rcode or "-",
+        f"{r.rtt_seconds * 1000:.2f}" if r.rtt_seconds is not None else "-",
+        ",".join(r.answers) or "-", "yes" if r.udp_only else "no", r.detail or "",
+    ) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    s = summary(results)
+    lines.append(f"{s['ok']} of {s['probes']} probes ok")
+    return "\n".join(lines) + "\n"
