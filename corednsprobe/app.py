@@ -284,3 +284,53 @@ def _log_health_change(old: Health, new: Health) -> None:
 
 def _loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+async def serve(
+    settings: Settings,
+    api: Any,
+    *,
+    stop: asyncio.Event | None = None,
+    on_listening: Callable[[ProberService, int], None] | None = None,
+    timing: Any = None,
+) -> None:
+    """Run the whole service until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    Shutdown is graceful: probing stops, the watches close, the HTTP server
+    answers its last requests, and the function returns (the CLI exits 0).
+    """
+    import signal
+
+    from corednsprobe.dns import Prober
+    from corednsprobe.informer import DEFAULT_TIMING
+    from corednsprobe.kube import ClusterView
+    from corednsprobe.server import build_app, start
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    holder: list[ProberService] = []
+    view = ClusterView(
+        api, namespace=settings.namespace, service=settings.service,
+        timing=timing or DEFAULT_TIMING,
+        on_restart=lambda name, reason: holder[0].metrics.watch_restarted(name, reason),
+    )
+    service = ProberService(settings, view, Prober(settings.timeout))
+    holder.append(service)
+    host, port = settings.listen
+    runner, bound = await start(build_app(service), host, port)
+    log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
+             service=settings.service, interval=settings.interval, timeout=settings.timeout)
+    if on_listening is not None:
+        on_listening(service, bound)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            work = tasks.create_task(service.run(), name="prober")
+            await stop.wait()
+            work.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        log.info("service_stopped", rounds=service.state.rounds)

@@ -54,6 +54,31 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_CLUSTER
 
 
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import uvloop
+
+    from corednsprobe import logs
+    from corednsprobe.access import ClusterAccessError
+    from corednsprobe.app import serve
+    from corednsprobe.targets import ClusterArgs, open_cluster
+
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        access = await open_cluster(ClusterArgs(args.kubeconfig, args.context), settings)
+        try:
+            await serve(settings, access.api)
+        finally:
+            await access.close()
+
+    try:
+        uvloop.run(main())
+    except ClusterAccessError as exc:
+        print(f"corednsprobe: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
+    return EXIT_OK
+
+
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, "
                    "~/.kube/config)")
@@ -84,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--markdown", action="store_true", help="print the reference table")
     group.add_argument("--json", action="store_true", help="print the settings as JSON")
     p.set_defaults(handler=_cmd_config)
+
+    p = sub.add_parser("run", help="the service: probe on a schedule, export /metrics and /status")
+    _add_cluster_options(p)
+    p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("targets", help="print what would be probed (the CoreDNS pods and Service)")
     p.add_argument("--watch", action="store_true", help="print one line per change until ^C")

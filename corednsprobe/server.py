@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from corednsprobe.app import ProberService
 from corednsprobe.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from corednsprobe.app import ProberService
 
 
 def build_app(
