@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -76,6 +83,7 @@ class Metrics:
         last_event_at: Callable[[], float | None] = lambda: None,
         now: Callable[[], float] = lambda: 0.0,
     ) -> None:
+        disable_created_metrics()  # *_created series only add noise here
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.probes = Counter("corednsprobe_probes_total", "DNS probes by outcome.",
                               ["target_kind", "pod", "check", "outcome"], registry=r)
