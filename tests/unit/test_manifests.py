@@ -1,0 +1,73 @@
+"""deploy/: kustomize builds it, kubernetes-validate accepts it, and its RBAC grants
+exactly what the code asks the API for."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corednsprobe.access import Permission, read_permissions
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl absent")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    import yaml  # kubernetes-validate brings PyYAML
+
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy")], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    path = tmp_path_factory.mktemp("deploy") / "all.yaml"
+    path.write_text(out)
+    return path, [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_kubernetes_validate_accepts_every_object(
+    rendered: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    path, docs = rendered
+    proc = subprocess.run(["kubernetes-validate", "--strict", "--quiet", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {d["kind"] for d in docs} >= {"ServiceAccount", "Role", "RoleBinding", "Deployment",
+                                        "Service"}
+
+
+def _grants(docs: list[dict[str, Any]], p: Permission) -> bool:
+    for role in (d for d in docs if d["kind"] == "Role"):
+        if role["metadata"]["namespace"] != p.namespace:
+            continue
+        res = f"{p.resource}/{p.subresource}" if p.subresource else p.resource
+        for rule in role["rules"]:
+            if (p.group in rule["apiGroups"] and res in rule["resources"]
+                    and p.verb in rule["verbs"]):
+                return True
+    return False
+
+
+def test_rbac_grants_every_permission_the_code_checks(
+    rendered: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    _, docs = rendered
+    missing = [p.what for p in read_permissions("kube-system") if not _grants(docs, p)]
+    missing += [p.what for p in read_permissions("kube-system", legacy_endpoints=True)
+                if not _grants(docs, p)]
+    assert missing == []
+
+
+def test_every_role_is_bound_to_the_service_account(
+    rendered: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    _, docs = rendered
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"])
+             for d in docs if d["kind"] == "Role"}
+    bound = {(d["metadata"]["namespace"], d["roleRef"]["name"]) for d in docs
+             if d["kind"] == "RoleBinding"
+             and {"kind": "ServiceAccount", "name": "corednsprobe", "namespace": "kube-system"}
+             in d["subjects"]}
+    assert roles == bound
