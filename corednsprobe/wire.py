@@ -11,7 +11,7 @@ and must survive arbitrary bytes from the network: every failure is returned as
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -98,6 +98,7 @@ def with_id(template: bytes, query_id: int) -> bytes:
     return query_id.to_bytes(2, "big") + template[2:]
 
 
+@lru_cache(maxsize=4096)
 def question_of(template: bytes) -> Question:
     """The question a pre-built query asks (for matching replies)."""
     parsed = parse(template)
@@ -227,11 +228,11 @@ def _rdata_text(data: bytes, rtype: int, start: int, end: int) -> str:
     if rtype == TYPES["A"]:
         if len(rdata) != 4:
             raise _Bad(f"A record of {len(rdata)} bytes")
-        return str(ipaddress.IPv4Address(rdata))
+        return socket.inet_ntop(socket.AF_INET, rdata)
     if rtype == TYPES["AAAA"]:
         if len(rdata) != 16:
             raise _Bad(f"AAAA record of {len(rdata)} bytes")
-        return str(ipaddress.IPv6Address(rdata))
+        return socket.inet_ntop(socket.AF_INET6, rdata)
     if rtype == TYPES["CNAME"]:
         wire, after = _read_name(data, start)
         if after != end:
