@@ -323,7 +323,7 @@ class InProcessBackend:
             relay.broken = broken
         log.info("service_fault_set", broken=broken)
 
-    def served_queries(self, pod: str) -> int:
+    async def served_queries(self, pod: str) -> int:
         """Queries that reached ``pod``'s server (UDP and TCP), for tests and demos."""
         responder = self._pods[pod]
         return responder.udp_queries + responder.tcp_queries
