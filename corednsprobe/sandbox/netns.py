@@ -350,6 +350,12 @@ class _Layout:
     def services(self) -> ipaddress.IPv4Network:
         return list(self.supernet.subnets(new_prefix=24))[4]
 
+    @property
+    def sinks(self) -> tuple[str, str]:
+        """(dropping, rejecting) addresses of the sink namespace, where a broken Service
+        path and a Service without ready pods lead."""
+        return str(self.pods[-3]), str(self.pods[-2])
+
 
 class NetnsBackend:
     """``DnsBackend`` with an unbound per pod in its own network namespace (root)."""
@@ -405,10 +411,12 @@ class NetnsBackend:
             assert self._claim.supernet is not None
             self._layout = layout = _Layout(self._claim.supernet)
             gateway = ipaddress.IPv4Address(layout.gateway)
-            self._pod_ips = (str(h) for h in layout.pods.hosts() if h != gateway)
+            reserved = {gateway, *map(ipaddress.IPv4Address, layout.sinks)}
+            self._pod_ips = (str(h) for h in layout.pods.hosts() if h not in reserved)
             self._service_ips = (str(h) for h in layout.services.hosts())
             self.workdir.mkdir(mode=0o700, exist_ok=True)
             await self._create_bridge()
+            await self._create_sink()
             await self._apply_service_table()
         except BaseException:
             await self.close()
@@ -425,12 +433,27 @@ class NetnsBackend:
             f"route add {layout.services} dev {self.bridge} src {layout.gateway}",
         ]) + "\n")
 
+    async def _create_sink(self) -> None:
+        dropping, rejecting = self.layout.sinks
+        await self._plumb_namespace(self._sink_netns, f"{self.instance}hs", rejecting)
+        prefixlen = self.layout.pods.prefixlen
+        await run("ip", "-n", self._sink_netns, "addr", "add", f"{dropping}/{prefixlen}",
+                  "dev", "eth0")
+        await run("ip", "netns", "exec", self._sink_netns, "nft", "-f", "-",
+                  stdin=config.sink_ruleset(dropping))
+
+    @property
+    def _sink_netns(self) -> str:
+        return f"{self.instance}-sink"
+
     async def close(self) -> None:
         claim, self._claim = self._claim, None
         if claim is None:
             return
         pods, self._pods = list(self._pods.values()), {}
         await asyncio.gather(*(self._teardown(pod) for pod in pods), return_exceptions=True)
+        await run("ip", "link", "del", f"{claim.name}hs", check=False)
+        await asyncio.to_thread(_kill_namespace, f"{claim.name}-sink")
         await run("nft", "delete", "table", "ip", claim.name, check=False)
         await run("ip", "link", "del", f"{claim.name}br", check=False)
         if claim.supernet is not None:
@@ -468,7 +491,7 @@ class NetnsBackend:
         self._pods[pod] = state
         started = time.perf_counter()
         try:
-            await self._plumb(state)
+            await self._plumb_namespace(state.netns, state.host_link, state.ip)
             await self._start_processes(state)
         except BaseException:
             self._pods.pop(pod, None)
@@ -478,15 +501,20 @@ class NetnsBackend:
         self.pod_start_seconds.append(seconds)
         log.info("pod_dns_started", pod=pod, ip=ip, netns=state.netns, seconds=round(seconds, 3))
 
-    async def _plumb(self, pod: _Pod) -> None:
-        await run("ip", "netns", "add", pod.netns)
+    async def _plumb_namespace(self, netns: str, host_link: str, ip: str) -> None:
+        """A namespace with ``ip`` on a veth to the bridge; its ICMP errors are not
+        rate-limited, so that every rejected query is answered."""
+        await run("ip", "netns", "add", netns)
         await run("ip", "-b", "-", stdin=(
-            f"link add {pod.host_link} type veth peer name eth0 netns {pod.netns}\n"
-            f"link set {pod.host_link} master {self.bridge} up\n"))
-        await run("ip", "-n", pod.netns, "-b", "-", stdin=(
-            f"addr add {pod.ip}/{self.layout.pods.prefixlen} dev eth0\n"
-            "link set eth0 up\nlink set lo up\n"
-            f"route add default via {self.layout.gateway}\n"))
+            f"link add {host_link} type veth peer name eth0 netns {netns}\n"
+            f"link set {host_link} master {self.bridge} up\n"))
+        await asyncio.gather(
+            run("ip", "-n", netns, "-b", "-", stdin=(
+                f"addr add {ip}/{self.layout.pods.prefixlen} dev eth0\n"
+                "link set eth0 up\nlink set lo up\n"
+                f"route add default via {self.layout.gateway}\n")),
+            run("ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"),
+        )
 
     async def _start_processes(self, pod: _Pod) -> None:
         pod.directory.mkdir(mode=0o700)
@@ -594,7 +622,7 @@ class NetnsBackend:
 
     async def _apply_service_table(self) -> None:
         await run("nft", "-f", "-", stdin=config.service_ruleset(
-            self.instance, self._services, self._service_broken))
+            self.instance, self._services, self._service_broken, self.layout.sinks))
 
     def client_hint(self) -> str:
         if self._layout is None:

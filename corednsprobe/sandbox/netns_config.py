@@ -110,29 +110,41 @@ def pod_ruleset(fault: Fault) -> str:
     return _replace_table("inet", POD_TABLE, body)
 
 
-def _service_rules(cluster_ip: str, backends: Sequence[str], broken: bool) -> tuple[str, str]:
-    """(filter rules, nat rules) for one ClusterIP."""
-    match = f"ip daddr {cluster_ip}"
+def _service_rule(cluster_ip: str, backends: Sequence[str], broken: bool,
+                  sinks: tuple[str, str]) -> str:
+    """The nat rule for one ClusterIP.
+
+    kube-proxy drops or rejects where a pod client's packets pass; here the client
+    is a local process, and a drop or reject in the output path would fail its
+    send() with EPERM instead. So the broken path and the empty Service lead to
+    two addresses of a namespace of their own, which drops the first and answers
+    the second as a pod client would see a reject: ICMP port unreachable for UDP,
+    a reset for TCP (nothing listens there)."""
+    dropping, rejecting = sinks
     if broken:
-        return f"    {match} drop", ""
-    if not backends:
-        return (f"    {match} udp dport 53 reject\n"
-                f"    {match} tcp dport 53 reject with tcp reset"), ""
-    spread = ", ".join(f"{index} : {ip}" for index, ip in enumerate(backends))
-    return "", (f"    {match} meta l4proto {{ udp, tcp }} th dport 53 "
-                f"dnat to numgen random mod {len(backends)} map {{ {spread} }}")
+        target = dropping
+    elif not backends:
+        target = rejecting
+    else:
+        spread = ", ".join(f"{index} : {ip}" for index, ip in enumerate(backends))
+        target = f"numgen random mod {len(backends)} map {{ {spread} }}"
+    return f"    ip daddr {cluster_ip} meta l4proto {{ udp, tcp }} th dport 53 dnat to {target}"
 
 
-def service_ruleset(table: str, services: Mapping[str, Sequence[str]], broken: bool) -> str:
+def service_ruleset(table: str, services: Mapping[str, Sequence[str]], broken: bool,
+                    sinks: tuple[str, str]) -> str:
     """The host table: DNAT each ClusterIP to a random ready pod (conntrack keeps the
-    flow on it), reject when there are none, drop everything when the path is broken."""
-    filters, nats = [], []
-    for cluster_ip, backends in sorted(services.items()):
-        filter_rules, nat_rules = _service_rules(cluster_ip, backends, broken)
-        filters += [filter_rules] if filter_rules else []
-        nats += [nat_rules] if nat_rules else []
-    body = ["  chain guard {", "    type filter hook output priority -110; policy accept;",
-            *filters, "  }",
-            "  chain clusterip {", "    type nat hook output priority -100; policy accept;",
-            *nats, "  }"]
+    flow on it), to the rejecting sink when there are none, and to the dropping sink
+    when the path is broken. ``sinks`` is (dropping, rejecting)."""
+    rules = [_service_rule(ip, backends, broken, sinks)
+             for ip, backends in sorted(services.items())]
+    body = ["  chain clusterip {", "    type nat hook output priority -100; policy accept;",
+            *rules, "  }"]
     return _replace_table("ip", table, body)
+
+
+def sink_ruleset(dropping: str) -> str:
+    """The sink namespace's table: everything sent to ``dropping`` vanishes."""
+    body = ["  chain input {", "    type filter hook input priority 0; policy accept;",
+            f"    ip daddr {dropping} drop", "  }"]
+    return _replace_table("inet", POD_TABLE, body)
