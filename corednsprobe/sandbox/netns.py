@@ -182,10 +182,25 @@ def _names_with_prefix(prefix: str) -> tuple[list[str], list[str], list[str]]:
     return namespaces, links, tables
 
 
+def process_running(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie waiting for its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 def _kill_namespace(netns: str) -> None:
-    for pid in _run_sync("ip", "netns", "pids", netns).stdout.split():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), 9)
+    """SIGKILL whatever still runs in ``netns``, wait (bounded) until it is dead,
+    then delete the namespace."""
+    pids = [int(p) for p in _run_sync("ip", "netns", "pids", netns).stdout.split()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while any(map(process_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     _run_sync("ip", "netns", "del", netns)
 
 
