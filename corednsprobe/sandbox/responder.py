@@ -176,8 +176,10 @@ def _lookup(query: Query, zone: ZoneData) -> _Answer:
     return _Answer(NOERROR, True, answers=tuple(wanted))
 
 
-def _header(ident: int, query_flags: int, rcode: int, aa: bool, counts: tuple[int, ...]) -> bytes:
-    flags = FLAG_QR | (query_flags & (FLAG_RD | 0x7800)) | (FLAG_AA if aa else 0) | rcode
+def _header(ident: int, query_flags: int, rcode: int, aa: bool, counts: tuple[int, ...],
+            truncated: bool = False) -> bytes:
+    flags = (FLAG_QR | (query_flags & (FLAG_RD | 0x7800)) | (FLAG_AA if aa else 0)
+             | (FLAG_TC if truncated else 0) | rcode)
     return _HEADER.pack(ident, flags, *counts)
 
 
@@ -194,8 +196,8 @@ def build_reply(query: Query, answer: _Answer, limit: int) -> bytes:
     reply += query.question_wire + body
     if len(reply) <= limit:
         return reply
-    truncated = _header(query.ident, query.flags | FLAG_TC, answer.rcode,
-                        answer.authoritative, (1, 0, 0, len(opt)))
+    truncated = _header(query.ident, query.flags, answer.rcode, answer.authoritative,
+                        (1, 0, 0, len(opt)), truncated=True)
     return truncated + query.question_wire + b"".join(opt)
 
 
