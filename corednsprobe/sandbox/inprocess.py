@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corednsprobe import logs
-from corednsprobe.sandbox.backend import Fault, ZoneData
+from corednsprobe.sandbox.backend import DnsBackend, Fault, ZoneData
 from corednsprobe.sandbox.responder import Responder, close_connections
 
 log = logs.get(__name__)
@@ -333,3 +333,7 @@ class InProcessBackend:
                 f"(UDP and TCP); ClusterIPs are 127.{SERVICE_OCTET}.{self.instance}.N, "
                 f"e.g. dig @127.{FIRST_POD_OCTET}.{self.instance}.1 -p {self.port} "
                 f"kubernetes.default.svc.{self.domain}")
+
+
+def _conforms_to_the_contract(backend: InProcessBackend) -> DnsBackend:
+    return backend  # mypy checks InProcessBackend against the DnsBackend protocol here

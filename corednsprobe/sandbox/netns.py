@@ -4,11 +4,19 @@ Owns, per instance (all names start with ``<prefix><4-digit id>``): a bridge in
 the host namespace holding the pods' gateway address, one network namespace
 per pod (veth to the bridge, an unbound from Debian's packages on
 ``<pod-ip>:53`` answering only from local data, a health HTTP port 8080
-beside it), a host nft table that makes the ClusterIPs work as kube-proxy's
-nftables mode does, and a blackhole route over the whole instance range so
-that no packet for it can leave by the host's default route. Pod faults are
-nft rules in the pod's namespace, a delaying relay process, or an unbound
-reconfiguration (SERVFAIL, wrong answers).
+beside it), a sink namespace where a broken Service path (dropped) and a
+Service without ready pods (ICMP port unreachable, TCP reset) lead, a host nft
+table that makes the ClusterIPs work as kube-proxy's nftables mode does and
+never forwards the namespaces' packets off the host, and a blackhole route
+over the whole instance range so that no packet for it can leave by the
+host's default route. Pod faults are nft rules in the pod's namespace, a
+delaying relay process, or an unbound reconfiguration (SERVFAIL, wrong
+answers).
+
+Known limit: without the ``conntrack`` tool, UDP conntrack entries are not
+flushed when the ready set or a fault changes, so a client that reuses its
+source port within the UDP conntrack timeout keeps its old path; clients that
+use a fresh port per query (probes, dig) always see the current one.
 
 Every instance holds an flock on ``/run/corednsprobe-sandbox/<name>.lock``
 while it lives; ``cleanup_stale`` removes what instances without a live lock
@@ -38,7 +46,7 @@ from typing import IO
 
 from corednsprobe import logs
 from corednsprobe.sandbox import netns_config as config
-from corednsprobe.sandbox.backend import Fault, FaultKind, ZoneData
+from corednsprobe.sandbox.backend import DnsBackend, Fault, FaultKind, ZoneData
 from corednsprobe.sandbox.responder import encode_name
 
 log = logs.get(__name__)
@@ -485,13 +493,15 @@ class NetnsBackend:
         try:
             return next(self._pod_ips)
         except StopIteration:
-            raise RuntimeError("the netns backend ran out of pod addresses") from None
+            raise RuntimeError("the netns backend is not started or has no pod "
+                               "address left") from None
 
     def allocate_service_ip(self) -> str:
         try:
             return next(self._service_ips)
         except StopIteration:
-            raise RuntimeError("the netns backend ran out of service addresses") from None
+            raise RuntimeError("the netns backend is not started or has no service "
+                               "address left") from None
 
     # -------------------------------------------------------------- pods
 
@@ -637,7 +647,8 @@ class NetnsBackend:
 
     async def _apply_service_table(self) -> None:
         await run("nft", "-f", "-", stdin=config.service_ruleset(
-            self.instance, self._services, self._service_broken, self.layout.sinks))
+            self.instance, self._services, self._service_broken, self.layout.sinks,
+            str(self.layout.supernet), str(self.layout.pods)))
 
     def client_hint(self) -> str:
         if self._layout is None:
@@ -647,3 +658,7 @@ class NetnsBackend:
                 f"(bridge {self.bridge}, health on :{HEALTH_PORT}/health); ClusterIPs in "
                 f"{self.layout.services}; e.g. "
                 f"dig @{first_pod} kubernetes.default.svc.{self.domain}")
+
+
+def _conforms_to_the_contract(backend: NetnsBackend) -> DnsBackend:
+    return backend  # mypy checks NetnsBackend against the DnsBackend protocol here

@@ -132,14 +132,18 @@ def _service_rule(cluster_ip: str, backends: Sequence[str], broken: bool,
 
 
 def service_ruleset(table: str, services: Mapping[str, Sequence[str]], broken: bool,
-                    sinks: tuple[str, str]) -> str:
+                    sinks: tuple[str, str], supernet: str, pods: str) -> str:
     """The host table: DNAT each ClusterIP to a random ready pod (conntrack keeps the
     flow on it), to the rejecting sink when there are none, and to the dropping sink
-    when the path is broken. ``sinks`` is (dropping, rejecting)."""
+    when the path is broken. ``sinks`` is (dropping, rejecting). A forward guard
+    keeps anything the namespaces send from being routed off this host, should
+    forwarding be on."""
     rules = [_service_rule(ip, backends, broken, sinks)
              for ip, backends in sorted(services.items())]
     body = ["  chain clusterip {", "    type nat hook output priority -100; policy accept;",
-            *rules, "  }"]
+            *rules, "  }",
+            "  chain egress_guard {", "    type filter hook forward priority 0; policy accept;",
+            f"    ip saddr {supernet} ip daddr != {pods} drop", "  }"]
     return _replace_table("ip", table, body)
 
 
