@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from corednsprobe import __version__
 from corednsprobe.config import Settings, SettingsError, effective, markdown_table
+from corednsprobe.sandbox import command as sandbox_command
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--markdown", action="store_true", help="print the reference table")
     group.add_argument("--json", action="store_true", help="print the settings as JSON")
     p.set_defaults(handler=_cmd_config)
+
+    sandbox_command.register(sub)
 
     return parser
 

@@ -38,7 +38,7 @@ VERSION_INFO = {
     "gitTreeState": "clean", "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.3",
     "compiler": "gc", "platform": "linux/amd64",
 }
-_PRINCIPAL = "sandbox_principal"
+_PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def truthy(value: str | None) -> bool:
