@@ -49,6 +49,16 @@ async def sandbox(make_sandbox: MakeSandbox) -> Sandbox:
     return await make_sandbox()
 
 
+async def eventually(predicate: Callable[[], bool], within: float = 10.0,
+                     step: float = 0.02) -> None:
+    """Poll ``predicate`` until it holds; TimeoutError after ``within`` seconds."""
+    for _ in range(max(1, int(within / step))):
+        if predicate():
+            return
+        await asyncio.sleep(step)
+    raise TimeoutError(f"condition not met within {within} s")
+
+
 class Http:
     """Raw HTTPS against the sandbox, trusting only its CA."""
 

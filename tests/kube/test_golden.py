@@ -4,12 +4,11 @@ expiry, bookmarks and resourceVersion continuity, over raw HTTPS."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox
-from tests.kube.conftest import Http, MakeSandbox
+from tests.kube.conftest import Http, MakeSandbox, eventually
 
 Obj = dict[str, Any]
 PODS = "/api/v1/namespaces/kube-system/pods"
@@ -125,7 +124,7 @@ async def test_eviction_429_from_the_budget_then_201(make_sandbox: MakeSandbox,
     sandbox = await make_sandbox(replicas=1, pdb_min_available=1, grace=5)
     http = Http(sandbox, raw_session)
     (name,) = pod_names(sandbox)
-    await _wait_for(lambda: _pdb_status(sandbox).get("currentHealthy") == 1)
+    await eventually(lambda: _pdb_status(sandbox).get("currentHealthy") == 1)
     code, headers, body = await http.call("POST", f"{PODS}/{name}/eviction",
                                           {"apiVersion": "policy/v1", "kind": "Eviction",
                                            "metadata": {"name": name}})
@@ -146,7 +145,7 @@ async def test_eviction_429_from_the_budget_then_201(make_sandbox: MakeSandbox,
     await http.call("PATCH", "/apis/policy/v1/namespaces/kube-system/poddisruptionbudgets/coredns",
                     {"spec": {"minAvailable": 0}},
                     headers={"Content-Type": "application/merge-patch+json"})
-    await _wait_for(lambda: _pdb_status(sandbox).get("disruptionsAllowed") == 1)
+    await eventually(lambda: _pdb_status(sandbox).get("disruptionsAllowed") == 1)
     code, headers, body = await http.call("POST", f"{PODS}/{name}/eviction",
                                           {"metadata": {"name": name,
                                                         "namespace": "kube-system"}})
@@ -160,7 +159,7 @@ async def test_eviction_429_while_the_budget_is_being_processed(make_sandbox: Ma
                                                                 raw_session: Any) -> None:
     sandbox = await make_sandbox(replicas=2, pdb_min_available=1)
     http = Http(sandbox, raw_session)
-    await _wait_for(lambda: _pdb_status(sandbox).get("disruptionsAllowed") == 1)
+    await eventually(lambda: _pdb_status(sandbox).get("disruptionsAllowed") == 1)
     sandbox.pause_pdb_status()
     code, _, _ = await http.call(
         "PATCH", "/apis/policy/v1/namespaces/kube-system/poddisruptionbudgets/coredns",
@@ -216,7 +215,7 @@ async def test_bookmark_shortly_before_the_deadline(make_sandbox: MakeSandbox,
                                                     raw_session: Any) -> None:
     sandbox = await make_sandbox(bookmark_interval=60.0, bookmark_lead=0.5)
     http = Http(sandbox, raw_session)
-    code, events = await http.watch(
+    _, events = await http.watch(
         f"{PODS}?watch=1&allowWatchBookmarks=True&resourceVersion={sandbox.store.rv}"
         "&timeoutSeconds=1")
     assert [e["type"] for e in events] == ["BOOKMARK"]
@@ -235,6 +234,7 @@ async def test_watch_from_a_list_rv_sees_exactly_the_later_changes(sandbox: Sand
     await http.call("PUT", f"{LEASES}/after", after)
     await http.call("DELETE", f"{LEASES}/after")
     code, events = await http.watch(f"{LEASES}?watch=1&resourceVersion={list_rv}", stop_after=3)
+    assert code == 200
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
         ("ADDED", "after"), ("MODIFIED", "after"), ("DELETED", "after")]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
@@ -244,6 +244,7 @@ async def test_watch_from_a_list_rv_sees_exactly_the_later_changes(sandbox: Sand
 
 async def test_watch_from_now_starts_with_synthetic_added(http: Http) -> None:
     code, events = await http.watch(f"{SLICES}?watch=1&timeoutSeconds=0.5")
+    assert code == 200
     assert [e["type"] for e in events] == ["ADDED"]
     assert events[0]["object"]["metadata"]["labels"]["kubernetes.io/service-name"] == "kube-dns"
 
@@ -258,6 +259,7 @@ async def test_selector_transitions_are_deleted_and_added(sandbox: Sandbox, http
                     headers=merge)
     code, events = await http.watch(
         f"{LEASES}?watch=1&resourceVersion={rv}&labelSelector=app%20in%20(x,z)", stop_after=2)
+    assert code == 200
     assert [e["type"] for e in events] == ["DELETED", "ADDED"]
     assert events[0]["object"]["metadata"]["labels"] == {"app": "x"}
 
@@ -306,11 +308,6 @@ async def test_injected_failures_are_status_bodies(sandbox: Sandbox, http: Http)
     code, _, _ = await http.call("GET", SLICES)
     assert code == 200
 
-
-async def _wait_for(predicate: Any, within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 def _pdb_status(sandbox: Sandbox) -> Obj:

@@ -9,7 +9,7 @@ from typing import Any
 
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import PODS
-from tests.kube.conftest import Http, Kubectl
+from tests.kube.conftest import Http, Kubectl, eventually
 
 Obj = dict[str, Any]
 
@@ -28,11 +28,6 @@ def json_stream(text: str) -> list[Obj]:
             return found  # a partial object at the end
         found.append(obj)
 
-
-async def _wait_for(predicate: Any, within: float = 15.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def test_get_the_resources_corednsprobe_uses(make_sandbox: Any, tmp_path: Any) -> None:
@@ -143,7 +138,7 @@ async def test_rollout_restart_replaces_every_pod(sandbox: Sandbox, kubectl: Kub
         return len(live) == 2 and not ({p["metadata"]["name"] for p in sandbox.dns_pods()}
                                        & before)
 
-    await _wait_for(replaced)
+    await eventually(replaced)
     await sandbox.wait_ready(within=10)
     code, out, err = await kubectl.run("rollout", "status", "deployment/coredns",
                                        "--timeout=20s")
