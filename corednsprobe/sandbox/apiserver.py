@@ -23,6 +23,7 @@ from corednsprobe import logs
 from corednsprobe.sandbox import resources as R
 from corednsprobe.sandbox import status as S
 from corednsprobe.sandbox.auth import Attributes, Authorizer, Principal, forbidden_reason
+from corednsprobe.sandbox.protobuf import ProtobufError, decode_access_review
 from corednsprobe.sandbox.registry import Registry
 from corednsprobe.sandbox.resources import Resource
 from corednsprobe.sandbox.selectors import FieldSelector, LabelSelector, SelectorError
@@ -296,6 +297,11 @@ class ApiServer:
             if required:
                 raise S.bad_request("the request body is empty")
             return {}
+        if request.content_type == "application/vnd.kubernetes.protobuf":
+            try:
+                return decode_access_review(raw)
+            except ProtobufError:
+                raise S.unsupported_media_type(request.content_type) from None
         try:
             return json.loads(raw)
         except ValueError as exc:

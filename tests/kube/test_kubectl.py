@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import PODS
 from tests.kube.conftest import Http, Kubectl, eventually
@@ -144,3 +145,23 @@ async def test_rollout_restart_replaces_every_pod(sandbox: Sandbox, kubectl: Kub
                                        "--timeout=20s")
     assert code == 0, err
     assert "successfully rolled out" in out
+
+
+async def test_auth_can_i_reads_the_token_rules(sandbox: Sandbox, tmp_path: Any) -> None:
+    sandbox.add_token("prober", "system:serviceaccount:kube-system:dns-prober",
+                      [Rule.of(["get", "list", "watch"], ["pods"], [""]),
+                       Rule.of(["create"], ["selfsubjectaccessreviews"])])
+    prober = Kubectl(sandbox.write_kubeconfig(tmp_path / "kc", token="prober"),
+                     tmp_path / "cache")
+    # kubectl posts this review as protobuf; the answer must follow the token's rules.
+    code, out, err = await prober.run("auth", "can-i", "list", "pods")
+    assert (code, out.strip()) == (0, "yes"), err
+    code, out, _ = await prober.run("auth", "can-i", "create", "pods/eviction")
+    assert (code, out.strip()) == (1, "no - no rule of the sandbox matched")
+    sandbox.deny("prober", "list", "pods")
+    code, out, _ = await prober.run("auth", "can-i", "list", "pods")
+    assert (code, out.strip()) == (1, "no - denied by a sandbox fault")
+    code, _, err = await prober.run("get", "pods")
+    assert code == 1
+    assert ('pods is forbidden: User "system:serviceaccount:kube-system:dns-prober" cannot list '
+            'resource "pods" in API group "" in the namespace "kube-system"') in err
