@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from corednsprobe import __version__, check
+from corednsprobe import __version__, check, logs
 from corednsprobe.config import Settings, SettingsError, effective, markdown_table
 from corednsprobe.sandbox import command as sandbox_command
 
@@ -19,6 +20,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CLUSTER = 3
+# One-shot commands log only warnings unless COREDNSPROBE_LOG_LEVEL says otherwise.
+LONG_RUNNING = frozenset({"run", "demo", "sandbox"})
+ENV_LOG_LEVEL = "COREDNSPROBE_LOG_LEVEL"
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -58,12 +62,9 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe import logs
     from corednsprobe.access import ClusterAccessError
     from corednsprobe.app import serve
     from corednsprobe.targets import ClusterArgs, open_cluster
-
-    logs.configure(settings.log_level, settings.log_format)
 
     async def main() -> None:
         access = await open_cluster(ClusterArgs(args.kubeconfig, args.context), settings)
@@ -134,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"corednsprobe: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
+    quiet = args.command not in LONG_RUNNING and ENV_LOG_LEVEL not in os.environ
+    logs.configure("warning" if quiet else settings.log_level, settings.log_format)
     handler: Handler = args.handler
     try:
         return handler(args, settings)
