@@ -292,6 +292,7 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[ProberService, int], None] | None = None,
+    on_round: Callable[[ProberService], None] | None = None,
     timing: Any = None,
 ) -> None:
     """Run the whole service until ``stop`` is set or SIGTERM/SIGINT arrives.
@@ -316,7 +317,11 @@ async def serve(
         timing=timing or DEFAULT_TIMING,
         on_restart=lambda name, reason: holder[0].metrics.watch_restarted(name, reason),
     )
-    service = ProberService(settings, view, Prober(settings.timeout))
+    def after_round(_d: Diagnosis, _h: dict[TargetKey, Health]) -> None:
+        if on_round is not None:
+            on_round(holder[0])
+
+    service = ProberService(settings, view, Prober(settings.timeout), on_diagnosis=after_round)
     holder.append(service)
     host, port = settings.listen
     runner, bound = await start(build_app(service), host, port)

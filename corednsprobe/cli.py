@@ -81,6 +81,23 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import uvloop
+
+    from corednsprobe.demo import ScriptedFault, demo_settings, run_demo
+
+    try:
+        faults = [ScriptedFault.parse(f) for f in args.fault]
+    except ValueError as exc:
+        print(f"corednsprobe demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.pods < 1:
+        print("corednsprobe demo: --pods must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    uvloop.run(run_demo(demo_settings(settings), args.pods, faults, args.duration))
+    return EXIT_OK
+
+
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, "
                    "~/.kube/config)")
@@ -115,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the service: probe on a schedule, export /metrics and /status")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("demo", help="the service against a local sandbox cluster (no cluster "
+                       "or root needed)")
+    p.add_argument("--pods", type=int, default=3, help="CoreDNS replicas (default 3)")
+    p.add_argument("--fault", action="append", default=[], metavar="POD=FAULT@SECONDS",
+                   help="inject FAULT (udp-drop, udp-reject, delay:MS, loss:PCT, servfail, "
+                   "wrong-answer, none) into POD (a slot number or pod name) SECONDS after "
+                   "start; repeatable")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: run until ^C)")
+    p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("targets", help="print what would be probed (the CoreDNS pods and Service)")
     p.add_argument("--watch", action="store_true", help="print one line per change until ^C")
