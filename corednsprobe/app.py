@@ -33,7 +33,7 @@ from corednsprobe.model import (
     TargetSet,
 )
 from corednsprobe.schedule import Job, RoundReport, Rounds
-from corednsprobe.tracker import Thresholds, Tracker
+from corednsprobe.tracker import Thresholds, Tracker, failure_lower_bound
 
 log = logs.get(__name__)
 LAST_RESULTS = 10  # per target, for /status
@@ -255,6 +255,8 @@ class ProberService:
                 "samples": h.samples if h else 0,
                 "failures": h.failures if h else 0,
                 "failure_ratio": round(h.ratio, 4) if h else 0.0,
+                "failure_ratio_lower_bound": (
+                    round(failure_lower_bound(h.failures, h.samples), 4) if h else 0.0),
                 "udp_only": h.udp_only if h else 0,
                 "outcomes": dict(h.outcomes) if h else {},
             },

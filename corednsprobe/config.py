@@ -140,7 +140,10 @@ class Settings:
         60.0, _seconds(1, 86400), "Sliding window over which each target is judged."
     )
     failure_ratio: float = setting(
-        0.5, _ratio(0.01, 1), "A target is unhealthy when this share of its window failed."
+        0.5,
+        _ratio(0.01, 1),
+        "A target is unhealthy when its window shows, with 95% confidence, at least this "
+        "share of failures.",
     )
     min_samples: int = setting(
         5, _integer(1, 100000), "Fewest outcomes in the window before a target is judged."
