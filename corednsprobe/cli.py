@@ -13,7 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from corednsprobe import __version__, check, logs
-from corednsprobe.config import Settings, SettingsError, effective, markdown_table
+from corednsprobe.config import (
+    Settings,
+    SettingsError,
+    effective,
+    markdown_table,
+    troff_settings,
+)
 from corednsprobe.sandbox import command as sandbox_command
 
 EXIT_OK = 0
@@ -35,6 +41,8 @@ def _cmd_version(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     if args.markdown:
         sys.stdout.write(markdown_table())
+    elif args.man:
+        sys.stdout.write(troff_settings())
     elif args.json:
         print(json.dumps(dict(effective(settings)), indent=2))
     else:
@@ -127,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--markdown", action="store_true", help="print the reference table")
     group.add_argument("--json", action="store_true", help="print the settings as JSON")
+    group.add_argument("--man", action="store_true", help="print the man page's settings section")
     p.set_defaults(handler=_cmd_config)
 
     p = sub.add_parser("run", help="the service: probe on a schedule, export /metrics and /status")

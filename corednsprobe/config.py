@@ -248,3 +248,19 @@ def markdown_table() -> str:
 def effective(settings: Settings) -> list[tuple[str, str]]:
     """(variable, value) pairs of the settings in force, for `corednsprobe config`."""
     return [(env_name(k), _show(v)) for k, v in settings.as_dict().items()]
+
+
+def troff_settings() -> str:
+    """The settings reference as man(7) paragraphs, for docs/corednsprobe.1."""
+    out = []
+    for f in dataclasses.fields(Settings):
+        spec: Spec = f.metadata["spec"]
+        default = _show(f.default) or "(empty)"
+        out.append(f".TP\n.B {env_name(f.name)}\n{_troff(spec.doc)}\nDefault: {_troff(default)}; "
+                   f"valid: {_troff(spec.valid)}.")
+    return "\n".join(out) + "\n"
+
+
+def _troff(text: str) -> str:
+    escaped = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\\&" + escaped if escaped[:1] in (".", "'") else escaped
