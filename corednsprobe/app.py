@@ -102,7 +102,7 @@ class State:
     overruns: int = 0
     last_round: RoundReport | None = None
     last_round_end: float | None = None  # loop time
-    started: float = 0.0  # loop time
+    started: float | None = None  # loop time the schedule began (after the first list)
 
 
 class ProberService:
@@ -141,11 +141,11 @@ class ProberService:
 
     async def run(self) -> None:
         """Run until cancelled: the watch, the schedule and the TargetSet follower."""
-        self.state.started = _loop_time()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.view.run(), name="cluster-view")
             tasks.create_task(self._follow_targets(), name="targets")
             await self.view.changed(0)
+            self.state.started = _loop_time()
             tasks.create_task(self.rounds.run(), name="rounds")
 
     async def _follow_targets(self) -> None:
@@ -216,7 +216,13 @@ class ProberService:
         return self.view.current.generation > 0
 
     def live(self) -> bool:
-        """False when rounds stopped completing (the loop or the schedule is stuck)."""
+        """False when rounds stopped completing (the loop or the schedule is stuck).
+
+        Waiting for the API's first list is not being stuck: /readyz says that,
+        and restarting the prober would not bring the API back.
+        """
+        if self.state.started is None:
+            return True
         s = self.settings
         grace = 3 * s.interval + 2 * s.timeout + 5
         last = self.state.last_round_end or self.state.started
