@@ -50,6 +50,8 @@ class WatchTimings:
     bookmark_interval: float = 60.0  # seconds between BOOKMARK events
     bookmark_lead: float = 2.0  # one more BOOKMARK this long before the watch deadline
     default_timeout: tuple[float, float] = (1800.0, 3600.0)  # when timeoutSeconds is absent
+    # A proxy in front that ends every watch cleanly after this long (None: none does).
+    max_timeout: float | None = None
 
 
 @dataclass
@@ -394,11 +396,14 @@ class ApiServer:
     def _timeout(self, request: web.Request) -> float:
         raw = request.query.get("timeoutSeconds")
         if raw is None:
-            return random.uniform(*self.timings.default_timeout)
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            raise S.bad_request(f'invalid timeoutSeconds "{raw}"') from None
+            chosen = random.uniform(*self.timings.default_timeout)
+        else:
+            try:
+                chosen = max(0.0, float(raw))
+            except ValueError:
+                raise S.bad_request(f'invalid timeoutSeconds "{raw}"') from None
+        cutoff = self.timings.max_timeout
+        return chosen if cutoff is None else min(chosen, cutoff)
 
     def _next_bookmark(self, now: float, deadline: float) -> float:
         regular = now + self.timings.bookmark_interval

@@ -31,13 +31,15 @@ async def make_sandbox() -> AsyncIterator[MakeSandbox]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(replicas: int = 2, grace: int = 1, bookmark_interval: float = 60.0,
-                       bookmark_lead: float = 2.0, **options: Any) -> Sandbox:
+                       bookmark_lead: float = 2.0, dns_port: int = 53,
+                       watch_cutoff: float | None = None, **options: Any) -> Sandbox:
             settings = SandboxConfig(
                 replicas=replicas, termination_grace_seconds=grace,
                 timings=Timings(readiness_period=0.05, resync_period=1.0),
                 watch=WatchTimings(bookmark_interval=bookmark_interval,
-                                   bookmark_lead=bookmark_lead), **options)
-            sandbox = await stack.enter_async_context(Sandbox(NullBackend(), settings))
+                                   bookmark_lead=bookmark_lead, max_timeout=watch_cutoff),
+                **options)
+            sandbox = await stack.enter_async_context(Sandbox(NullBackend(port=dns_port), settings))
             await sandbox.wait_ready(within=10)
             return sandbox
 
