@@ -283,8 +283,16 @@ async def test_reset_connections_back_off_then_recover(make_sandbox: MakeSandbox
         ts = await run.until(lambda ts: victim not in by_name(ts) and len(ts.pods) == 2,
                              within=DEFAULT_TIMING.backoff_cap + 5)
         assert set(by_name(ts)) == set(live_pods(sandbox)) and no_duplicates(ts)
+        recovered = loop.time() - ended
+        # After watches that received events, one more reset waits the base backoff only.
+        sandbox.reset_connections()
+        cut_at = loop.time()
+        victim = sorted(by_name(ts))[0]
+        sandbox.registry.delete(PODS, NS, victim, {}, 0)
+        await run.until(lambda ts: victim not in by_name(ts), within=DEFAULT_TIMING.backoff_cap)
+        assert loop.time() - cut_at <= DEFAULT_TIMING.backoff_base + 0.1
         print(f"\nreset: {tried} watch requests in {OUTAGE:.0f} s of outage, "
-              f"recovered {loop.time() - ended:.1f} s after it ended")
+              f"recovered {recovered:.1f} s after it ended")
 
 
 @pytest.mark.looptime
