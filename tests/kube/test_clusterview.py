@@ -357,3 +357,108 @@ async def test_watches_cut_at_once_by_a_proxy_back_off(make_sandbox: MakeSandbox
         await run.core.delete_namespaced_pod(victim, NS, grace_period_seconds=1)
         await run.until(lambda ts: victim not in by_name(ts) and len(ts.pods) == 2,
                         within=DEFAULT_TIMING.backoff_cap + 5)
+
+
+# the Service, its slices, and the legacy fallback ----------------------------
+
+
+async def test_service_deleted_then_recreated_with_a_new_cluster_ip(
+        make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await make_sandbox(replicas=2)
+    async with running_view(sandbox, tmp_path) as run:
+        old = sandbox.service(NS, "kube-dns")
+        old_ip = old["spec"]["clusterIP"]
+        assert [t.address for t in run.view.current.services] == [old_ip]
+        await run.core.delete_namespaced_service("kube-dns", NS)
+        gone = await run.until(lambda ts: ts.state is ClusterState.NO_SERVICE, within=5)
+        assert gone.services == () and gone.pods == ()
+        assert gone.expected == run.view.current.expected != frozenset()
+        body = {"metadata": {"name": "kube-dns", "labels": old["metadata"]["labels"]},
+                "spec": {"selector": old["spec"]["selector"], "ports": old["spec"]["ports"]}}
+        created = await run.core.create_namespaced_service(NS, body)
+        new_ip = created.spec.cluster_ip
+        assert new_ip != old_ip
+        back = await run.until(lambda ts: ts.state is ClusterState.OK
+                               and len(ts.pods) == 2, within=5)
+        assert [t.address for t in back.services] == [new_ip]
+        assert set(by_name(back)) == set(live_pods(sandbox))
+        assert run.restarts == []
+
+
+async def test_a_second_slice_with_ipv6_addresses_is_merged(make_sandbox: MakeSandbox,
+                                                            tmp_path: Path) -> None:
+    sandbox = await make_sandbox(replicas=2)
+    async with running_view(sandbox, tmp_path) as run:
+        pods = sorted(sandbox.dns_pods(), key=lambda p: p["metadata"]["name"])
+        v6 = {p["metadata"]["name"]: f"fd00:10:244::{i + 10:x}" for i, p in enumerate(pods)}
+        extra = {
+            "metadata": {"name": "kube-dns-v6",
+                         "labels": {"kubernetes.io/service-name": "kube-dns"}},
+            "addressType": "IPv6",
+            "endpoints": [{"addresses": [v6[p["metadata"]["name"]]],
+                           "conditions": {"ready": True, "serving": True,
+                                          "terminating": False},
+                           "nodeName": p["spec"]["nodeName"],
+                           "targetRef": {"kind": "Pod", "namespace": NS,
+                                         "name": p["metadata"]["name"],
+                                         "uid": p["metadata"]["uid"]}} for p in pods],
+            "ports": [{"name": "dns-tcp", "protocol": "TCP", "port": 53},
+                      {"name": "dns", "protocol": "UDP", "port": 53}]}
+        await client.DiscoveryV1Api(run.api).create_namespaced_endpoint_slice(NS, extra)
+        ts = await run.until(lambda ts: len(ts.pods) == 4, within=5)
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            both = sorted((t for t in ts.pods if t.name == name), key=lambda t: len(t.address))
+            assert [t.address for t in both] == [pod["status"]["podIP"], v6[name]]
+            assert all(t.pod is not None and t.pod.uid == pod["metadata"]["uid"]
+                       and t.pod.node == pod["spec"]["nodeName"] and t.pod.ready
+                       for t in both)
+            assert both[1].endpoint == f"[{v6[name]}]:53"
+        assert no_duplicates_by_address(ts) and ts.state is ClusterState.OK
+        await client.DiscoveryV1Api(run.api).delete_namespaced_endpoint_slice("kube-dns-v6", NS)
+        ts = await run.until(lambda ts: len(ts.pods) == 2, within=5)
+        assert sorted(addresses(ts)) == sorted(live_pods(sandbox).values())
+
+
+def no_duplicates_by_address(ts: TargetSet) -> bool:
+    return len(set(addresses(ts))) == len(ts.pods)
+
+
+@pytest.mark.looptime
+async def test_legacy_endpoints_when_endpointslices_are_not_served(
+        make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await make_sandbox(replicas=2, unserved_group_versions=("discovery.k8s.io/v1",))
+    async with running_view(sandbox, tmp_path) as run:
+        assert run.view.legacy_endpoints
+        ts = run.view.current
+        assert ts.state is ClusterState.OK
+        assert {n: t.address for n, t in by_name(ts).items()} == live_pods(sandbox)
+        assert all(t.pod is not None and t.pod.ready and t.pod.uid for t in ts.pods)
+        victim = sorted(by_name(ts))[0]
+        await run.core.delete_namespaced_pod(victim, NS, grace_period_seconds=30)
+        # Endpoints drop a terminating pod at once; its replacement follows.
+        ts = await run.until(lambda ts: victim not in by_name(ts) and len(ts.pods) == 2
+                             and all(t.pod is not None and t.pod.ready for t in ts.pods),
+                             within=10)
+        assert {n: t.address for n, t in by_name(ts).items()} == live_pods(sandbox)
+        assert run.restarts == []
+
+
+@pytest.mark.looptime
+async def test_a_one_megabyte_object_does_not_wedge_the_pods_watch(
+        make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    """A 1 MB pod elsewhere in the namespace (a big annotation; the API's own
+    limit is about 1.5 MB) is one watch line far beyond aiohttp's 64 KiB read
+    buffer: later DNS pod changes must still arrive through the same watch."""
+    sandbox = await make_sandbox(replicas=2)
+    async with running_view(sandbox, tmp_path) as run:
+        big = {"metadata": {"name": "big-annotations", "annotations": {"blob": "x" * 1_000_000}},
+               "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}
+        await run.core.create_namespaced_pod(NS, big)
+        victim = sorted(by_name(run.view.current))[0]
+        await run.core.delete_namespaced_pod(victim, NS, grace_period_seconds=1)
+        ts = await run.until(lambda ts: victim not in by_name(ts) and len(ts.pods) == 2,
+                             within=10)
+        # creation times come from the pods watch, so the newcomer's shows it kept up
+        assert all(t.pod is not None and t.pod.created_at is not None for t in ts.pods)
+        assert run.restarts == []
