@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -157,3 +159,34 @@ async def api(sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[client.ApiClien
     api_client = await api_client_for(sandbox, tmp_path / "client-kubeconfig")
     async with api_client:
         yield api_client
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Command:
+    """``python -m corednsprobe …`` as a subprocess, from this checkout."""
+
+    def __init__(self) -> None:
+        self.env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corednsprobe", *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self.env)
+
+    async def run(self, *args: str, within: float = 30.0) -> tuple[int, str, str]:
+        process = await self.start(*args)
+        try:
+            async with asyncio.timeout(within):
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.fixture
+def corednsprobe() -> Command:
+    return Command()
