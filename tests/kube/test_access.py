@@ -4,6 +4,7 @@ what to check. Real subprocesses against the sandbox."""
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox
-from tests.kube.conftest import Command
+from tests.kube.conftest import Command, MakeSandbox
 
 EXIT_CLUSTER = 3
 PROBER = "system:serviceaccount:kube-system:corednsprobe"
@@ -72,3 +73,17 @@ async def test_an_unreachable_api_exits_3(sandbox: Sandbox, tmp_path: Path,
     for part in (f"could not reach API https://127.0.0.1:{closed_port}", "context 'sandbox'",
                  "Connect call failed", "Check that the address is right"):
         assert part in text, part
+
+
+async def test_without_endpointslices_only_the_legacy_rules_are_needed(
+        make_sandbox: MakeSandbox, tmp_path: Path, corednsprobe: Command) -> None:
+    sandbox = await make_sandbox(unserved_group_versions=("discovery.k8s.io/v1",))
+    sandbox.add_token("prober", PROBER, [
+        Rule.of(["get", "list", "watch"], ["endpoints", "services", "pods"], [""]),
+        Rule.of(["create"], ["selfsubjectaccessreviews"], ["authorization.k8s.io"])])
+    kubeconfig = sandbox.write_kubeconfig(tmp_path / "kc", token="prober")
+    code, out, err = await corednsprobe.run("targets", "--json", "--kubeconfig",
+                                            str(kubeconfig))
+    assert code == 0, err
+    ready = sorted(p["status"]["podIP"] for p in sandbox.dns_pods())
+    assert sorted(t["address"] for t in json.loads(out)["pods"]) == ready
