@@ -5,7 +5,9 @@ step with the API server, forever: watch with bookmarks and a jittered
 server-side timeout; an inactivity guard (reset by every event, bookmarks
 included) that restarts a silent watch; a relist on 410 Expired/Gone (in the
 stream or at connect); capped exponential backoff with jitter on any other
-error, so that it never spins.
+error, and on the two cycles that fail without an error of their own (410
+straight after every list; watches that end at once, cleanly and empty), so
+that it never spins.
 Never does: interpret the objects (its owner is told after every change).
 
 kubernetes_asyncio's own ``Watch`` has no default timeouts, retries a 410 once
@@ -78,6 +80,11 @@ class Timing:
 
 
 DEFAULT_TIMING = Timing()
+WATCH_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
+
+
+class WatchClosedEarly(Exception):
+    """A watch ended cleanly long before its timeout without a single event."""
 
 
 class Informer:
@@ -106,47 +113,74 @@ class Informer:
         self._store: dict[str, Obj] = {}
         self.synced = False
         self.last_event_at: float | None = None  # loop time of the last event or list
+        self._received = 0  # watch events applied, bookmarks included
 
     @property
     def objects(self) -> Mapping[str, Obj]:
         return MappingProxyType(self._store)
 
     async def run(self) -> None:
-        """Keep the store in step until cancelled. Never returns otherwise."""
+        """Keep the store in step until cancelled. Never returns otherwise.
+
+        A relist after 410 is immediate when the watch had made progress;
+        410 straight after a list (a lagging watch cache) backs off like any
+        failed list, so the list-410 cycle cannot spin.
+        """
         failures = 0
         while True:
             try:
                 version = await self._list()
-                failures = 0
-                await self._watch_from(version)
-                self._restart("expired")
+                progressed = await self._watch_from(version)
             except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 failures += 1
-                delay = self._backoff(failures)
                 self._restart(_reason(exc))
+                delay = self._backoff(failures)
                 log.warning("list_failed", informer=self.name, error=str(exc),
                             retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
+                continue
+            self._restart("expired")
+            failures = 0 if progressed else failures + 1
+            if failures:
+                delay = self._backoff(failures)
+                log.warning("watch_expired_at_once", informer=self.name,
+                            retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
 
-    async def _watch_from(self, version: str) -> None:
-        """Watch from ``version`` until the server says it expired (410)."""
+    async def _watch_from(self, version: str) -> bool:
+        """Watch from ``version`` until the server says it expired (410).
+
+        Returns whether any event arrived meanwhile. The backoff starts
+        afresh after every watch that received events; a watch that ends
+        cleanly, early and empty counts as a failure (a proxy closing it, or
+        a server answering without a stream), so reconnecting never spins.
+        """
         failures = 0
+        progressed = False
         while True:
+            received, started = self._received, self._now()
+            timeout_seconds = int(random.uniform(*self.timing.watch_timeout))
+            failure: Exception | None = None
             try:
-                version = await self._watch_once(version)
-                failures = 0
+                version = await self._watch_once(version, timeout_seconds)
+                if self._received == received and self._now() - started < timeout_seconds / 2:
+                    failure = WatchClosedEarly(f"the watch ended after "
+                                               f"{self._now() - started:.1f} s with no event")
             except ApiError as exc:
                 if exc.expired:
-                    return
-                failures += 1
-                await self._pause(exc, failures)
-            except TimeoutError:
+                    return progressed or self._received > received
+                failure = exc
+            except TimeoutError:  # each stall took the whole inactivity period
                 self._restart("stalled")
                 log.warning("watch_stalled", informer=self.name,
                             inactivity=self.timing.inactivity)
             except (aiohttp.ClientError, ValueError) as exc:
+                failure = exc
+            if self._received > received:
+                progressed, failures = True, 0
+            if failure is not None:
                 failures += 1
-                await self._pause(exc, failures)
+                await self._pause(failure, failures)
 
     async def _pause(self, exc: Exception, failures: int) -> None:
         delay = self._backoff(failures)
@@ -168,14 +202,13 @@ class Informer:
         self._on_change(self.objects)
         return str(body.get("metadata", {}).get("resourceVersion", ""))
 
-    async def _watch_once(self, version: str) -> str:
+    async def _watch_once(self, version: str, timeout_seconds: int) -> str:
         """One watch request; returns the last version seen when it ends cleanly."""
-        lo, hi = self.timing.watch_timeout
         query = [
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
             ("resourceVersion", version),
-            ("timeoutSeconds", str(int(random.uniform(lo, hi)))),
+            ("timeoutSeconds", str(timeout_seconds)),
         ]
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timing.request_timeout)
         async with asyncio.timeout(self.timing.inactivity):
@@ -196,17 +229,18 @@ class Informer:
         obj = event.get("object") or {}
         if kind == "ERROR":
             raise ApiError.from_status(int(obj.get("code") or 500), obj)
+        if kind not in WATCH_EVENTS:
+            raise ValueError(f"not a watch event: {str(event)[:200]}")
         self._touch()
+        self._received += 1
         new_version = str(obj.get("metadata", {}).get("resourceVersion") or version)
         if kind == "BOOKMARK":
             return new_version
         key = _key(obj)
         if kind == "DELETED":
             self._store.pop(key, None)
-        elif kind in ("ADDED", "MODIFIED"):
-            self._store[key] = obj
         else:
-            return version
+            self._store[key] = obj
         self._on_change(self.objects)
         return new_version
 
@@ -222,7 +256,11 @@ class Informer:
         )
 
     def _touch(self) -> None:
-        self.last_event_at = asyncio.get_running_loop().time()
+        self.last_event_at = self._now()
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
 
     def _restart(self, reason: str) -> None:
         self._on_restart(self.name, reason)
@@ -245,4 +283,6 @@ def _reason(exc: Exception) -> str:
         return "timeout"
     if isinstance(exc, ValueError):
         return "bad_response"
+    if isinstance(exc, WatchClosedEarly):
+        return "closed_early"
     return "connection"

@@ -131,6 +131,27 @@ def build_targetset(
     return TargetSet(tuple(pod_targets), services, expected, state, generation)
 
 
+async def endpointslices_served(api: Any,
+                                request_timeout: float = DEFAULT_TIMING.request_timeout,
+                                ) -> bool:
+    """Whether the API serves discovery.k8s.io/v1 (else only legacy v1 Endpoints).
+
+    Only a 404 says no: on any other answer or error EndpointSlices are assumed.
+    """
+    try:
+        resp = await api.call_api(
+            "/apis/discovery.k8s.io/v1", "GET", header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"], _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=request_timeout),
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("discovery_failed", error=str(exc), assumed="endpointslices")
+        return True
+    async with resp:
+        await resp.read()
+        return bool(resp.status != 404)
+
+
 class ClusterView:
     """Keeps a current TargetSet; consumers read ``current`` or await ``changed``."""
 
@@ -182,18 +203,7 @@ class ClusterView:
         )
 
     async def _slices_served(self) -> bool:
-        try:
-            resp = await self.api.call_api(
-                "/apis/discovery.k8s.io/v1", "GET", header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"], _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(total=self.timing.request_timeout),
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("discovery_failed", error=str(exc), assumed="endpointslices")
-            return True
-        async with resp:
-            await resp.read()
-            return bool(resp.status != 404)
+        return await endpointslices_served(self.api, self.timing.request_timeout)
 
     @property
     def last_event_at(self) -> float | None:
@@ -232,4 +242,5 @@ def _same(a: TargetSet, b: TargetSet) -> bool:
     return (a.pods, a.services, a.expected, a.state) == (b.pods, b.services, b.expected, b.state)
 
 
-__all__ = ["ApiError", "ClusterView", "Timing", "build_targetset", "pods_from_slices"]
+__all__ = ["ApiError", "ClusterView", "Timing", "build_targetset", "endpointslices_served",
+           "pods_from_slices"]

@@ -24,7 +24,7 @@ from corednsprobe.access import (
     read_permissions,
 )
 from corednsprobe.config import Settings
-from corednsprobe.kube import ClusterView
+from corednsprobe.kube import ClusterView, endpointslices_served
 from corednsprobe.model import Target, TargetSet
 
 
@@ -35,10 +35,16 @@ class ClusterArgs:
 
 
 async def open_cluster(args: ClusterArgs, settings: Settings) -> Access:
-    """Connect and check read permissions; raise ClusterAccessError (exit 3) if not."""
+    """Connect and check read permissions; raise ClusterAccessError (exit 3) if not.
+
+    The endpoint permissions asked for are those of what the cluster serves:
+    EndpointSlices, or legacy Endpoints where discovery.k8s.io/v1 is absent.
+    """
     access = await connect(args.kubeconfig, args.context)
     try:
-        report = await check_permissions(access.api, read_permissions(settings.namespace))
+        legacy = not await endpointslices_served(access.api)
+        report = await check_permissions(access.api, read_permissions(settings.namespace,
+                                                                      legacy))
     except Exception:
         await access.close()
         raise

@@ -50,6 +50,8 @@ class WatchTimings:
     bookmark_interval: float = 60.0  # seconds between BOOKMARK events
     bookmark_lead: float = 2.0  # one more BOOKMARK this long before the watch deadline
     default_timeout: tuple[float, float] = (1800.0, 3600.0)  # when timeoutSeconds is absent
+    # A proxy in front that ends every watch cleanly after this long (None: none does).
+    max_timeout: float | None = None
 
 
 @dataclass
@@ -132,7 +134,8 @@ def verb_of(method: str, target: Target, watch: bool) -> str:
 class ApiServer:
     def __init__(self, store: Store, registry: Registry, authorizer: Authorizer,
                  timings: WatchTimings | None = None, faults: ApiFaults | None = None,
-                 pod_log: str = "") -> None:
+                 pod_log: str = "", unserved: frozenset[str] = frozenset()) -> None:
+        self.unserved = unserved  # group versions ("discovery.k8s.io/v1") answered with 404
         self.store = store
         self.registry = registry
         self.authorizer = authorizer
@@ -195,7 +198,7 @@ class ApiServer:
                                   {"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
 
     async def _groups(self, request: web.Request) -> web.Response:
-        return json_response(R.group_list())
+        return json_response(R.group_list(self.unserved))
 
     async def _core(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.match_info["tail"].split("/") if p]
@@ -205,12 +208,13 @@ class ApiServer:
 
     async def _grouped(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.match_info["tail"].split("/") if p]
+        groups = R.group_list(self.unserved)["groups"]
         if len(parts) == 1:
-            group = next((g for g in R.group_list()["groups"] if g["name"] == parts[0]), None)
+            group = next((g for g in groups if g["name"] == parts[0]), None)
             if group is None:
                 raise S.path_not_found()
             return json_response({"kind": "APIGroup", "apiVersion": "v1", **group})
-        if len(parts) < 2:
+        if len(parts) < 2 or f"{parts[0]}/{parts[1]}" in self.unserved:
             raise S.path_not_found()
         return await self._resource_request(request, parts[0], parts[1], parts[2:])
 
@@ -394,11 +398,14 @@ class ApiServer:
     def _timeout(self, request: web.Request) -> float:
         raw = request.query.get("timeoutSeconds")
         if raw is None:
-            return random.uniform(*self.timings.default_timeout)
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            raise S.bad_request(f'invalid timeoutSeconds "{raw}"') from None
+            chosen = random.uniform(*self.timings.default_timeout)
+        else:
+            try:
+                chosen = max(0.0, float(raw))
+            except ValueError:
+                raise S.bad_request(f'invalid timeoutSeconds "{raw}"') from None
+        cutoff = self.timings.max_timeout
+        return chosen if cutoff is None else min(chosen, cutoff)
 
     def _next_bookmark(self, now: float, deadline: float) -> float:
         regular = now + self.timings.bookmark_interval

@@ -67,6 +67,9 @@ class SandboxConfig:
     watch: WatchTimings = field(default_factory=WatchTimings)
     admin_token: str = ""  # empty: a random one
     tls: bool = True  # kubectl sends bearer tokens only over HTTPS
+    # Group versions the API does not serve (404), as on a cluster older than they are:
+    # ("discovery.k8s.io/v1",) leaves only legacy v1 Endpoints.
+    unserved_group_versions: tuple[str, ...] = ()
 
 
 def _coredns_deployment(config: SandboxConfig, port: int) -> Obj:
@@ -138,7 +141,8 @@ class Sandbox:
         self.api_faults = ApiFaults()
         self.pod_faults = PodFaults()
         self.api = ApiServer(self.store, self.registry, self.authorizer, self.config.watch,
-                             self.api_faults, POD_LOG)
+                             self.api_faults, POD_LOG,
+                             frozenset(self.config.unserved_group_versions))
         self.controllers = Controllers(self.store, self.registry, self.backend,
                                        self.config.timings, self.config.domain, self.pod_faults)
         self.port = 0

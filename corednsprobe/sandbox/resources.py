@@ -148,9 +148,12 @@ def resource_list(group: str, version: str) -> Obj | None:
             "resources": entries}
 
 
-def group_list() -> Obj:
+def group_list(unserved: frozenset[str] = frozenset()) -> Obj:
+    """The ``APIGroupList``, without the group versions in ``unserved``."""
     groups = []
     for gv in GROUP_VERSIONS:
+        if gv in unserved:
+            continue
         name, _, version = gv.partition("/")
         ref = {"groupVersion": gv, "version": version}
         groups.append({"name": name, "versions": [ref], "preferredVersion": ref})

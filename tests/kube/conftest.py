@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,15 @@ async def make_sandbox() -> AsyncIterator[MakeSandbox]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(replicas: int = 2, grace: int = 1, bookmark_interval: float = 60.0,
-                       bookmark_lead: float = 2.0, **options: Any) -> Sandbox:
+                       bookmark_lead: float = 2.0, dns_port: int = 53,
+                       watch_cutoff: float | None = None, **options: Any) -> Sandbox:
             settings = SandboxConfig(
                 replicas=replicas, termination_grace_seconds=grace,
                 timings=Timings(readiness_period=0.05, resync_period=1.0),
                 watch=WatchTimings(bookmark_interval=bookmark_interval,
-                                   bookmark_lead=bookmark_lead), **options)
-            sandbox = await stack.enter_async_context(Sandbox(NullBackend(), settings))
+                                   bookmark_lead=bookmark_lead, max_timeout=watch_cutoff),
+                **options)
+            sandbox = await stack.enter_async_context(Sandbox(NullBackend(port=dns_port), settings))
             await sandbox.wait_ready(within=10)
             return sandbox
 
@@ -155,3 +159,34 @@ async def api(sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[client.ApiClien
     api_client = await api_client_for(sandbox, tmp_path / "client-kubeconfig")
     async with api_client:
         yield api_client
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Command:
+    """``python -m corednsprobe …`` as a subprocess, from this checkout."""
+
+    def __init__(self) -> None:
+        self.env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corednsprobe", *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self.env)
+
+    async def run(self, *args: str, within: float = 30.0) -> tuple[int, str, str]:
+        process = await self.start(*args)
+        try:
+            async with asyncio.timeout(within):
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.fixture
+def corednsprobe() -> Command:
+    return Command()

@@ -1,0 +1,89 @@
+"""`corednsprobe targets` as people run it: a subprocess against the sandbox,
+once as JSON, and with --watch while the real kubectl deletes a pod."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+from pathlib import Path
+
+from corednsprobe.sandbox.cluster import Sandbox
+from tests.kube.conftest import Command, Kubectl
+
+NS = "kube-system"
+
+
+def live_pods(sandbox: Sandbox) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["status"]["podIP"] for p in sandbox.dns_pods()
+            if not p["metadata"].get("deletionTimestamp")}
+
+
+async def test_json_lists_the_pods_and_the_cluster_ip(sandbox: Sandbox, tmp_path: Path,
+                                                      corednsprobe: Command) -> None:
+    kubeconfig = sandbox.write_kubeconfig(tmp_path / "kc")
+    code, out, err = await corednsprobe.run("targets", "--json", "--kubeconfig",
+                                            str(kubeconfig))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["state"] == "ok"
+    pods = {p["metadata"]["name"]: p for p in sandbox.dns_pods()}
+    assert {t["pod"]: t["address"] for t in doc["pods"]} == live_pods(sandbox)
+    for target in doc["pods"]:
+        pod = pods[target["pod"]]
+        assert (target["kind"], target["port"], target["uid"], target["node"]) == (
+            "pod", 53, pod["metadata"]["uid"], pod["spec"]["nodeName"])
+        assert target["ready"] and target["serving"] and not target["terminating"]
+    assert [(s["kind"], s["address"], s["port"]) for s in doc["services"]] == [
+        ("service", sandbox.service(NS, "kube-dns")["spec"]["clusterIP"], 53)]
+    assert doc["expected"] == [sandbox.service("default", "kubernetes")["spec"]["clusterIP"]]
+
+
+LINE = re.compile(r"^#(\d+) state=(\S+) service=(\S+) pods: (.*)$")
+
+
+def pods_of(line: str) -> dict[str, str]:
+    """``name=ip`` pairs of a --watch line, the marks such as (terminating) kept."""
+    match = LINE.match(line)
+    assert match is not None, line
+    return dict(pair.split("=", 1) for pair in match.group(4).split())
+
+
+async def test_watch_shows_a_pod_replacement_after_kubectl_delete(
+        sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path, corednsprobe: Command) -> None:
+    kubeconfig = sandbox.write_kubeconfig(tmp_path / "kc")
+    before = live_pods(sandbox)
+    victim = sorted(before)[0]
+    process = await corednsprobe.start("targets", "--watch", "--kubeconfig", str(kubeconfig))
+    assert process.stdout is not None
+    lines: list[str] = []
+
+    async def line() -> str:
+        assert process.stdout is not None
+        lines.append((await process.stdout.readline()).decode().rstrip("\n"))
+        return lines[-1]
+
+    try:
+        async with asyncio.timeout(30):
+            assert pods_of(await line()) == before
+            code, _, err = await kubectl.run("delete", "pod", "-n", NS, victim)
+            assert code == 0, err
+            while victim in pods_of(lines[-1]) or len(pods_of(lines[-1])) != 2:
+                await line()
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            assert await process.wait() == 130
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    seen = [pods_of(text) for text in lines]
+    assert any(pods.get(victim) == f"{before[victim]}(terminating)" for pods in seen), lines
+    after = seen[-1]
+    assert after == live_pods(sandbox)
+    (newcomer,) = set(after) - set(before)
+    assert after[newcomer] not in before.values()
+    generations = [int(LINE.match(text).group(1)) for text in lines]  # type: ignore[union-attr]
+    assert generations == sorted(set(generations))
