@@ -106,7 +106,7 @@ def _require_file(path: str) -> None:
     if not Path(path).is_file():
         in_pod = "set" if os.environ.get("KUBERNETES_SERVICE_HOST") else "unset"
         raise ClusterAccessError(
-            f"corednsprobe found no cluster credentials: no kubeconfig at {path!r}, and no "
+            f"found no cluster credentials: no kubeconfig at {path!r}, and no "
             f"in-cluster service account (KUBERNETES_SERVICE_HOST is {in_pod}). Pass "
             "--kubeconfig PATH or set KUBECONFIG, run it in a pod with a service account, or "
             "try it without a cluster: `corednsprobe demo`."
@@ -137,7 +137,7 @@ async def connect(kubeconfig: str | None = None, context: str | None = None) -> 
     except (config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
         tried = "in-cluster service account" if in_cluster else f"kubeconfig {source!r}"
         raise ClusterAccessError(
-            f"corednsprobe could not load cluster credentials from the {tried}"
+            f"could not load cluster credentials from the {tried}"
             f"{f' (context {context!r})' if context else ''}: {exc}. Check that the file "
             "exists and names a current context, or pass --kubeconfig/--context; inside a "
             "cluster, check that the pod mounts its service-account token."
@@ -170,18 +170,18 @@ async def _prove(access: Access) -> None:
     except ApiError as exc:
         if exc.status in (401, 403):
             raise ClusterAccessError(
-                f"corednsprobe reached {access.describe()}, but the API server refused the "
+                f"reached {access.describe()}, but the API server refused the "
                 f"credentials: {exc.status} {exc.reason}: {exc.message}. Check that the token "
                 "or client certificate is current (an expired token, a deleted service "
                 "account, or a kubeconfig for another cluster all look like this)."
             ) from None
         raise ClusterAccessError(
-            f"corednsprobe reached {access.describe()}, but it answered "
+            f"reached {access.describe()}, but it answered "
             f"{exc.status} {exc.reason}: {exc.message}."
         ) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise ClusterAccessError(
-            f"corednsprobe could not reach {access.describe()}: {exc or type(exc).__name__}. "
+            f"could not reach {access.describe()}: {exc or type(exc).__name__}. "
             "Check that the address is right and reachable from here (VPN, firewall, "
             "`kubectl cluster-info` with the same kubeconfig), and that the API server is up."
         ) from None
@@ -216,7 +216,7 @@ async def check_permissions(api: Any, wanted: list[Permission]) -> PermissionRep
 
 def explain_missing(report: PermissionReport, identity: str) -> str:
     """One paragraph for people: each missing permission and the rule that grants it."""
-    lines = [f"corednsprobe ({identity}) lacks permissions it needs:"]
+    lines = [f"lacks permissions it needs ({identity}):"]
     for p in report.missing_required:
         lines.append(f"  - {p.what}: needed to {p.purpose}. Grant: {p.rule}")
     return "\n".join(lines)

@@ -170,12 +170,12 @@ class Informer:
                 if exc.expired:
                     return progressed or self._received > received
                 failure = exc
+            except (aiohttp.ClientError, ValueError) as exc:
+                failure = exc  # before TimeoutError: aiohttp's connect timeout is both
             except TimeoutError:  # each stall took the whole inactivity period
                 self._restart("stalled")
                 log.warning("watch_stalled", informer=self.name,
                             inactivity=self.timing.inactivity)
-            except (aiohttp.ClientError, ValueError) as exc:
-                failure = exc
             if self._received > received:
                 progressed, failures = True, 0
             if failure is not None:

@@ -205,6 +205,12 @@ class ClusterView:
     async def _slices_served(self) -> bool:
         return await endpointslices_served(self.api, self.timing.request_timeout)
 
+    def unsynced(self) -> list[str]:
+        """Informers that have not completed a first list (all, before ``run``)."""
+        if not self._informers:
+            return ["all"]
+        return [name for name, i in self._informers.items() if not i.synced]
+
     @property
     def last_event_at(self) -> float | None:
         times = [i.last_event_at for i in self._informers.values() if i.last_event_at is not None]

@@ -9,6 +9,7 @@ Never does: probe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -108,28 +109,42 @@ def summary_line(ts: TargetSet) -> str:
     return f"#{ts.generation} state={ts.state.value} service={svc} pods: {pods or '-'}"
 
 
+FIRST_LIST_WITHIN = 30.0  # seconds
+
+
+async def _first(view: ClusterView, access: Access) -> TargetSet:
+    """The first TargetSet, or exit 3 if the API never completes a list."""
+    try:
+        async with asyncio.timeout(FIRST_LIST_WITHIN):
+            return await view.changed(0)
+    except TimeoutError:
+        raise ClusterAccessError(
+            f"{access.describe()} accepted the credentials and permissions, but did not "
+            f"complete a list of {', '.join(view.unsynced())} within {FIRST_LIST_WITHIN:g} s "
+            "(see the warnings above for the errors). Check the API server's health."
+        ) from None
+
+
 async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_json: bool,
                       out: TextIO = sys.stdout) -> int:
     access = await open_cluster(args, settings)
     view = ClusterView(access.api, namespace=settings.namespace, service=settings.service)
+    runner = asyncio.create_task(view.run(), name="cluster-view")
     try:
-        async with asyncio.TaskGroup() as tasks:
-            runner = tasks.create_task(view.run())
-            seen = 0
-            while True:
-                ts = await view.changed(seen)
-                seen = ts.generation
-                if as_json:
-                    doc = targetset_json(ts)
-                    out.write(json.dumps(doc, indent=None if watch else 2) + "\n")
-                elif watch:
-                    out.write(summary_line(ts) + "\n")
-                else:
-                    out.write(render_table(ts, time.time()))
-                out.flush()
-                if not watch:
-                    runner.cancel()
-                    break
+        ts = await _first(view, access)
+        while True:
+            if as_json:
+                out.write(json.dumps(targetset_json(ts), indent=None if watch else 2) + "\n")
+            elif watch:
+                out.write(summary_line(ts) + "\n")
+            else:
+                out.write(render_table(ts, time.time()))
+            out.flush()
+            if not watch:
+                return 0
+            ts = await view.changed(ts.generation)
     finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
         await access.close()
-    return 0

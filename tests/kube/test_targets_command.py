@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import re
 import signal
 from pathlib import Path
+
+import pytest
 
 from corednsprobe.sandbox.cluster import Sandbox
 from tests.kube.conftest import Command, Kubectl
@@ -87,3 +90,18 @@ async def test_watch_shows_a_pod_replacement_after_kubectl_delete(
     assert after[newcomer] not in before.values()
     generations = [int(LINE.match(text).group(1)) for text in lines]  # type: ignore[union-attr]
     assert generations == sorted(set(generations))
+
+
+async def test_an_api_that_never_completes_a_list_ends_with_exit_3_not_a_hang(
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corednsprobe import targets
+    from corednsprobe.access import ClusterAccessError
+    from corednsprobe.config import Settings
+
+    monkeypatch.setattr(targets, "FIRST_LIST_WITHIN", 1.0)
+    kubeconfig = sandbox.write_kubeconfig(tmp_path / "kc")
+    sandbox.fail_requests(10**6, 500, "endpointslices")  # permissions fine, lists fail
+    with pytest.raises(ClusterAccessError) as err:
+        await targets.run_targets(targets.ClusterArgs(str(kubeconfig)), Settings.from_env({}),
+                                  watch=False, as_json=True, out=io.StringIO())
+    assert "did not complete a list of endpointslices within 1 s" in str(err.value)
