@@ -67,9 +67,9 @@ def test_every_documented_metric_is_exposed() -> None:
     healthy = {lbl["pod"]: v for _, lbl, v in fams["corednsprobe_target_healthy"]}
     assert healthy == {"coredns-1": 1.0, "coredns-2": 0.0, "service": -1.0}
     assert fams["corednsprobe_round_overruns"][0][2] == 1.0
-    assert sample[("corednsprobe_remediations_total",
+    assert sample[("corednsprobe_remediations",
                    (("action", "evict"), ("result", "done")))] == 1.0
-    assert sample[("corednsprobe_remediation_blocked_total", (("reason", "cooldown"),))] == 1.0
+    assert sample[("corednsprobe_remediation_blocked", (("reason", "cooldown"),))] == 1.0
     assert sample[("corednsprobe_last_remediation_timestamp_seconds", ())] == 1_700_000_000.0
     assert sample[("corednsprobe_leader", ())] == 1.0
     assert sample[("corednsprobe_gave_up", ())] == 0.0
