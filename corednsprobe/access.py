@@ -94,6 +94,23 @@ def read_permissions(namespace: str, legacy_endpoints: bool = False) -> list[Per
     ]
 
 
+def remediation_permissions(mode: str, namespace: str, lease_namespace: str) -> list[Permission]:
+    """What restarting pods in ``mode`` needs: the write, the Lease, and (optionally) Events."""
+    if mode == "off":
+        return []
+    wanted = [Permission(v, "leases", lease_namespace, "coordination.k8s.io",
+                         purpose="elect one leader and keep the remediation history")
+              for v in ("get", "create", "update")]
+    if mode == "evict":
+        wanted.append(Permission("create", "pods", namespace, subresource="eviction",
+                                 purpose="evict sick CoreDNS pods"))
+    elif mode == "delete":
+        wanted.append(Permission("delete", "pods", namespace, purpose="delete sick CoreDNS pods"))
+    wanted.append(Permission("create", "events", namespace, required=False,
+                             purpose="report probe failures and restarts as Events"))
+    return wanted
+
+
 def _kubeconfig_path(kubeconfig: str | None) -> str:
     if kubeconfig:
         return kubeconfig
