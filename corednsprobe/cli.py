@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from corednsprobe import __version__, check
 from corednsprobe.config import Settings, SettingsError, effective, markdown_table
+from corednsprobe.sandbox import command as sandbox_command
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_targets)
+
+    sandbox_command.register(sub)
 
     return parser
 

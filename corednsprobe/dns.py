@@ -369,8 +369,12 @@ def _connected_udp_socket(source: tuple[str, int]) -> socket.socket:
     return sock
 
 
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                 errno.EPERM})  # EPERM: a local firewall refused the packet
+
+
 def _socket_error_outcome(exc: OSError) -> Outcome:
-    if isinstance(exc, ConnectionRefusedError):
+    if isinstance(exc, ConnectionRefusedError) or exc.errno in _UNREACHABLE_ERRNOS:
         return Outcome.UNREACHABLE
     return Outcome.ERROR
 
@@ -388,9 +392,6 @@ def _result_of(base: ProbeResult, check: Check, question: wire.Question,
     return _replace(base, outcome=verdict.outcome, rcode=event.rcode_text,
                     answers=verdict.answers, rtt_seconds=rtt, detail=verdict.detail,
                     flags=event.flags)
-
-
-_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH}  # ICMP unreachable
 
 
 def _replace(result: ProbeResult, **changes: Any) -> ProbeResult:

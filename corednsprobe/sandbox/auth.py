@@ -1,0 +1,117 @@
+"""Who is calling and what they may do: bearer tokens and RBAC-like rules.
+
+Owns: the token table (token → user and rules), deny rules injected as
+faults, the authorization decision, and the 403 wording of the real
+authorizer. Never does: HTTP. The same decision answers requests and
+SelfSubjectAccessReviews, so the review tells the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Like an RBAC PolicyRule; ``*`` matches anything. ``resources`` may name
+    subresources (``pods/eviction``). ``namespaces`` None means every namespace."""
+
+    verbs: frozenset[str]
+    resources: frozenset[str]
+    api_groups: frozenset[str] = frozenset({"*"})
+    resource_names: frozenset[str] = frozenset()
+    namespaces: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, verbs: Iterable[str], resources: Iterable[str],
+           api_groups: Iterable[str] = ("*",), resource_names: Iterable[str] = (),
+           namespaces: Iterable[str] | None = None) -> Rule:
+        return cls(frozenset(verbs), frozenset(resources), frozenset(api_groups),
+                   frozenset(resource_names),
+                   None if namespaces is None else frozenset(namespaces))
+
+    @classmethod
+    def from_json(cls, data: Obj) -> Rule:
+        return cls.of(data.get("verbs", ()), data.get("resources", ()),
+                      data.get("apiGroups", ("*",)), data.get("resourceNames", ()),
+                      data.get("namespaces"))
+
+    def allows(self, attrs: Attributes) -> bool:
+        def hit(allowed: frozenset[str], value: str) -> bool:
+            return "*" in allowed or value in allowed
+
+        return (hit(self.verbs, attrs.verb)
+                and hit(self.api_groups, attrs.group)
+                and hit(self.resources, attrs.resource_path)
+                and (not self.resource_names or attrs.name in self.resource_names)
+                and (self.namespaces is None or attrs.namespace in self.namespaces))
+
+
+ADMIN_RULES = (Rule.of(["*"], ["*"]),)
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """What a request asks to do (authorizer.Attributes)."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    @property
+    def resource_path(self) -> str:
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+
+@dataclass(slots=True)
+class Principal:
+    user: str
+    rules: tuple[Rule, ...]
+    denied: list[Rule] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+
+class Authorizer:
+    def __init__(self) -> None:
+        self._tokens: dict[str, Principal] = {}
+
+    def add_token(self, token: str, user: str, rules: Iterable[Rule]) -> None:
+        self._tokens[token] = Principal(user, tuple(rules))
+
+    def deny(self, token: str, verb: str, resource: str, group: str = "") -> None:
+        """Take away one verb on one resource (``pods/eviction``) from a token."""
+        self._tokens[token].denied.append(Rule.of([verb], [resource], [group]))
+
+    def authenticate(self, header: str | None) -> Principal | None:
+        if not header or not header.startswith("Bearer "):
+            return None
+        return self._tokens.get(header.removeprefix("Bearer ").strip())
+
+    @staticmethod
+    def decide(principal: Principal, attrs: Attributes) -> Decision:
+        if any(rule.allows(attrs) for rule in principal.denied):
+            return Decision(False, "denied by a sandbox fault")
+        for rule in principal.rules:
+            if rule.allows(attrs):
+                return Decision(True, f"allowed by the sandbox rules of user {principal.user!r}")
+        return Decision(False, "no rule of the sandbox matched")
+
+
+def forbidden_reason(user: str, attrs: Attributes) -> str:
+    """The real authorizer's wording (forbiddenMessage in responsewriters)."""
+    where = (f'in the namespace "{attrs.namespace}"' if attrs.namespace
+             else "at the cluster scope")
+    return (f'User "{user}" cannot {attrs.verb} resource "{attrs.resource_path}" in API group '
+            f'"{attrs.group}" {where}')

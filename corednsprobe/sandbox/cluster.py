@@ -1,0 +1,353 @@
+"""``Sandbox``: a whole stand-in cluster in one async context manager.
+
+Owns: composing a DNS backend, the store, the API server, the controllers
+and the control API; the seed objects (namespaces, the ``coredns``
+Deployment, the ``kube-dns`` and ``default/kubernetes`` Services, an optional
+PDB); the fault hooks as a Python API; writing kubeconfigs. Never does:
+leave anything running after ``__aexit__``, even when startup failed half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import secrets
+import shutil
+import ssl
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from corednsprobe import logs
+from corednsprobe.sandbox import control
+from corednsprobe.sandbox.apiserver import ApiFaults, ApiServer, WatchTimings
+from corednsprobe.sandbox.auth import ADMIN_RULES, Authorizer, Rule
+from corednsprobe.sandbox.backend import DnsBackend, Fault
+from corednsprobe.sandbox.controllers import (
+    DEPLOYMENTS,
+    PDBS,
+    PODS,
+    SERVICES,
+    SLICES,
+    Controllers,
+    PodFaults,
+    Timings,
+    slot_of,
+)
+from corednsprobe.sandbox.nullbackend import NullBackend
+from corednsprobe.sandbox.registry import NAMESPACES, Registry, pod_ready
+from corednsprobe.sandbox.store import Store
+from corednsprobe.sandbox.tls import make_certificate, server_context
+
+Obj = dict[str, Any]
+log = logs.get(__name__)
+
+DNS_LABELS = {"k8s-app": "kube-dns"}
+POD_LOG = (".:53\n[INFO] plugin/reload: Running configuration SHA512 = sandbox\n"
+           "CoreDNS-1.11.3\nlinux/amd64, go1.23.3, sandbox\n")
+
+
+@dataclass
+class SandboxConfig:
+    replicas: int = 2
+    domain: str = "cluster.local"
+    host: str = "127.0.0.1"
+    port: int = 0
+    termination_grace_seconds: int = 30
+    pdb_min_available: int | str | None = None  # None: no PodDisruptionBudget
+    history_limit: int = 10_000
+    timings: Timings = field(default_factory=Timings)
+    watch: WatchTimings = field(default_factory=WatchTimings)
+    admin_token: str = ""  # empty: a random one
+    tls: bool = True  # kubectl sends bearer tokens only over HTTPS
+
+
+def _coredns_deployment(config: SandboxConfig, port: int) -> Obj:
+    container = {
+        "name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.11.3",
+        "imagePullPolicy": "IfNotPresent", "args": ["-conf", "/etc/coredns/Corefile"],
+        "ports": [{"containerPort": port, "name": "dns", "protocol": "UDP"},
+                  {"containerPort": port, "name": "dns-tcp", "protocol": "TCP"},
+                  {"containerPort": 9153, "name": "metrics", "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/health", "port": 8080, "scheme": "HTTP"},
+                          "initialDelaySeconds": 60, "timeoutSeconds": 5,
+                          "successThreshold": 1, "failureThreshold": 5},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181, "scheme": "HTTP"},
+                           "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+        "resources": {"limits": {"memory": "170Mi"},
+                      "requests": {"cpu": "100m", "memory": "70Mi"}},
+    }
+    return {
+        "metadata": {"name": "coredns", "namespace": "kube-system", "labels": dict(DNS_LABELS)},
+        "spec": {
+            "replicas": config.replicas,
+            "selector": {"matchLabels": dict(DNS_LABELS)},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 1, "maxSurge": "25%"}},
+            "template": {
+                "metadata": {"labels": dict(DNS_LABELS)},
+                "spec": {"priorityClassName": "system-cluster-critical",
+                         "serviceAccountName": "coredns", "dnsPolicy": "Default",
+                         "terminationGracePeriodSeconds": config.termination_grace_seconds,
+                         "containers": [container]},
+            },
+        },
+    }
+
+
+def _kube_dns_service(port: int) -> Obj:
+    return {
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                                "kubernetes.io/name": "CoreDNS"},
+                     "annotations": {"prometheus.io/port": "9153",
+                                     "prometheus.io/scrape": "true"}},
+        "spec": {"selector": dict(DNS_LABELS),
+                 "ports": [{"name": "dns", "port": port, "protocol": "UDP", "targetPort": port},
+                           {"name": "dns-tcp", "port": port, "protocol": "TCP",
+                            "targetPort": port},
+                           {"name": "metrics", "port": 9153, "protocol": "TCP",
+                            "targetPort": 9153}]},
+    }
+
+
+_KUBERNETES_SERVICE = {
+    "metadata": {"name": "kubernetes", "namespace": "default",
+                 "labels": {"component": "apiserver", "provider": "kubernetes"}},
+    "spec": {"ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
+}
+
+
+class Sandbox:
+    def __init__(self, backend: DnsBackend | None = None, config: SandboxConfig | None = None,
+                 ) -> None:
+        self.config = config or SandboxConfig()
+        self.backend: DnsBackend = backend or NullBackend(domain=self.config.domain)
+        self.admin_token = self.config.admin_token or f"sandbox-admin-{secrets.token_hex(12)}"
+        self.store = Store(self.config.history_limit)
+        self.registry = Registry(self.store, self.backend.allocate_service_ip)
+        self.authorizer = Authorizer()
+        self.authorizer.add_token(self.admin_token, "sandbox-admin", ADMIN_RULES)
+        self.api_faults = ApiFaults()
+        self.pod_faults = PodFaults()
+        self.api = ApiServer(self.store, self.registry, self.authorizer, self.config.watch,
+                             self.api_faults, POD_LOG)
+        self.controllers = Controllers(self.store, self.registry, self.backend,
+                                       self.config.timings, self.config.domain, self.pod_faults)
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._controllers_task: asyncio.Task[None] | None = None
+        self._service_broken = False
+        self._tls_dir: Path | None = None
+        self.ca_pem = b""
+
+    # lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Sandbox:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self._seed()
+        await self.controllers.sync_zone()
+        self._controllers_task = asyncio.create_task(self.controllers.run(),
+                                                     name="sandbox-controllers")
+        app = web.Application()
+        self.api.routes(app)
+        control.routes(app, self)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port,
+                           ssl_context=await self._tls_context())
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("sandbox_started", url=self.url, backend=self.backend.name)
+
+    async def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        self._tls_dir = Path(tempfile.mkdtemp(prefix="cdpa-sandbox-tls-"))
+        cert, key = await make_certificate(self._tls_dir, self.config.host)
+        self.ca_pem = cert.read_bytes()
+        return server_context(cert, key)
+
+    async def close(self) -> None:
+        await self.api.close()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._controllers_task is not None:
+            task, self._controllers_task = self._controllers_task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.backend.close()
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
+        log.info("sandbox_stopped")
+
+    def _seed(self) -> None:
+        for name in ("default", "kube-system", "kube-public"):
+            self.registry.create(NAMESPACES, "", {"metadata": {"name": name}})
+        self.registry.create(SERVICES, "default", _KUBERNETES_SERVICE)
+        self.registry.create(SERVICES, "kube-system", _kube_dns_service(self.backend.port))
+        self.registry.create(DEPLOYMENTS, "kube-system",
+                             _coredns_deployment(self.config, self.backend.port))
+        if self.config.pdb_min_available is not None:
+            self.registry.create(PDBS, "kube-system", {
+                "metadata": {"name": "coredns", "namespace": "kube-system",
+                             "labels": dict(DNS_LABELS)},
+                "spec": {"minAvailable": self.config.pdb_min_available,
+                         "selector": {"matchLabels": dict(DNS_LABELS)}}})
+
+    # reading ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
+
+    def dns_pods(self) -> list[Obj]:
+        """The CoreDNS pods (terminating ones included), by name."""
+        return [p for p in self.store.items(PODS, "kube-system")
+                if (p["metadata"].get("labels") or {}).get("k8s-app") == "kube-dns"]
+
+    def pod_for_slot(self, slot: int) -> Obj | None:
+        return next((p for p in self.dns_pods() if slot_of(p) == slot
+                     and not p["metadata"].get("deletionTimestamp")), None)
+
+    def service(self, namespace: str, name: str) -> Obj:
+        return self.store.must_get(SERVICES, namespace, name)
+
+    def ready_endpoints(self) -> list[str]:
+        addresses = []
+        for piece in self.store.items(SLICES, "kube-system"):
+            if (piece["metadata"].get("labels") or {}).get("kubernetes.io/service-name") \
+                    != "kube-dns":
+                continue
+            for endpoint in piece.get("endpoints") or ():
+                if endpoint["conditions"].get("ready"):
+                    addresses.extend(endpoint["addresses"])
+        return addresses
+
+    async def wait_ready(self, count: int | None = None, within: float = 30.0) -> list[Obj]:
+        """Wait until ``count`` (default: replicas) DNS pods are ready and published."""
+        wanted = self.config.replicas if count is None else count
+        async with asyncio.timeout(within):
+            while True:
+                ready = [p for p in self.dns_pods()
+                         if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
+                if len(ready) == wanted and len(self.ready_endpoints()) == wanted:
+                    return ready
+                await asyncio.sleep(0.02)
+
+    def state(self) -> Obj:
+        """A summary for people and the control API."""
+        pods = []
+        for pod in self.dns_pods():
+            name = pod["metadata"]["name"]
+            pods.append({
+                "name": name, "slot": slot_of(pod), "ip": pod["status"].get("podIP"),
+                "ready": pod_ready(pod), "terminating": bool(pod["metadata"].get(
+                    "deletionTimestamp")),
+                "fault": str(self.pod_faults.effective(name, slot_of(pod)))})
+        return {"url": self.url, "backend": self.backend.name, "port": self.backend.port,
+                "clusterIP": self.service("kube-system", "kube-dns")["spec"].get("clusterIP"),
+                "pods": pods, "serviceBroken": self._service_broken,
+                "resourceVersion": self.store.rv}
+
+    # kubeconfig ------------------------------------------------------------
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], token: str | None = None,
+                         namespace: str = "kube-system") -> Path:
+        """A kubeconfig for kubectl and kubernetes_asyncio (context ``sandbox``)."""
+        target = Path(path)
+        authority = ""
+        if self.ca_pem:
+            authority = ("    certificate-authority-data: "
+                         f"{base64.b64encode(self.ca_pem).decode()}\n")
+        text = (
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: sandbox\n  cluster:\n    server: {self.url}\n{authority}"
+            f"users:\n- name: sandbox\n  user:\n    token: {token or self.admin_token}\n"
+            "contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n"
+            f"    user: sandbox\n    namespace: {namespace}\n"
+            "current-context: sandbox\npreferences: {}\n")
+        target.write_text(text)
+        target.chmod(0o600)
+        return target
+
+    # faults ----------------------------------------------------------------
+
+    def add_token(self, token: str, user: str, rules: Iterable[Rule]) -> None:
+        self.authorizer.add_token(token, user, rules)
+
+    def deny(self, token: str, verb: str, resource: str, group: str = "") -> None:
+        self.authorizer.deny(token, verb, resource, group)
+
+    async def set_pod_fault(self, pod: str, fault: Fault | str) -> None:
+        chosen = Fault.parse(fault) if isinstance(fault, str) else fault
+        self.pod_faults.by_pod[pod] = chosen
+        await self.controllers.apply_faults()
+
+    async def set_slot_fault(self, slot: int, fault: Fault | str) -> None:
+        """A fault that follows slot ``slot`` across pod replacements."""
+        chosen = Fault.parse(fault) if isinstance(fault, str) else fault
+        self.pod_faults.by_slot[slot] = chosen
+        await self.controllers.apply_faults()
+
+    async def set_all_pods_fault(self, fault: Fault | str) -> None:
+        chosen = Fault.parse(fault) if isinstance(fault, str) else fault
+        self.pod_faults.every_pod = chosen
+        self.pod_faults.by_pod.clear()
+        self.pod_faults.by_slot.clear()
+        await self.controllers.apply_faults()
+
+    async def set_service_broken(self, broken: bool) -> None:
+        self._service_broken = broken
+        await self.backend.set_service_fault(broken)
+
+    def compact_history(self) -> None:
+        self.store.compact()
+
+    def stall_watches(self, stalled: bool = True) -> None:
+        if stalled:
+            self.api_faults.flowing.clear()
+        else:
+            self.api_faults.flowing.set()
+
+    def reset_connections(self, next_watches: int = 0) -> int:
+        """Abort open watches now (and the next ``next_watches`` right after their headers)."""
+        self.api_faults.reset_new_watches = next_watches
+        return self.api.reset_open_watches()
+
+    def fail_requests(self, count: int, code: int = 500, path_contains: str = "") -> None:
+        self.api_faults.fail_remaining = count
+        self.api_faults.fail_code = code
+        self.api_faults.fail_path = path_contains
+
+    def set_watch_expiry(self, mode: str) -> None:
+        if mode not in ("expired", "gone", "http"):
+            raise ValueError(f"watch expiry mode {mode!r}: expected expired, gone or http")
+        self.api_faults.expiry_mode = mode
+
+    def pause_pdb_status(self, paused: bool = True) -> None:
+        """Stop (or resume) the disruption controller, so PDB status goes stale."""
+        self.controllers.pdb_paused = paused
