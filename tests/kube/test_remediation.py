@@ -66,6 +66,13 @@ def verdict(view: ClusterView, sick: set[str]) -> Verdicts:
     return diagnose(ts, healths, Policy()), healths
 
 
+async def replaced(view: ClusterView, victim: str, count: int = 2) -> None:
+    """Wait until the view shows ``victim`` gone and ``count`` ready pods again."""
+    await eventually(lambda: victim not in {t.name for t in view.current.pods}
+                     and sum(1 for t in view.current.pods if t.pod and t.pod.ready) == count,
+                     within=10)
+
+
 def events(sandbox: Sandbox, name: str | None = None) -> list[dict[str, Any]]:
     found = [e for e in sandbox.store.items(EVENTS, NS)
              if (e.get("source") or {}).get("component") == "corednsprobe"]
@@ -109,8 +116,7 @@ async def test_eviction_restarts_the_sick_pod_and_says_so(
         assert len(replacement) == 1 and victim not in live_pods(sandbox)
 
         # the replacement is ready and the old pod gone: the remediation settles
-        await eventually(lambda: victim not in {t.name for t in view.current.pods}
-                         and len(view.current.pods) == 2, within=10)
+        await replaced(view, victim)
         clock.now += 10
         d = await remediator.step(*verdict(view, set()))
         assert d.verdict is Verdict.IDLE
@@ -287,8 +293,7 @@ async def test_give_up_escalates_once_after_three_fruitless_restarts(
             await remediator.step(*verdict(view, {victim}))
             assert remediator.history.records[-1].result is Result.DONE
             await sandbox.wait_ready(3, within=10)
-            await eventually(lambda v=victim: v not in {t.name for t in view.current.pods}
-                             and len(view.current.pods) == 3, within=10)
+            await replaced(view, victim, 3)
             clock.now += RAILS.cooldown + 1
         victim = sorted(live_pods(sandbox))[0]
         for _ in range(2):
