@@ -4,7 +4,8 @@ Owns: the requests through the kubernetes_asyncio client (an Eviction with a
 uid precondition, so a replacement that took the name is never evicted; a
 delete with the same precondition and the pod's own grace period; core/v1
 Events from reporting component ``corednsprobe``) and reading each answer
-into an ``ActionOutcome``: 404/409 mean the pod was already gone or replaced,
+into an ``ActionOutcome``: 404, and 409 from the uid precondition, mean the pod
+was already gone or replaced (another 409 is a plain failure, retried later),
 429 a PodDisruptionBudget (with Retry-After and the causes), 403 a missing
 permission.
 Never does: decide whether to act, retry, or raise on an API error.
@@ -112,7 +113,7 @@ def outcome_of(exc: ApiException) -> ActionOutcome:
     causes = tuple(str(c.get("message") or c.get("reason") or "")
                    for c in details.get("causes") or () if isinstance(c, dict))
     status = int(exc.status or 0)
-    if status in (404, 409):
+    if status == 404 or (status == 409 and "precondition" in message.lower()):
         return ActionOutcome(Result.GONE, status, message)
     if status == 429:
         return ActionOutcome(Result.PDB_BLOCKED, status, message, _retry_after(exc, details),
