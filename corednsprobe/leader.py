@@ -21,7 +21,6 @@ read again and judged anew.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import secrets
 import socket
@@ -232,10 +231,30 @@ class LeaderElector:
             renew_time=micro_time(now), lease_transitions=transitions)
 
     async def _release(self) -> None:
-        """Hand the Lease back so another replica need not wait out the duration."""
-        if not self.is_leader() or self._lease is None:
-            self._set_leading(False)
+        """Hand the Lease back so another replica need not wait out the duration.
+
+        A write cancelled in flight may have landed, so a 409 here is answered by
+        reading the Lease again and releasing it if it still names us.
+        """
+        leading = self.is_leader()
+        self._set_leading(False)
+        if not leading or self._lease is None:
             return
+        try:
+            async with asyncio.timeout(min(self.timing.renew_deadline, 5.0)):
+                for _ in range(2):
+                    if await self._put_released():
+                        log.info("lease_released", lease=self.name, identity=self.identity)
+                        return
+                    await self._read()
+                    if self.holder != self.identity:
+                        return
+        except (ApiException, *NETWORK_ERRORS) as exc:
+            log.warning("lease_release_failed", lease=self.name,
+                        error=_reason(exc) if isinstance(exc, ApiException) else str(exc)
+                        or type(exc).__name__)
+
+    async def _put_released(self) -> bool:
         old = self._lease
         body = client.V1Lease(
             metadata=client.V1ObjectMeta(
@@ -246,12 +265,14 @@ class LeaderElector:
                 holder_identity=None, lease_duration_seconds=1,
                 acquire_time=_as_micro(old.spec.acquire_time), renew_time=micro_time(self.wall()),
                 lease_transitions=old.spec.lease_transitions))
-        self._set_leading(False)
-        with contextlib.suppress(ApiException, *NETWORK_ERRORS):
-            async with asyncio.timeout(self.timing.retry_period):
-                await self.leases.replace_namespaced_lease(
-                    self.name, self.namespace, body, _request_timeout=self.timing.retry_period)
-            log.info("lease_released", lease=self.name, identity=self.identity)
+        try:
+            await self.leases.replace_namespaced_lease(
+                self.name, self.namespace, body, _request_timeout=self.timing.renew_deadline)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     # -- writing annotations for others ---------------------------------------------
 

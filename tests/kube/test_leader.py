@@ -114,6 +114,22 @@ async def test_release_hands_the_lease_over_at_once(sandbox: Sandbox, tmp_path: 
         assert spec["holderIdentity"] == "beta" and spec["leaseTransitions"] == 1
 
 
+async def test_release_after_a_write_it_did_not_see_still_hands_over(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """A write cancelled in flight (or anyone's edit) moves the resourceVersion on; the
+    release's 409 is answered by reading the Lease again, not by keeping it."""
+    async with replicas(sandbox, tmp_path, "alpha") as (a,):
+        a.start()
+        await eventually(a.elector.is_leader, within=5)
+        current = sandbox.store.must_get(LEASES, NS, LEASE)
+        current["metadata"].setdefault("annotations", {})["touched-by"] = "someone"
+        sandbox.registry.update(LEASES, NS, LEASE, current)
+        await a.stop()
+        assert not lease(sandbox).get("holderIdentity")
+        annotations = sandbox.store.must_get(LEASES, NS, LEASE)["metadata"]["annotations"]
+        assert annotations["touched-by"] == "someone"
+
+
 async def test_a_leader_that_cannot_renew_stops_before_another_starts(
         sandbox: Sandbox, tmp_path: Path) -> None:
     clock = Clock()
