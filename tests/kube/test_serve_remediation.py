@@ -62,8 +62,9 @@ async def test_serve_restarts_the_failing_pod_once_and_releases_the_lease(
                     doc: dict[str, Any] = await resp.json()
                     return doc
 
-            async def restarted() -> bool:
-                return bool((await status())["remediation"]["budget"]["used_last_hour"])
+            async def restarted() -> bool:  # "started" is written ahead of the eviction
+                actions = (await status())["remediation"]["budget"]["last_actions"]
+                return any(a["result"] == "done" for a in actions)
 
             for _ in range(150):
                 if await restarted():
