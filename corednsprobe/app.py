@@ -33,7 +33,7 @@ from corednsprobe.model import (
     TargetSet,
 )
 from corednsprobe.schedule import Job, RoundReport, Rounds
-from corednsprobe.tracker import Thresholds, Tracker
+from corednsprobe.tracker import Thresholds, Tracker, failure_lower_bound
 
 log = logs.get(__name__)
 LAST_RESULTS = 10  # per target, for /status
@@ -102,7 +102,7 @@ class State:
     overruns: int = 0
     last_round: RoundReport | None = None
     last_round_end: float | None = None  # loop time
-    started: float = 0.0  # loop time
+    started: float | None = None  # loop time the schedule began (after the first list)
 
 
 class ProberService:
@@ -141,11 +141,11 @@ class ProberService:
 
     async def run(self) -> None:
         """Run until cancelled: the watch, the schedule and the TargetSet follower."""
-        self.state.started = _loop_time()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.view.run(), name="cluster-view")
             tasks.create_task(self._follow_targets(), name="targets")
             await self.view.changed(0)
+            self.state.started = _loop_time()
             tasks.create_task(self.rounds.run(), name="rounds")
 
     async def _follow_targets(self) -> None:
@@ -216,7 +216,13 @@ class ProberService:
         return self.view.current.generation > 0
 
     def live(self) -> bool:
-        """False when rounds stopped completing (the loop or the schedule is stuck)."""
+        """False when rounds stopped completing (the loop or the schedule is stuck).
+
+        Waiting for the API's first list is not being stuck: /readyz says that,
+        and restarting the prober would not bring the API back.
+        """
+        if self.state.started is None:
+            return True
         s = self.settings
         grace = 3 * s.interval + 2 * s.timeout + 5
         last = self.state.last_round_end or self.state.started
@@ -255,6 +261,8 @@ class ProberService:
                 "samples": h.samples if h else 0,
                 "failures": h.failures if h else 0,
                 "failure_ratio": round(h.ratio, 4) if h else 0.0,
+                "failure_ratio_lower_bound": (
+                    round(failure_lower_bound(h.failures, h.samples), 4) if h else 0.0),
                 "udp_only": h.udp_only if h else 0,
                 "outcomes": dict(h.outcomes) if h else {},
             },
@@ -292,6 +300,7 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[ProberService, int], None] | None = None,
+    on_round: Callable[[ProberService], None] | None = None,
     timing: Any = None,
     lease_timing: Any = None,
 ) -> None:
@@ -330,8 +339,15 @@ async def serve(
                                 on_change=lambda leading: metrics.leader.set(int(leading)))
         remediator = Remediator(api, settings.namespace, rails_from(settings),
                                 leadership=elector, metrics=metrics, lease_namespace=lease_ns)
+
+    def after_round(diagnosis: Diagnosis, healths: dict[TargetKey, Health]) -> None:
+        if remediator is not None:
+            remediator.on_diagnosis(diagnosis, healths)
+        if on_round is not None:
+            on_round(holder[0])
+
     service = ProberService(settings, view, Prober(settings.timeout), metrics=metrics,
-                            on_diagnosis=remediator.on_diagnosis if remediator else None)
+                            on_diagnosis=after_round)
     holder.append(service)
     host, port = settings.listen
     extra = {"remediation": remediator.status} if remediator else None

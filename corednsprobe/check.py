@@ -91,8 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the addresses a right answer holds (default: any answer)")
     parser.add_argument("--expect-rcode", default="NOERROR", type=str.upper,
                         choices=["NOERROR", "NXDOMAIN"], help="NXDOMAIN: pass only on NXDOMAIN")
-    parser.add_argument("--search", type=_search_list, metavar="DOM,DOM",
-                        help="search list: resolve --name like a pod's stub resolver (aiodns)")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--search", type=_search_list, metavar="DOM,DOM",
+                      help="search list: resolve --name like a pod's stub resolver (aiodns)")
+    view.add_argument("--tcp", action="store_true",
+                      help="ask over TCP only (through kubectl port-forward, which carries "
+                      "no UDP)")
     parser.add_argument("--ndots", type=_number(0, 15, int), default=5,
                         help="ndots for --search (default 5, as in a pod's resolv.conf)")
     parser.add_argument("--timeout", type=_number(0.01, 30),
@@ -115,11 +119,11 @@ def build_check(args: argparse.Namespace, settings: Settings) -> Check:
 
 
 async def probe_all(targets: Sequence[Target], check: Check, deadline_seconds: float,
-                    count: int, interval: float) -> list[ProbeResult]:
+                    count: int, interval: float, tcp_only: bool = False) -> list[ProbeResult]:
     """``count`` rounds; in each, every server is asked at once."""
     from corednsprobe.dns import Prober
 
-    prober = Prober(deadline_seconds)
+    prober = Prober(deadline_seconds, tcp_only=tcp_only)
     results: list[ProbeResult] = []
     for round_number in range(count):
         if round_number and interval:
@@ -135,7 +139,8 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) 
     check = build_check(args, settings)
     targets = [Target(TargetKind.SERVICE, address, port) for address, port in args.server]
     timeout = args.timeout if args.timeout is not None else settings.timeout
-    results = uvloop.run(probe_all(targets, check, timeout, args.count, args.interval))
+    results = uvloop.run(probe_all(targets, check, timeout, args.count, args.interval,
+                                   tcp_only=args.tcp))
     out.write(render_json(results) if args.json else render_table(results))
     return all(r.ok for r in results)
 

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from corednsprobe import __version__, check
-from corednsprobe.config import Settings, SettingsError, effective, markdown_table
+from corednsprobe import __version__, check, logs
+from corednsprobe.config import (
+    Settings,
+    SettingsError,
+    effective,
+    markdown_table,
+    troff_settings,
+)
 from corednsprobe.sandbox import command as sandbox_command
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CLUSTER = 3
+# One-shot commands log only warnings unless COREDNSPROBE_LOG_LEVEL says otherwise.
+LONG_RUNNING = frozenset({"run", "demo", "sandbox"})
+ENV_LOG_LEVEL = "COREDNSPROBE_LOG_LEVEL"
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -31,6 +41,8 @@ def _cmd_version(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     if args.markdown:
         sys.stdout.write(markdown_table())
+    elif args.man:
+        sys.stdout.write(troff_settings())
     elif args.json:
         print(json.dumps(dict(effective(settings)), indent=2))
     else:
@@ -58,12 +70,9 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe import logs
     from corednsprobe.access import ClusterAccessError
     from corednsprobe.app import serve
     from corednsprobe.targets import ClusterArgs, open_cluster
-
-    logs.configure(settings.log_level, settings.log_format)
 
     async def main() -> None:
         access = await open_cluster(ClusterArgs(args.kubeconfig, args.context), settings)
@@ -77,6 +86,23 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except ClusterAccessError as exc:
         print(f"corednsprobe: {exc}", file=sys.stderr)
         return EXIT_CLUSTER
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import uvloop
+
+    from corednsprobe.demo import ScriptedFault, demo_settings, run_demo
+
+    try:
+        faults = [ScriptedFault.parse(f) for f in args.fault]
+    except ValueError as exc:
+        print(f"corednsprobe demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.pods < 1:
+        print("corednsprobe demo: --pods must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    uvloop.run(run_demo(demo_settings(settings), args.pods, faults, args.duration))
     return EXIT_OK
 
 
@@ -109,11 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--markdown", action="store_true", help="print the reference table")
     group.add_argument("--json", action="store_true", help="print the settings as JSON")
+    group.add_argument("--man", action="store_true", help="print the man page's settings section")
     p.set_defaults(handler=_cmd_config)
 
     p = sub.add_parser("run", help="the service: probe on a schedule, export /metrics and /status")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("demo", help="the service against a local sandbox cluster (no cluster "
+                       "or root needed)")
+    p.add_argument("--pods", type=int, default=3, help="CoreDNS replicas (default 3)")
+    p.add_argument("--fault", action="append", default=[], metavar="POD=FAULT@SECONDS",
+                   help="inject FAULT (udp-drop, udp-reject, delay:MS, loss:PCT, servfail, "
+                   "wrong-answer, none) into POD (a slot number or pod name) SECONDS after "
+                   "start; repeatable")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: run until ^C)")
+    p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("targets", help="print what would be probed (the CoreDNS pods and Service)")
     p.add_argument("--watch", action="store_true", help="print one line per change until ^C")
@@ -134,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"corednsprobe: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
+    quiet = args.command not in LONG_RUNNING and ENV_LOG_LEVEL not in os.environ
+    logs.configure("warning" if quiet else settings.log_level, settings.log_format)
     handler: Handler = args.handler
     try:
         return handler(args, settings)

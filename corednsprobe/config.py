@@ -140,7 +140,10 @@ class Settings:
         60.0, _seconds(1, 86400), "Sliding window over which each target is judged."
     )
     failure_ratio: float = setting(
-        0.5, _ratio(0.01, 1), "A target is unhealthy when this share of its window failed."
+        0.5,
+        _ratio(0.01, 1),
+        "A target is unhealthy when its window shows, with 95% confidence, at least this "
+        "share of failures.",
     )
     min_samples: int = setting(
         5, _integer(1, 100000), "Fewest outcomes in the window before a target is judged."
@@ -274,3 +277,19 @@ def markdown_table() -> str:
 def effective(settings: Settings) -> list[tuple[str, str]]:
     """(variable, value) pairs of the settings in force, for `corednsprobe config`."""
     return [(env_name(k), _show(v)) for k, v in settings.as_dict().items()]
+
+
+def troff_settings() -> str:
+    """The settings reference as man(7) paragraphs, for docs/corednsprobe.1."""
+    out = []
+    for f in dataclasses.fields(Settings):
+        spec: Spec = f.metadata["spec"]
+        default = _show(f.default) or "(empty)"
+        out.append(f".TP\n.B {env_name(f.name)}\n{_troff(spec.doc)}\nDefault: {_troff(default)}; "
+                   f"valid: {_troff(spec.valid)}.")
+    return "\n".join(out) + "\n"
+
+
+def _troff(text: str) -> str:
+    escaped = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\\&" + escaped if escaped[:1] in (".", "'") else escaped

@@ -80,6 +80,9 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
             (),
             evidence,
         )
+    if not judged:
+        return Diagnosis(DiagnosisState.HEALTHY, "no pod judged yet (grace or too few samples)",
+                         (), evidence)
     return Diagnosis(DiagnosisState.HEALTHY, "every judged target answers", (), evidence)
 
 

@@ -144,10 +144,13 @@ class _Exchange(asyncio.DatagramProtocol):
 class Prober:
     """Asks one check of one target. Holds no per-target state; safe to share."""
 
-    def __init__(self, timeout: float, *, tcp_reask: bool = True, edns: bool = False) -> None:
+    def __init__(self, timeout: float, *, tcp_reask: bool = True, edns: bool = False,
+                 tcp_only: bool = False) -> None:
         self.timeout = timeout
         self.tcp_reask = tcp_reask
         self.edns = edns
+        # Only for paths that carry TCP alone (kubectl port-forward); never the default.
+        self.tcp_only = tcp_only
 
     async def probe(self, target: Target, check: Check, qname: str | None = None) -> ProbeResult:
         """Ask once and classify; ``qname`` overrides the check's name (canaries)."""
@@ -158,6 +161,8 @@ class Prober:
             template = wire.question_bytes(name, check.qtype, self.edns)
         except ValueError as exc:
             return ProbeResult(target, check, Outcome.ERROR, qname=name, detail=str(exc))
+        if self.tcp_only:
+            return await self._tcp(target, check, name, template)
         result = await self._udp(target, check, name, template)
         if self.tcp_reask and result.outcome in (Outcome.TIMEOUT, Outcome.UNREACHABLE):
             return await self._with_tcp_view(result, template)

@@ -10,7 +10,7 @@ a target not judged (in grace, or too few samples yet).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -195,6 +195,8 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def names(self) -> Iterable[str]:
-        """Every metric family name as exposed (for the docs test)."""
-        return sorted({m.name for m in self.registry.collect()})
+    def names(self) -> list[str]:
+        """Every metric family name as a scraper reads it (counters without _total)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return sorted({f.name for f in text_string_to_metric_families(self.render().decode())})

@@ -5,8 +5,13 @@ hysteresis of recovery, the grace rule, and forgetting targets that left.
 Never does: I/O or reading a clock — ``now`` is always passed in.
 
 A target is unhealthy when, over the last ``window`` seconds, at least
-``min_samples`` outcomes were seen and the share of failures is at least
-``failure_ratio``. Once unhealthy it stays so until ``recovery_successes``
+``min_samples`` outcomes were seen and we are 95% sure that at least
+``failure_ratio`` of its probes fail: the one-sided Wilson lower bound of the
+failure share reaches the ratio. The plain share would flap: with 30% packet
+loss, 12 or more failures out of 24 happen about 3% of the time, so a lossy
+but working pod would be called unhealthy several times a day. The bound
+needs 5 of 5, 9 of 12 or 17 of 24 failures for the default 0.5; a dead pod is
+still caught after ``min_samples`` probes. Once unhealthy it stays so until ``recovery_successes``
 outcomes in a row are ok; recovery then starts a fresh window, so that the
 failures that made it unhealthy cannot at once make it unhealthy again.
 Pods that are terminating, not ready or younger than ``min_pod_age`` are in
@@ -17,6 +22,7 @@ pod itself.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +54,20 @@ class _Window:
     state: HealthState = HealthState.UNKNOWN
     since: float = 0.0
     streak: int = 0  # consecutive ok outcomes (non-upstream)
+
+
+Z_95 = 1.645  # one-sided 95%
+
+
+def failure_lower_bound(failures: int, samples: int) -> float:
+    """The share of failures we are 95% sure of (Wilson score lower bound)."""
+    if samples <= 0:
+        return 0.0
+    p = failures / samples
+    z2 = Z_95 * Z_95
+    centre = p + z2 / (2 * samples)
+    spread = Z_95 * math.sqrt(p * (1 - p) / samples + z2 / (4 * samples * samples))
+    return max(0.0, (centre - spread) / (1 + z2 / samples))
 
 
 def grace_reason(target: Target, now: float, min_pod_age: float) -> str:
@@ -112,7 +132,7 @@ class Tracker:
         t = self.thresholds
         if w.state is HealthState.UNHEALTHY:
             return HealthState.HEALTHY if w.streak >= t.recovery_successes else w.state
-        if samples >= t.min_samples and failures / samples >= t.failure_ratio:
+        if samples >= t.min_samples and failure_lower_bound(failures, samples) >= t.failure_ratio:
             return HealthState.UNHEALTHY
         if samples >= t.min_samples or w.state is HealthState.HEALTHY:
             return HealthState.HEALTHY

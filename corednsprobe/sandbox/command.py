@@ -63,10 +63,8 @@ def _min_available(text: str | None) -> int | str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from corednsprobe import logs
     from corednsprobe.sandbox.backends import BackendUnavailable, make_backend
 
-    logs.configure()
     try:
         host, port = _listen(args.listen)
         if args.pods < 0:

@@ -63,3 +63,13 @@ def test_udp_only_flag_stays_off_when_tcp_dies_too(namespace: str, tmp_path: Pat
     result = found["results"][0]
     assert (code, result["outcome"], result["udp_only"]) == (1, "timeout", False)
     assert "tcp timeout" in result["detail"]
+
+
+def test_tcp_only_check_answers_where_udp_is_dropped(namespace: str, tmp_path: Path) -> None:
+    """`check --tcp` is for paths that carry TCP alone, such as kubectl port-forward."""
+    with dnsservers.unbound(tmp_path, netns=namespace):
+        table = netns.port_filter(namespace, "drop")
+        code, found = check_in(namespace, "--tcp", "--timeout", "1", "--count", "2")
+    assert code == 0
+    assert [r["outcome"] for r in found["results"]] == ["ok", "ok"]
+    assert netns.counted_packets(namespace, table) == 0  # not one UDP packet was sent

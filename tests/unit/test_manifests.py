@@ -89,3 +89,11 @@ def test_every_role_is_bound_to_the_service_account(
              and {"kind": "ServiceAccount", "name": "corednsprobe", "namespace": "kube-system"}
              in d["subjects"]}
     assert roles == bound
+
+
+def test_extra_manifests_are_valid() -> None:
+    extras = sorted(str(p) for p in (ROOT / "deploy" / "extras").glob("*.yaml"))
+    assert extras, "deploy/extras holds the probe Job and the NodePort example"
+    proc = subprocess.run(["kubernetes-validate", "--strict", "--quiet", *extras],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corednsprobe.model import HealthState, Outcome
-from corednsprobe.tracker import Thresholds, Tracker
+from corednsprobe.tracker import Thresholds, Tracker, failure_lower_bound
 from tests.unit.helpers import UPSTREAM, pod, result
 
 OK, TO = Outcome.OK, Outcome.TIMEOUT
@@ -24,10 +24,13 @@ def feed(tracker: Tracker, outcomes: list[Outcome], start: float = 0.0, step: fl
     ("outcomes", "expected"),
     [
         ([TO] * 4, HealthState.UNKNOWN),  # below min_samples: no verdict
-        ([TO] * 5, HealthState.UNHEALTHY),
-        ([OK, OK, OK, TO, TO], HealthState.HEALTHY),  # 40 % < 50 %
-        ([OK, OK, TO, TO, TO], HealthState.UNHEALTHY),  # 60 %
-        ([OK, TO, OK, TO, OK, TO], HealthState.UNHEALTHY),  # exactly 50 % counts
+        ([TO] * 5, HealthState.UNHEALTHY),  # a dead target: caught at min_samples
+        ([OK, OK, OK, TO, TO], HealthState.HEALTHY),
+        ([OK, TO, TO, TO, TO], HealthState.HEALTHY),  # 4 of 5 is not yet sure enough
+        ([OK, OK, OK, *[TO] * 9], HealthState.UNHEALTHY),  # 9 of 12
+        ([OK] * 4 + [TO] * 8, HealthState.HEALTHY),  # 8 of 12
+        ([OK] * 7 + [TO] * 17, HealthState.UNHEALTHY),  # 17 of 24
+        ([OK, TO] * 12, HealthState.HEALTHY),  # a steady 50 % is not proof of >= 50 %
         ([OK] * 5, HealthState.HEALTHY),
     ],
 )
@@ -35,6 +38,20 @@ def test_ratio_and_min_samples(outcomes: list[Outcome], expected: HealthState) -
     tr = Tracker(Thresholds())
     now = feed(tr, outcomes)
     assert tr.evaluate([P], now)[P.key].state is expected
+
+
+def test_lower_bound_separates_loss_from_death() -> None:
+    assert failure_lower_bound(5, 5) > 0.5  # dead: five timeouts in a row
+    assert failure_lower_bound(12, 24) < 0.5  # half failing: not sure it is >= 50 %
+    assert failure_lower_bound(7, 24) < 0.2  # 30 % loss
+    assert failure_lower_bound(0, 0) == 0.0
+    assert failure_lower_bound(0, 10) == 0.0
+
+
+def test_failure_ratio_is_tunable() -> None:
+    tr = Tracker(Thresholds(failure_ratio=0.2))
+    now = feed(tr, [OK, TO] * 12)  # 50 % failing: surely above 20 %
+    assert tr.evaluate([P], now)[P.key].state is HealthState.UNHEALTHY
 
 
 def test_window_is_time_bounded() -> None:
