@@ -20,6 +20,7 @@ from kubernetes_asyncio import client, config
 from corednsprobe.informer import ApiError
 
 TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+NAMESPACE_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class ClusterAccessError(Exception):
@@ -92,6 +93,34 @@ def read_permissions(namespace: str, legacy_endpoints: bool = False) -> list[Per
         *(Permission(v, "pods", namespace, purpose="see pod age and termination")
           for v in ("list", "watch")),
     ]
+
+
+def prober_namespace(configured: str, fallback: str, path: Path = NAMESPACE_PATH) -> str:
+    """The prober's own namespace: as configured, else its service account's, else fallback."""
+    if configured:
+        return configured
+    try:
+        found = path.read_text().strip()
+    except OSError:
+        found = ""
+    return found or fallback
+
+
+def remediation_permissions(mode: str, namespace: str, lease_namespace: str) -> list[Permission]:
+    """What restarting pods in ``mode`` needs: the write, the Lease, and (optionally) Events."""
+    if mode == "off":
+        return []
+    wanted = [Permission(v, "leases", lease_namespace, "coordination.k8s.io",
+                         purpose="elect one leader and keep the remediation history")
+              for v in ("get", "create", "update")]
+    if mode == "evict":
+        wanted.append(Permission("create", "pods", namespace, subresource="eviction",
+                                 purpose="evict sick CoreDNS pods"))
+    elif mode == "delete":
+        wanted.append(Permission("delete", "pods", namespace, purpose="delete sick CoreDNS pods"))
+    wanted.append(Permission("create", "events", namespace, required=False,
+                             purpose="report probe failures and restarts as Events"))
+    return wanted
 
 
 def _kubeconfig_path(kubeconfig: str | None) -> str:

@@ -302,17 +302,22 @@ async def serve(
     on_listening: Callable[[ProberService, int], None] | None = None,
     on_round: Callable[[ProberService], None] | None = None,
     timing: Any = None,
+    lease_timing: Any = None,
 ) -> None:
     """Run the whole service until ``stop`` is set or SIGTERM/SIGINT arrives.
 
-    Shutdown is graceful: probing stops, the watches close, the HTTP server
-    answers its last requests, and the function returns (the CLI exits 0).
+    Shutdown is graceful: probing stops, the watches close, the leader hands
+    its Lease back, the HTTP server answers its last requests, and the
+    function returns (the CLI exits 0).
     """
     import signal
 
+    from corednsprobe.access import prober_namespace
     from corednsprobe.dns import Prober
     from corednsprobe.informer import DEFAULT_TIMING
     from corednsprobe.kube import ClusterView
+    from corednsprobe.leader import LeaderElector
+    from corednsprobe.remediator import Remediator, rails_from
     from corednsprobe.server import build_app, start
 
     stop = stop or asyncio.Event()
@@ -325,23 +330,41 @@ async def serve(
         timing=timing or DEFAULT_TIMING,
         on_restart=lambda name, reason: holder[0].metrics.watch_restarted(name, reason),
     )
-    def after_round(_d: Diagnosis, _h: dict[TargetKey, Health]) -> None:
+    metrics = Metrics(settings.timeout, last_event_at=lambda: view.last_event_at, now=_loop_time)
+    elector: LeaderElector | None = None
+    remediator: Remediator | None = None
+    if settings.remediation != "off":
+        lease_ns = prober_namespace(settings.prober_namespace, settings.namespace)
+        elector = LeaderElector(api, lease_ns, settings.lease_name, timing=lease_timing,
+                                on_change=lambda leading: metrics.leader.set(int(leading)))
+        remediator = Remediator(api, settings.namespace, rails_from(settings),
+                                leadership=elector, metrics=metrics, lease_namespace=lease_ns)
+
+    def after_round(diagnosis: Diagnosis, healths: dict[TargetKey, Health]) -> None:
+        if remediator is not None:
+            remediator.on_diagnosis(diagnosis, healths)
         if on_round is not None:
             on_round(holder[0])
 
-    service = ProberService(settings, view, Prober(settings.timeout), on_diagnosis=after_round)
+    service = ProberService(settings, view, Prober(settings.timeout), metrics=metrics,
+                            on_diagnosis=after_round)
     holder.append(service)
     host, port = settings.listen
-    runner, bound = await start(build_app(service), host, port)
+    extra = {"remediation": remediator.status} if remediator else None
+    runner, bound = await start(build_app(service, extra), host, port)
     log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
              service=settings.service, interval=settings.interval, timeout=settings.timeout)
     if on_listening is not None:
         on_listening(service, bound)
     try:
         async with asyncio.TaskGroup() as tasks:
-            work = tasks.create_task(service.run(), name="prober")
+            work = [tasks.create_task(service.run(), name="prober")]
+            if elector is not None and remediator is not None:
+                work.append(tasks.create_task(elector.run(), name="leader-election"))
+                work.append(tasks.create_task(remediator.run(), name="remediator"))
             await stop.wait()
-            work.cancel()
+            for task in work:
+                task.cancel()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

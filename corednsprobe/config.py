@@ -167,6 +167,35 @@ class Settings:
     max_in_flight: int = setting(
         256, _integer(1, 65536), "Most probes outstanding at once."
     )
+    remediation: str = setting(
+        "evict",
+        _choice("evict", "delete", "dry-run", "off"),
+        "How sick pods are restarted: evict (honours PodDisruptionBudgets), delete, "
+        "dry-run (decide and report only) or off.",
+    )
+    cooldown: float = setting(
+        300.0, _seconds(0, 86400), "Least time between any two remediations."
+    )
+    max_restarts_per_hour: int = setting(
+        3, _integer(0, 1000), "Most remediations in any hour; 0 restarts nothing."
+    )
+    min_ready: int = setting(
+        1, _integer(1, 1000), "Never take the ready CoreDNS pods below this many."
+    )
+    give_up_after: int = setting(
+        3,
+        _integer(1, 100),
+        "Remediations of one workload that brought no recovery before it stops and escalates.",
+    )
+    lease_name: str = setting(
+        "corednsprobe", _k8s_name(), "Lease for leader election and the remediation history."
+    )
+    prober_namespace: str = setting(
+        "",
+        _optional(_k8s_name()),
+        "Namespace of the prober (its Lease); empty: the service account's namespace in a "
+        "pod, else COREDNSPROBE_NAMESPACE.",
+    )
     listen: tuple[str, int] = setting(
         ("0.0.0.0", 9180), _listen(), "Address of the HTTP server (/metrics, /status, /healthz)."
     )

@@ -46,6 +46,18 @@ def _dns_port(ports: Iterable[Obj] | None) -> int:
     return int(udp[0]["port"]) if udp and udp[0].get("port") else DEFAULT_DNS_PORT
 
 
+def workload_of(meta: Obj) -> str:
+    """``Kind/name`` of the pod's controller; a ReplicaSet of a Deployment names the Deployment."""
+    ref = next((r for r in meta.get("ownerReferences") or () if r.get("controller")), None)
+    if ref is None:
+        return ""
+    kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")
+    pod_hash = str((meta.get("labels") or {}).get("pod-template-hash") or "")
+    if kind == "ReplicaSet" and pod_hash and name.endswith(f"-{pod_hash}"):
+        return f"Deployment/{name[: -len(pod_hash) - 1]}"
+    return f"{kind}/{name}"
+
+
 def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace: str) -> PodRef:
     ref = endpoint.get("targetRef") or {}
     name = str(ref.get("name") or "")
@@ -64,6 +76,7 @@ def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace:
         serving=ready_b if serving is None else bool(serving),
         terminating=terminating,
         created_at=parse_time(meta.get("creationTimestamp")),
+        workload=workload_of(meta),
     )
 
 

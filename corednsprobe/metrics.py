@@ -114,6 +114,22 @@ class Metrics:
         self.watch_restarts = Counter("corednsprobe_watch_restarts_total",
                                       "API lists/watches restarted, by reason.",
                                       ["informer", "reason"], registry=r)
+        self.remediations = Counter("corednsprobe_remediations",
+                                    "Remediation attempts by action and result.",
+                                    ["action", "result"], registry=r)
+        self.remediation_blocked = Counter(
+            "corednsprobe_remediation_blocked",
+            "Remediations the rails held back, once per pod and reason in a row.", ["reason"],
+            registry=r)
+        self.leader = Gauge("corednsprobe_leader",
+                            "1 while this replica holds the Lease (only the leader remediates).",
+                            registry=r)
+        self.last_remediation = Gauge("corednsprobe_last_remediation_timestamp_seconds",
+                                      "Unix time of the last remediation that changed something "
+                                      "(or would have, in dry-run).", registry=r)
+        self.gave_up = Gauge("corednsprobe_gave_up",
+                             "1 while a workload is escalated to people (remediation stopped).",
+                             registry=r)
         r.register(_Live(last_event_at, now))
         for state in DiagnosisState:
             self.diagnosis.labels(state.value).set(0)
@@ -167,6 +183,14 @@ class Metrics:
 
     def watch_restarted(self, informer: str, reason: str) -> None:
         self.watch_restarts.labels(informer, reason).inc()
+
+    def remediation_attempted(self, action: str, result: str, at: float | None) -> None:
+        self.remediations.labels(action, result).inc()
+        if at is not None:
+            self.last_remediation.set(at)
+
+    def remediation_blocked_by(self, reason: str) -> None:
+        self.remediation_blocked.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -45,6 +45,7 @@ class PodRef:
     serving: bool = True
     terminating: bool = False
     created_at: float | None = None  # unix seconds
+    workload: str = ""  # controlling workload, e.g. "Deployment/coredns"; "" when unknown
 
 
 @dataclass(frozen=True, slots=True)

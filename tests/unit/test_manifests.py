@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from corednsprobe.access import Permission, read_permissions
+from corednsprobe.access import Permission, read_permissions, remediation_permissions
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl absent")
@@ -58,6 +58,24 @@ def test_rbac_grants_every_permission_the_code_checks(
     missing += [p.what for p in read_permissions("kube-system", legacy_endpoints=True)
                 if not _grants(docs, p)]
     assert missing == []
+
+
+@pytest.mark.parametrize("mode", ["evict", "delete", "dry-run"])
+def test_rbac_grants_every_write_remediation_checks(
+    rendered: tuple[Path, list[dict[str, Any]]], mode: str,
+) -> None:
+    _, docs = rendered
+    wanted = remediation_permissions(mode, "kube-system", "kube-system")
+    assert wanted, "every mode but off needs the Lease"
+    assert [p.what for p in wanted if not _grants(docs, p)] == []
+
+
+def test_deployment_runs_two_replicas_for_leader_election(
+    rendered: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    _, docs = rendered
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
 
 
 def test_every_role_is_bound_to_the_service_account(

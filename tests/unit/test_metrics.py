@@ -19,7 +19,9 @@ EXPECTED = {
     "corednsprobe_diagnosis", "corednsprobe_restart_candidates", "corednsprobe_rounds",
     "corednsprobe_round_overruns", "corednsprobe_round_duration_seconds", "corednsprobe_targets",
     "corednsprobe_watch_restarts", "corednsprobe_watch_last_event_age_seconds",
-    "corednsprobe_build_info",
+    "corednsprobe_build_info", "corednsprobe_remediations", "corednsprobe_remediation_blocked",
+    "corednsprobe_leader", "corednsprobe_last_remediation_timestamp_seconds",
+    "corednsprobe_gave_up",
 }
 
 
@@ -43,6 +45,10 @@ def populated() -> Metrics:
                   SERVICE.key: Health(SERVICE, HealthState.GRACE)})
     m.set_diagnosis(Diagnosis(DiagnosisState.POD, "one sick", (p2,)))
     m.round_done(RoundReport(0, 0.0, 1.5, 3, 0, True))
+    m.remediation_attempted("evict", "pdb_blocked", None)
+    m.remediation_attempted("evict", "done", 1_700_000_000.0)
+    m.remediation_blocked_by("cooldown")
+    m.leader.set(1)
     return m
 
 
@@ -61,6 +67,12 @@ def test_every_documented_metric_is_exposed() -> None:
     healthy = {lbl["pod"]: v for _, lbl, v in fams["corednsprobe_target_healthy"]}
     assert healthy == {"coredns-1": 1.0, "coredns-2": 0.0, "service": -1.0}
     assert fams["corednsprobe_round_overruns"][0][2] == 1.0
+    assert sample[("corednsprobe_remediations",
+                   (("action", "evict"), ("result", "done")))] == 1.0
+    assert sample[("corednsprobe_remediation_blocked", (("reason", "cooldown"),))] == 1.0
+    assert sample[("corednsprobe_last_remediation_timestamp_seconds", ())] == 1_700_000_000.0
+    assert sample[("corednsprobe_leader", ())] == 1.0
+    assert sample[("corednsprobe_gave_up", ())] == 0.0
 
 
 def test_no_ip_address_appears_as_a_label_value() -> None:

@@ -1,0 +1,172 @@
+"""Actions: the writes remediation makes — evict, delete, post an Event — answers as values.
+
+Owns: the requests through the kubernetes_asyncio client (an Eviction with a
+uid precondition, so a replacement that took the name is never evicted; a
+delete with the same precondition and the pod's own grace period; core/v1
+Events from reporting component ``corednsprobe``) and reading each answer
+into an ``ActionOutcome``: 404, and 409 from the uid precondition, mean the pod
+was already gone or replaced (another 409 is a plain failure, retried later),
+429 a PodDisruptionBudget (with Retry-After and the causes), 403 a missing
+permission.
+Never does: decide whether to act, retry, or raise on an API error.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from corednsprobe import logs
+from corednsprobe.model import PodRef
+from corednsprobe.remedy import Result
+
+log = logs.get(__name__)
+COMPONENT = "corednsprobe"
+REQUEST_TIMEOUT = 15.0
+MESSAGE_LIMIT = 1024  # the API server rejects longer Event messages
+
+
+class Reason:
+    """Event reasons, as `kubectl get events` and alert rules see them."""
+
+    PROBE_FAILED = "CoreDNSProbeFailed"
+    RESTARTED = "CoreDNSPodRestarted"
+    BLOCKED = "CoreDNSRestartBlocked"
+    DRY_RUN = "CoreDNSRestartDryRun"
+    MANUAL = "ManualInterventionRequired"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    result: Result
+    status: int | None  # HTTP status; None when no answer came
+    message: str
+    retry_after: float | None = None
+    causes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Involved:
+    """The object an Event is about."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str = ""
+    api_version: str = "v1"
+
+    @classmethod
+    def pod(cls, ref: PodRef, namespace: str) -> Involved:
+        return cls("Pod", ref.name, namespace, ref.uid)
+
+    @classmethod
+    def workload(cls, workload: str, namespace: str) -> Involved | None:
+        """``Deployment/coredns`` as an Event target; None for a workload we cannot name."""
+        kind, _, name = workload.partition("/")
+        versions = {"Deployment": "apps/v1", "DaemonSet": "apps/v1", "StatefulSet": "apps/v1",
+                    "ReplicaSet": "apps/v1"}
+        if kind not in versions or not name:
+            return None
+        return cls(kind, name, namespace, api_version=versions[kind])
+
+
+async def evict(api: Any, namespace: str, pod: PodRef) -> ActionOutcome:
+    body = client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=pod.name, namespace=namespace),
+        delete_options=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=pod.uid or None)))
+    try:
+        await client.CoreV1Api(api).create_namespaced_pod_eviction(
+            pod.name, namespace, body, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        return outcome_of(exc)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return ActionOutcome(Result.FAILED, None, f"no answer: {exc or type(exc).__name__}")
+    return ActionOutcome(Result.DONE, 201, f"evicted {pod.name}")
+
+
+async def delete(api: Any, namespace: str, pod: PodRef) -> ActionOutcome:
+    """Delete with a uid precondition; no grace period given, so the pod's own applies."""
+    options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=pod.uid or None))
+    try:
+        await client.CoreV1Api(api).delete_namespaced_pod(
+            pod.name, namespace, body=options, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        return outcome_of(exc)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return ActionOutcome(Result.FAILED, None, f"no answer: {exc or type(exc).__name__}")
+    return ActionOutcome(Result.DONE, 200, f"deleted {pod.name}")
+
+
+def outcome_of(exc: ApiException) -> ActionOutcome:
+    """What an error answer means for a remediation."""
+    body = _status_body(exc)
+    message = str(body.get("message") or exc.reason or "")
+    details = body.get("details") or {}
+    causes = tuple(str(c.get("message") or c.get("reason") or "")
+                   for c in details.get("causes") or () if isinstance(c, dict))
+    status = int(exc.status or 0)
+    if status == 404 or (status == 409 and "precondition" in message.lower()):
+        return ActionOutcome(Result.GONE, status, message)
+    if status == 429:
+        return ActionOutcome(Result.PDB_BLOCKED, status, message, _retry_after(exc, details),
+                             causes)
+    if status == 403:
+        return ActionOutcome(Result.FORBIDDEN, status, message)
+    return ActionOutcome(Result.FAILED, status, message, _retry_after(exc, details), causes)
+
+
+def _status_body(exc: ApiException) -> dict[str, Any]:
+    try:
+        raw = exc.body.decode() if isinstance(exc.body, bytes) else exc.body
+        loaded = json.loads(raw or "{}")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _retry_after(exc: ApiException, details: dict[str, Any]) -> float | None:
+    headers: Any = exc.headers or {}
+    header = headers.get("Retry-After")
+    for value in (header, details.get("retryAfterSeconds")):
+        try:
+            seconds = float(value) if value is not None else 0.0
+        except (TypeError, ValueError):
+            continue
+        if seconds > 0:
+            return seconds
+    return None
+
+
+async def post_event(api: Any, about: Involved, reason: str, message: str, *, warning: bool,
+                     instance: str, now: float) -> bool:
+    """Post one core/v1 Event; False (and a log line) when the API refuses it."""
+    stamp = datetime.fromtimestamp(int(now), UTC)
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name=f"{about.name}.{secrets.token_hex(8)}",
+                                     namespace=about.namespace),
+        involved_object=client.V1ObjectReference(
+            kind=about.kind, name=about.name, namespace=about.namespace,
+            uid=about.uid or None, api_version=about.api_version),
+        reason=reason, message=message[:MESSAGE_LIMIT], type="Warning" if warning else "Normal",
+        source=client.V1EventSource(component=COMPONENT), reporting_component=COMPONENT,
+        reporting_instance=instance, first_timestamp=stamp, last_timestamp=stamp, count=1)
+    try:
+        await client.CoreV1Api(api).create_namespaced_event(
+            about.namespace, event, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        log.warning("event_not_posted", reason=reason, about=f"{about.kind}/{about.name}",
+                    status=exc.status, error=outcome_of(exc).message)
+        return False
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        log.warning("event_not_posted", reason=reason, about=f"{about.kind}/{about.name}",
+                    error=str(exc) or type(exc).__name__)
+        return False
+    return True

@@ -1,0 +1,347 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, and the annotations the leader keeps there.
+
+Owns: acquiring, renewing and releasing one Lease (holderIdentity, UTC
+MicroTime acquireTime/renewTime, leaseDurationSeconds, leaseTransitions);
+judging another holder's lease expired by local observation — the record did
+not change for a whole lease duration on our own clock — never by comparing
+our clock with theirs; stepping down before the lease can expire when
+renewals fail; writing annotations (the remediation history) through the
+same serialized, resourceVersion-guarded PUTs.
+Never does: decide or perform remediation; every replica probes whatever
+this says.
+
+Safety: leadership counts from the *start* of the last successful write, and
+lapses ``renew_deadline`` after it, while another replica waits at least
+``lease_duration`` after it saw that write; ``lease_duration > renew_deadline
+> retry_period`` keeps the old leader silent before a new one can act.
+A lost race (409 on a PUT or POST) is never retried blindly: the Lease is
+read again and judged anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from corednsprobe import logs
+
+log = logs.get(__name__)
+NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTiming:
+    """client-go's defaults; tests shrink them."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > 1.2 * self.retry_period > 0:
+            raise ValueError("lease timing needs lease_duration > renew_deadline > "
+                             f"1.2 x retry_period > 0, got {self}")
+
+
+class MicroTime(datetime):
+    """A UTC datetime that serializes as the API's MicroTime: always six fractional digits.
+
+    ``datetime.isoformat`` drops the fraction at a whole second, and the API
+    server's RFC3339Micro parser rejects that; the client serializes datetimes
+    with ``isoformat``, so this one answers with the exact form.
+    """
+
+    def isoformat(self, sep: str = "T", timespec: str = "microseconds") -> str:
+        return self.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def micro_time(unix: float) -> MicroTime:
+    return MicroTime.fromtimestamp(unix, UTC)
+
+
+def default_identity() -> str:
+    """The pod name (the hostname in a pod) and a random suffix, unique per process."""
+    return f"{socket.gethostname()}_{secrets.token_hex(4)}"
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        *,
+        identity: str | None = None,
+        timing: LeaseTiming | None = None,
+        wall: Callable[[], float] = time.time,
+        on_change: Callable[[bool], None] = lambda _leading: None,
+    ) -> None:
+        self.leases = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity or default_identity()
+        self.timing = timing or LeaseTiming()
+        self.wall = wall
+        self._on_change = on_change
+        self._lock = asyncio.Lock()
+        self._lease: Any = None  # the V1Lease last read or written
+        self._leading = False
+        self._renewed_at = -float("inf")  # loop time a successful write started
+        self._observed: tuple[Any, ...] = ()
+        self._observed_at = 0.0
+        self.transitions_seen = 0
+
+    # -- what others read ------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """True only while the last successful write is younger than the renew deadline."""
+        return self._leading and _now() < self._renewed_at + self.timing.renew_deadline
+
+    @property
+    def holder(self) -> str:
+        spec = getattr(self._lease, "spec", None)
+        return str(getattr(spec, "holder_identity", None) or "")
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        meta = getattr(self._lease, "metadata", None)
+        return MappingProxyType(dict(getattr(meta, "annotations", None) or {}))
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Acquire, then renew every retry period, until cancelled; release on the way out."""
+        try:
+            while True:
+                async with self._lock:
+                    await self._try_acquire_or_renew()
+                self._step_down_if_lapsed()
+                await asyncio.sleep(self.timing.retry_period * random.uniform(1.0, 1.2))
+        finally:
+            await self._release()
+
+    async def _try_acquire_or_renew(self) -> None:
+        try:
+            if self._leading and self._lease is not None and await self._write({}):
+                return
+            await self._read()
+            if self._lease is None:
+                await self._create()
+            elif self._may_take():
+                await self._write({})
+        except ApiException as exc:
+            log.warning("lease_request_failed", lease=self.name, status=exc.status,
+                        reason=_reason(exc))
+        except NETWORK_ERRORS as exc:
+            log.warning("lease_request_failed", lease=self.name,
+                        error=str(exc) or type(exc).__name__)
+
+    def _may_take(self) -> bool:
+        spec = self._lease.spec
+        holder = spec.holder_identity or ""
+        if not holder or holder == self.identity:
+            return True
+        duration = float(spec.lease_duration_seconds or self.timing.lease_duration)
+        return _now() >= self._observed_at + duration
+
+    def _step_down_if_lapsed(self) -> None:
+        if self._leading and not self.is_leader():
+            log.error("leadership_lapsed", lease=self.name, identity=self.identity,
+                      deadline=self.timing.renew_deadline)
+            self._set_leading(False)
+
+    # -- requests --------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            lease = await self.leases.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.timing.renew_deadline)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            lease = None
+        self._remember(lease)
+        if lease is not None and self._leading and self.holder != self.identity:
+            log.warning("leadership_lost", lease=self.name, holder=self.holder)
+            self._set_leading(False)
+
+    async def _create(self) -> None:
+        started, now = _now(), self.wall()
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+            spec=self._spec(now, acquire=now, transitions=0))
+        try:
+            lease = await self.leases.create_namespaced_lease(
+                self.namespace, body, _request_timeout=self.timing.renew_deadline)
+        except ApiException as exc:
+            if exc.status == 409:
+                log.info("lease_race_lost", lease=self.name, on="create")
+                return
+            raise
+        self._won(lease, started)
+
+    async def _write(self, annotations: Mapping[str, str]) -> bool:
+        """PUT the Lease as ours with our last resourceVersion; False on a lost race."""
+        started, now = _now(), self.wall()
+        old = self._lease
+        spec = old.spec
+        ours = (spec.holder_identity or "") == self.identity
+        acquire = spec.acquire_time if ours else None
+        transitions = int(spec.lease_transitions or 0) + (0 if ours else 1)
+        meta = client.V1ObjectMeta(
+            name=self.name, namespace=self.namespace,
+            resource_version=old.metadata.resource_version,
+            annotations={**(old.metadata.annotations or {}), **annotations},
+            labels=old.metadata.labels)
+        body = client.V1Lease(metadata=meta, spec=self._spec(
+            now, acquire=now if acquire is None else acquire, transitions=transitions))
+        timeout = max(0.05, self._renewed_at + self.timing.renew_deadline - started) \
+            if self._leading else self.timing.renew_deadline
+        try:
+            lease = await self.leases.replace_namespaced_lease(
+                self.name, self.namespace, body, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                log.info("lease_race_lost", lease=self.name, on="update")
+                return False
+            raise
+        if not ours:
+            log.info("lease_acquired", lease=self.name, identity=self.identity,
+                     previous=spec.holder_identity or None, transitions=transitions)
+        self._won(lease, started)
+        return True
+
+    def _spec(self, now: float, *, acquire: Any, transitions: int) -> Any:
+        return client.V1LeaseSpec(
+            holder_identity=self.identity,
+            lease_duration_seconds=max(1, round(self.timing.lease_duration)),
+            acquire_time=micro_time(acquire) if isinstance(acquire, float) else _as_micro(acquire),
+            renew_time=micro_time(now), lease_transitions=transitions)
+
+    async def _release(self) -> None:
+        """Hand the Lease back so another replica need not wait out the duration.
+
+        A write cancelled in flight may have landed, so a 409 here is answered by
+        reading the Lease again and releasing it if it still names us.
+        """
+        leading = self.is_leader()
+        self._set_leading(False)
+        if not leading or self._lease is None:
+            return
+        try:
+            async with asyncio.timeout(min(self.timing.renew_deadline, 5.0)):
+                for _ in range(2):
+                    if await self._put_released():
+                        log.info("lease_released", lease=self.name, identity=self.identity)
+                        return
+                    await self._read()
+                    if self.holder != self.identity:
+                        return
+        except (ApiException, *NETWORK_ERRORS) as exc:
+            log.warning("lease_release_failed", lease=self.name,
+                        error=_reason(exc) if isinstance(exc, ApiException) else str(exc)
+                        or type(exc).__name__)
+
+    async def _put_released(self) -> bool:
+        old = self._lease
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(
+                name=self.name, namespace=self.namespace,
+                resource_version=old.metadata.resource_version,
+                annotations=old.metadata.annotations, labels=old.metadata.labels),
+            spec=client.V1LeaseSpec(
+                holder_identity=None, lease_duration_seconds=1,
+                acquire_time=_as_micro(old.spec.acquire_time), renew_time=micro_time(self.wall()),
+                lease_transitions=old.spec.lease_transitions))
+        try:
+            await self.leases.replace_namespaced_lease(
+                self.name, self.namespace, body, _request_timeout=self.timing.renew_deadline)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    # -- writing annotations for others ---------------------------------------------
+
+    async def write_annotations(self, annotations: Mapping[str, str]) -> bool:
+        """Store ``annotations`` on the Lease while leading; True only when they are stored.
+
+        A 409 means someone else wrote the Lease: it is read again, and written
+        once more only if it is still ours.
+        """
+        async with self._lock:
+            if not self.is_leader():
+                return False
+            try:
+                if await self._write(annotations):
+                    return True
+                await self._read()
+                return self.holder == self.identity and await self._write(annotations)
+            except ApiException as exc:
+                log.warning("lease_annotation_failed", lease=self.name, status=exc.status,
+                            reason=_reason(exc))
+            except NETWORK_ERRORS as exc:
+                log.warning("lease_annotation_failed", lease=self.name,
+                            error=str(exc) or type(exc).__name__)
+            return False
+
+    # -- state -----------------------------------------------------------------------
+
+    def _remember(self, lease: Any) -> None:
+        self._lease = lease
+        if lease is None:
+            return
+        spec = lease.spec
+        key = (spec.holder_identity, _as_micro(spec.renew_time), spec.lease_duration_seconds)
+        if key != self._observed:
+            self._observed, self._observed_at = key, _now()
+            self.transitions_seen = int(spec.lease_transitions or 0)
+
+    def _won(self, lease: Any, started: float) -> None:
+        self._remember(lease)
+        self._renewed_at = started
+        if not self._leading:
+            self._set_leading(True)
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading == self._leading:
+            return
+        self._leading = leading
+        log.info("leadership_changed", lease=self.name, identity=self.identity, leading=leading)
+        self._on_change(leading)
+
+
+def _as_micro(value: Any) -> MicroTime | None:
+    """The time the client read back (a datetime, or a string it could not parse)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, datetime):
+        return None
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return micro_time(aware.timestamp())
+
+
+def _reason(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body or b"{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,0 +1,384 @@
+"""Remediator: turns each round's diagnosis into at most one safe restart, and says so.
+
+Owns: the in-flight state and the remediation history (loaded from the Lease
+when this replica becomes the leader, written back before and after every
+action), the permission self-check that downgrades to dry-run loudly, the
+Events (a pod becomes a candidate, a restart, a block, an escalation), the
+remediation metrics and the /status section.
+Never does: probe, judge health, or decide a rail itself — the policy in
+remedy.py does that; nor act unless this replica leads.
+
+``on_diagnosis`` never blocks the probe loop: it hands the newest verdict to
+``run``, which works through it one at a time, so at most one action is ever
+in flight and a slow API only means older verdicts are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from corednsprobe import actions, logs
+from corednsprobe.access import check_permissions, remediation_permissions
+from corednsprobe.actions import ActionOutcome, Involved, Reason
+from corednsprobe.config import Settings
+from corednsprobe.informer import ApiError
+from corednsprobe.metrics import Metrics
+from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
+from corednsprobe.remedy import (
+    Blocked,
+    Decision,
+    History,
+    Mode,
+    Rails,
+    Record,
+    RemediationPolicy,
+    Result,
+    Verdict,
+    budget,
+    ready_pods,
+    recover,
+    settle,
+    workload_of,
+)
+
+log = logs.get(__name__)
+HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
+QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER})
+
+
+class Leadership(Protocol):
+    identity: str
+
+    def is_leader(self) -> bool: ...
+
+    @property
+    def holder(self) -> str: ...
+
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+
+    async def write_annotations(self, annotations: Mapping[str, str]) -> bool: ...
+
+
+def rails_from(settings: Settings) -> Rails:
+    return Rails(mode=Mode(settings.remediation), cooldown=settings.cooldown,
+                 max_per_hour=settings.max_restarts_per_hour, min_ready=settings.min_ready,
+                 give_up_after=settings.give_up_after, min_pod_age=settings.min_pod_age)
+
+
+class Remediator:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        rails: Rails,
+        *,
+        leadership: Leadership | None,
+        metrics: Metrics,
+        lease_namespace: str = "",
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.lease_namespace = lease_namespace or namespace
+        self.configured = rails.mode
+        self.policy = RemediationPolicy(rails)
+        self.leadership = leadership
+        self.metrics = metrics
+        self.wall = wall
+        self.history = History()
+        self.decision = Decision(Verdict.IDLE, "no verdict yet")
+        self.events_allowed = True
+        self.downgraded = ""  # why the mode fell back to dry-run, if it did
+        self._latest: tuple[Diagnosis, Mapping[TargetKey, Health]] | None = None
+        self._wake = asyncio.Event()
+        self._leading = False
+        self._candidates: set[str] = set()  # uids already reported as candidates
+        self._last_block: tuple[str, Blocked] | None = None
+        self.steps = 0
+
+    @property
+    def rails(self) -> Rails:
+        return self.policy.rails
+
+    @property
+    def identity(self) -> str:
+        return self.leadership.identity if self.leadership else "corednsprobe"
+
+    # -- the hand-off from the probe loop ------------------------------------------------
+
+    def on_diagnosis(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> None:
+        """Keep only the newest verdict and wake ``run``; never blocks."""
+        self._latest = (diagnosis, dict(healths))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Check permissions once, then work through verdicts until cancelled."""
+        if self.rails.mode is Mode.OFF:
+            log.info("remediation_off")
+            await asyncio.Event().wait()
+        await self.self_check()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._latest is not None:
+                await self.step(*self._latest)
+
+    async def self_check(self) -> None:
+        """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly."""
+        wanted = remediation_permissions(self.rails.mode.value, self.namespace,
+                                         self.lease_namespace)
+        try:
+            report = await check_permissions(self.api, wanted)
+        except (ApiError, OSError, TimeoutError) as exc:
+            log.warning("permission_check_failed", error=str(exc))
+            return
+        for p in report.missing_optional:
+            log.warning("permission_missing", permission=p.what, purpose=p.purpose, grant=p.rule)
+            if p.resource == "events":
+                self.events_allowed = False
+        write = [p for p in report.missing_required if p.resource != "leases"]
+        for p in report.missing_required:
+            log.error("permission_missing", permission=p.what, purpose=p.purpose, grant=p.rule)
+        if write:
+            self._downgrade(f"missing permission: {write[0].what}; grant: {write[0].rule}")
+
+    def _downgrade(self, why: str) -> None:
+        if self.rails.mode in (Mode.DRY_RUN, Mode.OFF):
+            return
+        log.error("remediation_downgraded", configured=self.configured.value, now="dry-run",
+                  reason=why)
+        self.downgraded = why
+        self.policy = RemediationPolicy(dataclasses.replace(self.rails, mode=Mode.DRY_RUN))
+
+    # -- one verdict ------------------------------------------------------------------------
+
+    async def step(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> Decision:
+        """Bring the history up to date, decide, and act or report the block."""
+        self.steps += 1
+        now = self.wall()
+        targets = [h.target for h in healths.values()]
+        if not self._lead():
+            self._follow()
+            self.decision = self._as_follower(diagnosis, healths, targets, now)
+            return self.decision
+        before = self.history
+        self.history = recover(settle(self.history, targets, now, self.rails.settle_timeout),
+                               healths, now)
+        await self._report_candidates(diagnosis, now)
+        decision = self.policy.decide(diagnosis, healths, targets, self.history, now)
+        self.decision = decision
+        if decision.verdict is Verdict.BLOCKED:
+            await self._blocked(decision, now)
+        else:
+            self._last_block = None
+        self.metrics.gave_up.set(1 if self.history.escalated else 0)
+        if self.history != before:
+            await self._persist()
+        if decision.verdict is Verdict.ACT:
+            await self._act(decision, targets, now)
+        return decision
+
+    def _lead(self) -> bool:
+        leading = self.leadership is None or self.leadership.is_leader()
+        if leading and not self._leading:
+            self._load()
+        self._leading = leading
+        return leading
+
+    def _load(self) -> None:
+        """Take over the history the previous leader left on the Lease."""
+        if self.leadership is None:
+            return
+        self.history = self._read_lease_history()
+        self._candidates.clear()
+        self._last_block = None
+        log.info("remediation_history_loaded", records=len(self.history.records),
+                 escalated=list(self.history.escalated))
+
+    def _follow(self) -> None:
+        """A follower mirrors the leader's history, for /status."""
+        if self.leadership is not None:
+            self.history = self._read_lease_history()
+
+    def _read_lease_history(self) -> History:
+        assert self.leadership is not None
+        text = self.leadership.annotations.get(HISTORY_ANNOTATION, "")
+        if not text:
+            return History()
+        try:
+            return History.from_json(text)
+        except ValueError as exc:
+            log.error("remediation_history_unreadable", annotation=HISTORY_ANNOTATION,
+                      error=str(exc), consequence="cooldowns and budgets start afresh")
+            return History()
+
+    def _as_follower(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health],
+                     targets: Sequence[Target], now: float) -> Decision:
+        would = self.policy.decide(diagnosis, healths, targets, self.history, now)
+        if would.verdict is Verdict.IDLE:
+            return would
+        holder = self.leadership.holder if self.leadership else ""
+        return Decision(Verdict.BLOCKED, f"not the leader ({holder or 'nobody'} leads): "
+                        f"{would.detail}", would.target, None, Blocked.NOT_LEADER)
+
+    async def _persist(self) -> bool:
+        if self.leadership is None:
+            return True
+        stored = await self.leadership.write_annotations(
+            {HISTORY_ANNOTATION: self.history.to_json()})
+        if not stored:
+            log.warning("remediation_history_not_stored", lease_holder=self.leadership.holder)
+        return stored
+
+    # -- reporting --------------------------------------------------------------------------
+
+    async def _report_candidates(self, diagnosis: Diagnosis, now: float) -> None:
+        if diagnosis.state is not DiagnosisState.POD:
+            self._candidates.clear()
+            return
+        current = {t.pod.uid or t.name: t for t in diagnosis.candidates if t.pod}
+        for key in current.keys() - self._candidates:
+            target = current[key]
+            evidence = dict(diagnosis.evidence).get(f"pod/{target.name}", "")
+            await self._event(target, Reason.PROBE_FAILED,
+                              f"DNS probes of {target.name} ({target.address}) failed: "
+                              f"{evidence}. {diagnosis.reason}", warning=True, now=now)
+        self._candidates = set(current)
+
+    async def _blocked(self, decision: Decision, now: float) -> None:
+        assert decision.reason is not None
+        key = (decision.pod, decision.reason)
+        if key == self._last_block:
+            return
+        self._last_block = key
+        self.metrics.remediation_blocked_by(decision.reason.value)
+        log.info("remediation_blocked", pod=decision.pod or None, reason=decision.reason.value,
+                 detail=decision.detail)
+        if decision.reason is Blocked.GAVE_UP and decision.target is not None:
+            await self._escalate(decision, now)
+        elif decision.target is not None and decision.reason not in QUIET_BLOCKS:
+            await self._event(decision.target, Reason.BLOCKED,
+                              f"not restarted ({decision.reason.value}): {decision.detail}",
+                              warning=True, now=now)
+
+    async def _escalate(self, decision: Decision, now: float) -> None:
+        assert decision.target is not None
+        workload = workload_of(decision.target)
+        if workload in self.history.escalated:
+            return
+        self.history = self.history.escalate(workload)
+        self.metrics.gave_up.set(1)
+        log.error("remediation_gave_up", workload=workload, pod=decision.pod,
+                  detail=decision.detail)
+        await self._event(decision.target, Reason.MANUAL, decision.detail, warning=True,
+                          now=now, workload_too=True)
+
+    async def _event(self, target: Target, reason: str, message: str, *, warning: bool,
+                     now: float, workload_too: bool = False) -> None:
+        if not self.events_allowed or target.pod is None:
+            return
+        about = [Involved.pod(target.pod, self.namespace)]
+        owner = Involved.workload(workload_of(target), self.namespace)
+        if workload_too and owner is not None:
+            about.append(owner)
+        for involved in about:
+            await actions.post_event(self.api, involved, reason, message, warning=warning,
+                                     instance=self.identity, now=now)
+
+    # -- acting -----------------------------------------------------------------------------
+
+    async def _act(self, decision: Decision, targets: Sequence[Target], now: float) -> None:
+        target, action = decision.target, decision.action
+        assert target is not None and target.pod is not None and action is not None
+        record = Record(now, target.name, target.pod.uid, workload_of(target), action,
+                        Result.STARTED, ready_before=len(ready_pods(targets)))
+        if action is Mode.DRY_RUN:
+            await self._dry_run(record, target, decision, now)
+            return
+        previous = self.history
+        self.history = self.history.add(record, now)
+        if not await self._persist():  # write-ahead: a crash after acting still counts
+            self.history = previous
+            log.warning("remediation_skipped", pod=target.name,
+                        reason="the history could not be stored on the Lease")
+            return
+        log.warning("remediation_started", pod=target.name, action=action.value,
+                    workload=record.workload, detail=decision.detail)
+        run = actions.evict if action is Mode.EVICT else actions.delete
+        outcome = await run(self.api, self.namespace, target.pod)
+        await self._record_outcome(record, target, outcome, now)
+
+    async def _dry_run(self, record: Record, target: Target, decision: Decision,
+                       now: float) -> None:
+        done = dataclasses.replace(record, result=Result.DRY_RUN, settled_at=now)
+        self.history = self.history.add(done, now)
+        await self._persist()
+        self.metrics.remediation_attempted(Mode.DRY_RUN.value, Result.DRY_RUN.value, now)
+        verb = self.configured.value if self.configured is not Mode.DRY_RUN else "restart"
+        log.warning("remediation_dry_run", pod=target.name, would=verb, detail=decision.detail,
+                    downgraded=self.downgraded or None)
+        await self._event(target, Reason.DRY_RUN,
+                          f"dry-run: would {verb} {target.name}. {decision.detail}",
+                          warning=False, now=now)
+
+    async def _record_outcome(self, record: Record, target: Target, outcome: ActionOutcome,
+                              now: float) -> None:
+        r = self.rails
+        retry_at = None
+        if outcome.result is Result.PDB_BLOCKED:
+            retry_at = now + (outcome.retry_after or r.cooldown)
+        elif outcome.result is Result.FAILED:
+            retry_at = now + (outcome.retry_after or r.error_backoff)
+        done = dataclasses.replace(
+            record, result=outcome.result, retry_at=retry_at,
+            settled_at=None if outcome.result in (Result.DONE, Result.GONE) else now,
+            detail=outcome.message[:200])
+        self.history = self.history.replace_last(done)
+        await self._persist()
+        disruptive = done.disruptive
+        self.metrics.remediation_attempted(record.action.value, outcome.result.value,
+                                           now if disruptive else None)
+        await self._announce(done, target, outcome, now)
+
+    async def _announce(self, done: Record, target: Target, outcome: ActionOutcome,
+                        now: float) -> None:
+        fields = {"pod": target.name, "action": done.action.value, "status": outcome.status,
+                  "message": outcome.message}
+        if done.result in (Result.DONE, Result.GONE):
+            how = "restarted" if done.result is Result.DONE else "already gone or replaced"
+            log.warning("pod_restarted" if done.result is Result.DONE else "pod_already_gone",
+                        **fields)
+            await self._event(target, Reason.RESTARTED,
+                              f"{done.action.value}: {target.name} {how}", warning=False,
+                              now=now, workload_too=True)
+        elif done.result is Result.PDB_BLOCKED:
+            log.warning("eviction_refused_by_pdb", causes=list(outcome.causes),
+                        retry_after=outcome.retry_after, retry_at=done.retry_at, **fields)
+            await self._event(target, Reason.BLOCKED,
+                              f"not restarted (pdb): {outcome.message} "
+                              f"{'; '.join(outcome.causes)}".strip(), warning=True, now=now)
+        elif done.result is Result.FORBIDDEN:
+            log.error("remediation_forbidden", **fields)
+            self._downgrade(f"{outcome.status}: {outcome.message}")
+        else:
+            log.warning("remediation_failed", retry_at=done.retry_at, **fields)
+
+    # -- /status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self.wall()
+        return {
+            "configured_mode": self.configured.value,
+            "mode": self.rails.mode.value,
+            "downgraded": self.downgraded or None,
+            "leader": self._leading,
+            "identity": self.identity,
+            "holder": self.leadership.holder if self.leadership else self.identity,
+            "decision": self.decision.as_dict(),
+            "budget": budget(self.history, self.rails, now),
+        }
