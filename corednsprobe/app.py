@@ -300,7 +300,7 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[ProberService, int], None] | None = None,
-    on_round: Callable[[ProberService], None] | None = None,
+    on_round: Callable[[ProberService, dict[str, Any]], None] | None = None,
     timing: Any = None,
     lease_timing: Any = None,
 ) -> None:
@@ -344,7 +344,7 @@ async def serve(
         if remediator is not None:
             remediator.on_diagnosis(diagnosis, healths)
         if on_round is not None:
-            on_round(holder[0])
+            on_round(holder[0], remediator.status() if remediator is not None else {})
 
     service = ProberService(settings, view, Prober(settings.timeout), metrics=metrics,
                             on_diagnosis=after_round)

@@ -2,7 +2,10 @@
 
 Owns: starting the sandbox with the in-process DNS backend (no root needed),
 pointing the real service at it through a kubeconfig, scripted faults
-(``--fault POD=udp-drop@SECONDS``), and a compact live table per round.
+(``--fault POD=udp-drop@SECONDS``), and a compact live table per round:
+targets, the diagnosis, and what remediation decided (it evicts sick pods of
+the sandbox by default, as it would in a cluster; COREDNSPROBE_REMEDIATION
+chooses).
 Never does: anything the service would not do against a real cluster — the
 service talks to the sandbox only through the Kubernetes API and DNS.
 
@@ -73,14 +76,16 @@ def demo_settings(settings: Settings, environ: dict[str, str] | None = None) -> 
     return dataclasses.replace(settings, **changes)
 
 
-def render(service: Any, started: float) -> str:
-    """A compact table of targets and the diagnosis, for a terminal."""
+def render(service: Any, started: float, remediation: dict[str, Any] | None = None) -> str:
+    """A compact table of targets, the diagnosis and remediation, for a terminal."""
     st = service.state
     d = st.diagnosis
     lines = [f"t={time.monotonic() - started:5.1f}s round {st.rounds:<4} diagnosis: "
              f"{d.state.value} — {d.reason}"]
     if d.candidates:
-        lines.append("  would restart: " + ", ".join(t.name for t in d.candidates))
+        lines.append("  restart candidates: " + ", ".join(t.name for t in d.candidates))
+    if remediation:
+        lines.append("  " + _remediation_line(remediation))
     head = ("TARGET", "ADDRESS", "HEALTH", "FAIL%", "RTT ms")
     lines.append(f"  {head[0]:<28} {head[1]:<22} {head[2]:<10} {head[3]:>6} {head[4]:>7}  LAST")
     for t in st.targets.targets:
@@ -129,8 +134,8 @@ async def run_demo(settings: Settings, pods: int, faults: list[ScriptedFault],
                     "Ctrl-C stops the demo.\n\n")
                 out.flush()
 
-            def each_round(service: Any) -> None:
-                out.write(render(service, started))
+            def each_round(service: Any, remediation: dict[str, Any]) -> None:
+                out.write(render(service, started, remediation))
                 out.flush()
 
             try:
@@ -145,6 +150,18 @@ async def run_demo(settings: Settings, pods: int, faults: list[ScriptedFault],
                         task.cancel()
             finally:
                 await access.close()
+
+
+def _remediation_line(r: dict[str, Any]) -> str:
+    decision = r.get("decision") or {}
+    budget = r.get("budget") or {}
+    last = (budget.get("last_actions") or [None])[-1]
+    said = f"remediation ({r.get('mode')}): {decision.get('verdict')}"
+    if decision.get("detail"):
+        said += f" — {decision['detail']}"
+    if last:
+        said += f"; last: {last['action']} {last['pod']} → {last['result']}"
+    return said
 
 
 def _describe(f: ScriptedFault) -> str:

@@ -24,6 +24,7 @@ from corednsprobe.access import Access, connect
 from corednsprobe.app import ProberService, serve
 from corednsprobe.config import Settings
 from corednsprobe.informer import Timing
+from corednsprobe.leader import LeaseTiming
 from corednsprobe.sandbox.backend import DnsBackend
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
@@ -38,6 +39,8 @@ FAST = {
     "COREDNSPROBE_WINDOW": "5",
     "COREDNSPROBE_MIN_POD_AGE": "0",
     "COREDNSPROBE_LISTEN": "127.0.0.1:0",
+    "COREDNSPROBE_REMEDIATION": "off",  # the remediation tests turn it on
+    "COREDNSPROBE_PROBER_NAMESPACE": "kube-system",
 }
 
 
@@ -68,6 +71,7 @@ class Running:
     rounds: list[float] = field(default_factory=list)  # loop time each round ended
     round_hooks: list[Callable[[ProberService], None]] = field(default_factory=list)
     round_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    remediation: dict[str, Any] = field(default_factory=dict)  # as of the last round
 
     @property
     def url(self) -> str:
@@ -124,8 +128,11 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
             hooks: list[Callable[[ProberService], None]] = []
             rounds: list[float] = []
             ended = asyncio.Event()
+            box: list[Running] = []
 
-            def on_round(service: ProberService) -> None:
+            def on_round(service: ProberService, remediation: dict[str, Any]) -> None:
+                if box:
+                    box[0].remediation = remediation
                 rounds.append(asyncio.get_running_loop().time())
                 for hook in hooks:
                     hook(service)
@@ -135,7 +142,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
             task = asyncio.create_task(serve(
                 settings, access.api, stop=stop, on_round=on_round,
                 on_listening=lambda s, p: listening.set_result((s, p)),
-                timing=Timing(inactivity=10.0, request_timeout=5.0)))
+                timing=Timing(inactivity=10.0, request_timeout=5.0),
+                lease_timing=LeaseTiming(2.0, 1.0, 0.25)))
 
             async def halt() -> None:
                 stop.set()
@@ -144,6 +152,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
             stack.push_async_callback(halt)
             service, port = await asyncio.wait_for(listening, 30)
             running = Running(sandbox, service, access, port, rounds, hooks, ended)
+            box.append(running)
             await running.until(lambda s: s.state.targets.generation > 0 and s.state.rounds > 0,
                                 within=15)
             return running

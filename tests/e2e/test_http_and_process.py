@@ -125,7 +125,7 @@ async def test_run_without_a_cluster_exits_3_and_explains(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the sandbox's TLS needs openssl")
-async def test_demo_serves_metrics_and_stops_cleanly_on_sigint() -> None:
+async def test_demo_evicts_the_broken_pod_and_stops_cleanly_on_sigint() -> None:
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "corednsprobe", "demo", "--pods", "2", "--fault",
@@ -133,20 +133,27 @@ async def test_demo_serves_metrics_and_stops_cleanly_on_sigint() -> None:
                                  COREDNSPROBE_INTERVAL="0.5", COREDNSPROBE_WINDOW="3",
                                  COREDNSPROBE_MIN_POD_AGE="0"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    status_url = f"http://127.0.0.1:{port}/status"
     try:
         body = await _wait_http(f"http://127.0.0.1:{port}/metrics", within=30)
         assert "corednsprobe_probes_total" in body
-        doc = json.loads(await _wait_http(f"http://127.0.0.1:{port}/status", within=5))
-        async with asyncio.timeout(20):
-            while doc["diagnosis"]["state"] != "pod":
+        async with asyncio.timeout(40):
+            while True:
+                doc = json.loads(await _wait_http(status_url, 5))
+                actions = doc["remediation"]["budget"]["last_actions"]
+                if any(a["result"] == "done" for a in actions):
+                    break
                 await asyncio.sleep(0.5)
-                doc = json.loads(await _wait_http(f"http://127.0.0.1:{port}/status", 5))
+        await asyncio.sleep(2)  # a few rounds more: the replacement answers
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 15)
         assert proc.returncode == 0, err.decode()
         text = out.decode()
         assert f"http://127.0.0.1:{port}/metrics" in text
-        assert "would restart: " in text and "timeout (udp only)" in text
+        assert "restart candidates: " in text and "timeout (udp only)" in text
+        evicted = actions[-1]["pod"]
+        assert f"evict {evicted} → done" in text
+        assert "diagnosis: healthy" in text.rsplit("round", 1)[-1]  # after the replacement
     finally:
         if proc.returncode is None:
             proc.kill()
