@@ -26,8 +26,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CLUSTER = 3
-# One-shot commands log only warnings unless COREDNSPROBE_LOG_LEVEL says otherwise.
-LONG_RUNNING = frozenset({"run", "demo", "sandbox"})
+# Other commands log only warnings unless COREDNSPROBE_LOG_LEVEL says otherwise
+# (the demo's table already shows what its info lines would say).
+LONG_RUNNING = frozenset({"run", "sandbox"})
 ENV_LOG_LEVEL = "COREDNSPROBE_LOG_LEVEL"
 
 Handler = Callable[[argparse.Namespace, Settings], int]
