@@ -48,6 +48,7 @@ from corednsprobe.remedy import (
 log = logs.get(__name__)
 HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
 QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER})
+STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
 
 
 class Leadership(Protocol):
@@ -125,8 +126,14 @@ class Remediator:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._latest is not None:
+            if self._latest is None:
+                continue
+            try:
                 await self.step(*self._latest)
+            except Exception:  # a fault here must never stop the probing beside it
+                log.exception("remediation_step_failed", retry_in=STEP_RETRY)
+                self.metrics.remediation_blocked_by("internal_error")
+                await asyncio.sleep(STEP_RETRY)
 
     async def self_check(self) -> None:
         """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly."""
