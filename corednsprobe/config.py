@@ -10,6 +10,7 @@ Never does: I/O beyond reading the environment mapping it is given.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -226,13 +227,39 @@ class Settings:
                 problems.append(Problem(name, raw, spec.valid))
         known = {env_name(f.name) for f in dataclasses.fields(cls)}
         for name in sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known):
-            problems.append(Problem(name, env[name], "a known setting (see `corednsprobe config`)"))
+            if not is_service_link(name, env[name]):
+                problems.append(
+                    Problem(name, env[name], "a known setting (see `corednsprobe config`)"))
         if problems:
             raise SettingsError(problems)
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+# The kubelet injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_9180_TCP_ADDR and the
+# like for every Service in the pod's namespace; a Service named corednsprobe
+# (or corednsprobe-*) makes them look like our settings.
+_LINK_NAME = re.compile(
+    r"^COREDNSPROBE_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)$"
+)
+_LINK_URL = re.compile(r"^(?:tcp|udp|sctp)(?:://\[?[0-9A-Fa-f.:]+\]?:\d+)?$")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """A Docker-style service link the kubelet injected, not a setting."""
+    if not _LINK_NAME.match(name):
+        return False
+    value = value.strip()
+    if value.isdigit() or _LINK_URL.match(value):
+        return True
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def env_name(field_name: str) -> str:

@@ -83,3 +83,29 @@ def test_table_lists_every_setting_once() -> None:
     table = markdown_table()
     for name in Settings.__dataclass_fields__:
         assert table.count(f"`COREDNSPROBE_{name.upper()}`") == 1
+
+
+def test_service_links_injected_by_the_kubelet_are_not_settings() -> None:
+    env = {
+        "COREDNSPROBE_SERVICE_HOST": "10.96.12.3",
+        "COREDNSPROBE_SERVICE_PORT": "9180",
+        "COREDNSPROBE_SERVICE_PORT_HTTP": "9180",
+        "COREDNSPROBE_PORT": "tcp://10.96.12.3:9180",
+        "COREDNSPROBE_PORT_9180_TCP": "tcp://10.96.12.3:9180",
+        "COREDNSPROBE_PORT_9180_TCP_PROTO": "tcp",
+        "COREDNSPROBE_PORT_9180_TCP_PORT": "9180",
+        "COREDNSPROBE_PORT_9180_TCP_ADDR": "10.96.12.3",
+        "COREDNSPROBE_METRICS_SERVICE_HOST": "fd00::1",
+        "COREDNSPROBE_SERVICE": "kube-dns-alt",  # a real setting beside them
+    }
+    assert Settings.from_env(env).service == "kube-dns-alt"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("COREDNSPROBE_LISTEN_PORT", "abc"),  # looks like a link name, not a link value
+    ("COREDNSPROBE_SERVICE_HOSTS", "10.0.0.1"),
+    ("COREDNSPROBE_PORTS", "53"),
+])
+def test_look_alikes_of_service_links_are_still_rejected(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

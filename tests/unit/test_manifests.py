@@ -97,3 +97,36 @@ def test_extra_manifests_are_valid() -> None:
     proc = subprocess.run(["kubernetes-validate", "--strict", "--quiet", *extras],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _service_links(service: dict[str, Any], ip: str = "10.96.44.7") -> dict[str, str]:
+    """The variables the kubelet injects for ``service`` (Docker-style links)."""
+    name = service["metadata"]["name"].upper().replace("-", "_")
+    ports = service["spec"]["ports"]
+    first = ports[0]
+    env = {f"{name}_SERVICE_HOST": ip, f"{name}_SERVICE_PORT": str(first["port"]),
+           f"{name}_PORT": f"{first.get('protocol', 'TCP').lower()}://{ip}:{first['port']}"}
+    for p in ports:
+        proto = p.get("protocol", "TCP")
+        base = f"{name}_PORT_{p['port']}_{proto}"
+        if p.get("name"):
+            env[f"{name}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}"] = str(p["port"])
+        env.update({base: f"{proto.lower()}://{ip}:{p['port']}", f"{base}_PROTO": proto.lower(),
+                    f"{base}_PORT": str(p["port"]), f"{base}_ADDR": ip})
+    return env
+
+
+def test_the_container_starts_with_its_env_even_with_service_links(
+    rendered: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    from corednsprobe.config import Settings
+
+    _, docs = rendered
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+    env = {e["name"]: e["value"] for e in pod["containers"][0].get("env", [])}
+    for service in (d for d in docs if d["kind"] == "Service"):
+        env.update(_service_links(service))
+    assert any(k.startswith("COREDNSPROBE_SERVICE_") for k in env)
+    Settings.from_env(env)  # a malformed or unknown setting would raise
