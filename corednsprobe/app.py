@@ -9,6 +9,7 @@ Never does: business logic of its own — each rule lives in its module.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections import deque
@@ -63,19 +64,8 @@ class Checks:
     namespace: str
     external_name: str = ""
 
-    def for_target(self, target: Target, expected: frozenset[str]) -> list[Check]:
-        d = self.domain
-        checks = [
-            Check("kubernetes", f"kubernetes.default.svc.{d}.", "A", expected or None),
-            Check("nxdomain", self.canary_zone, "A", None, "NXDOMAIN"),
-        ]
-        if self.external_name:
-            checks.append(Check("external", f"{self.external_name}.", "A", upstream=True))
-        if target.kind is TargetKind.SERVICE:
-            checks.append(Check("app_view", "kubernetes.default", "A", expected or None,
-                                search=(f"default.svc.{d}", f"svc.{d}", d), ndots=5,
-                                application_view=True))
-        return checks
+    def for_target(self, target: Target, expected: frozenset[str]) -> tuple[Check, ...]:
+        return _checks(self, target.kind is TargetKind.SERVICE, expected)
 
     @property
     def canary_zone(self) -> str:
@@ -86,6 +76,35 @@ class Checks:
         if check.name == "nxdomain":
             return f"corednsprobe-{secrets.token_hex(6)}.{self.canary_zone}"
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _checks(c: Checks, service: bool, expected: frozenset[str]) -> tuple[Check, ...]:
+    """The checks for a pod or the Service; the truth decides A or AAAA.
+
+    default/kubernetes's ClusterIPs say which families the cluster serves:
+    each family present gets its own question (A for IPv4, AAAA for IPv6), so
+    an IPv6-only cluster is asked AAAA instead of failing every probe with
+    NODATA. With no truth yet, any A answer is accepted.
+    """
+    d = c.domain
+    v4 = frozenset(a for a in expected if ":" not in a)
+    v6 = expected - v4
+    name = f"kubernetes.default.svc.{d}."
+    checks = []
+    if v4 or not v6:
+        checks.append(Check("kubernetes", name, "A", v4 or None))
+    if v6:
+        checks.append(Check("kubernetes_aaaa", name, "AAAA", v6))
+    checks.append(Check("nxdomain", c.canary_zone, "A", None, "NXDOMAIN"))
+    if c.external_name:
+        checks.append(Check("external", f"{c.external_name}.", "A", upstream=True))
+    if service:
+        qtype, want = ("A", v4 or None) if v4 or not v6 else ("AAAA", v6)
+        checks.append(Check("app_view", "kubernetes.default", qtype, want,
+                            search=(f"default.svc.{d}", f"svc.{d}", d), ndots=5,
+                            application_view=True))
+    return tuple(checks)
 
 
 @dataclass
@@ -173,6 +192,8 @@ class ProberService:
         return await self.engine.probe(target, check, self.checks.qname(check))
 
     def _on_result(self, result: ProbeResult) -> None:
+        if not self._is_current(result.target):
+            return  # it left while the probe was out: no window, no series to revive
         self.tracker.record(result, self.wall())
         self.metrics.observe(result)
         ring = self.state.last.setdefault(result.target.key, deque(maxlen=LAST_RESULTS))

@@ -158,7 +158,8 @@ class Settings:
     max_unhealthy_fraction: float = setting(
         0.49,
         _ratio(0, 1),
-        "More unhealthy pods than this share means a shared cause: nothing is restarted.",
+        "More unhealthy pods than this share (or no healthy pod) means a shared cause: "
+        "nothing is restarted. One sick pod beside a healthy one is always a pod problem.",
     )
     external_name: str = setting(
         "",
@@ -232,7 +233,32 @@ class Settings:
                     Problem(name, env[name], "a known setting (see `corednsprobe config`)"))
         if problems:
             raise SettingsError(problems)
-        return cls(**values)
+        settings = cls(**values)
+        problems = settings._contradictions()
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def _contradictions(self) -> list[Problem]:
+        """Values valid alone that together would never judge a dead target."""
+        from corednsprobe.tracker import failure_lower_bound
+
+        # every target gets at least two checks a round (kubernetes, nxdomain)
+        n = int(self.window / self.interval) * 2
+        held = (f"the window holds {n} outcomes per target ({env_name('window')} / "
+                f"{env_name('interval')} x 2 checks)")
+        problems = []
+        if self.min_samples > n:
+            problems.append(Problem(env_name("min_samples"), str(self.min_samples),
+                                    f"at most {n}: {held}"))
+        elif failure_lower_bound(n, n) < self.failure_ratio:
+            problems.append(Problem(
+                env_name("failure_ratio"), f"{self.failure_ratio:g}",
+                f"at most {math.floor(failure_lower_bound(n, n) * 100) / 100:.2f}: {held}, "
+                "and even all of them "
+                "failing shows no more than that with 95% confidence; widen the window or "
+                "lower the ratio"))
+        return problems
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -186,9 +186,11 @@ class ClusterView:
         self.legacy_endpoints = False
         self._changed = asyncio.Event()
         self._informers: dict[str, Informer] = {}
+        self._started_at: float | None = None
 
     async def run(self) -> None:
         """Run every informer until cancelled."""
+        self._started_at = asyncio.get_running_loop().time()
         self.legacy_endpoints = not await self._slices_served()
         if self.legacy_endpoints:
             log.warning("endpointslices_unavailable", fallback="v1 Endpoints")
@@ -226,8 +228,17 @@ class ClusterView:
 
     @property
     def last_event_at(self) -> float | None:
-        times = [i.last_event_at for i in self._informers.values() if i.last_event_at is not None]
-        return max(times) if times else None
+        """When the stalest informer last heard from the API (loop time).
+
+        The oldest, not the newest: one informer stuck relisting (say, after
+        an RBAC change) leaves its part of the TargetSet stale while the
+        others stay fresh. An informer that never listed counts from start.
+        """
+        if self._started_at is None:
+            return None
+        times = [i.last_event_at if i.last_event_at is not None else self._started_at
+                 for i in self._informers.values()]
+        return min(times) if times else self._started_at
 
     def _rebuild(self) -> None:
         if not self._informers or not all(i.synced for i in self._informers.values()):

@@ -141,7 +141,7 @@ class Metrics:
         t = result.target
         self.probes.labels(t.kind.value, target_label(t), result.check.name,
                            result.outcome.value).inc()
-        if result.rtt_seconds is not None and result.outcome.value != "timeout":
+        if result.rtt_seconds is not None and result.rcode is not None:  # answered
             self.rtt.labels(t.kind.value, result.check.name).observe(result.rtt_seconds)
         if result.udp_only:
             self.udp_only.labels(target_label(t)).inc()

@@ -28,8 +28,10 @@ SERVICE = Target(TargetKind.SERVICE, "10.96.0.10", 53)
 
 def result(target: Target, outcome: Outcome, at: float, *, check: Check = CHECK,
            udp_only: bool = False) -> ProbeResult:
+    answered = outcome not in (Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.ERROR)
     return ProbeResult(target, check, outcome, at=at, udp_only=udp_only,
-                       rtt_seconds=0.001 if outcome is Outcome.OK else None)
+                       rcode="NOERROR" if answered else None,
+                       rtt_seconds=0.001 if outcome is not Outcome.TIMEOUT else None)
 
 
 def targetset(*pods: Target, service: bool = True) -> TargetSet:

@@ -109,3 +109,24 @@ def test_service_links_injected_by_the_kubelet_are_not_settings() -> None:
 def test_look_alikes_of_service_links_are_still_rejected(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(("env", "variable", "valid"), [
+    ({"COREDNSPROBE_FAILURE_RATIO": "1"}, "COREDNSPROBE_FAILURE_RATIO", "at most 0.89"),
+    ({"COREDNSPROBE_MIN_SAMPLES": "25"}, "COREDNSPROBE_MIN_SAMPLES", "at most 24"),
+    ({"COREDNSPROBE_WINDOW": "10", "COREDNSPROBE_INTERVAL": "5"},  # 4 outcomes < 5 samples
+     "COREDNSPROBE_MIN_SAMPLES", "at most 4"),
+])
+def test_settings_that_could_never_judge_a_dead_target_stop_start_up(
+        env: dict[str, str], variable: str, valid: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert variable in str(err.value) and valid in str(err.value)
+
+
+def test_defaults_can_judge_a_dead_target() -> None:
+    from corednsprobe.tracker import failure_lower_bound
+
+    s = Settings.from_env({})
+    n = int(s.window / s.interval) * 2
+    assert n >= s.min_samples and failure_lower_bound(s.min_samples, s.min_samples) >= 0.5

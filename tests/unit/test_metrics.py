@@ -99,3 +99,15 @@ def test_promtool_accepts_the_exposition() -> None:
     proc = subprocess.run(["promtool", "check", "metrics"], input=populated().render(),
                           capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+
+
+def test_rtt_histogram_counts_answered_probes_only() -> None:
+    m = Metrics(1.0)
+    p1 = pod(1)
+    m.set_targets(targetset(p1))
+    m.observe(result(p1, Outcome.OK, 1.0))
+    m.observe(result(p1, Outcome.UNREACHABLE, 2.0))  # an ICMP error in 0.4 ms: no answer
+    m.observe(result(p1, Outcome.SERVFAIL, 3.0))  # an answer, though a failing one
+    count = [v for n, _, v in families(m)["corednsprobe_probe_rtt_seconds"]
+             if n == "corednsprobe_probe_rtt_seconds_count"]
+    assert count == [2.0]

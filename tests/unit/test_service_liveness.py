@@ -84,3 +84,16 @@ async def test_a_stuck_schedule_is_not_live() -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_a_result_for_a_target_that_left_is_dropped() -> None:
+    p1, p2 = pod(1), pod(2)
+    view = View(targetset(p1))
+    view.current = targetset(p1)
+    service = ProberService(SETTINGS, view, Engine(0.001))
+    check = Check("kubernetes", "kubernetes.default.svc.cluster.local.", "A")
+    service._on_result(ProbeResult(p2, check, Outcome.TIMEOUT, at=1.0))
+    service._on_result(ProbeResult(p1, check, Outcome.OK, rcode="NOERROR", at=1.0))
+    text = service.metrics.render().decode()
+    assert 'pod="coredns-1"' in text and 'pod="coredns-2"' not in text
+    assert set(service.state.last) == {p1.key}
