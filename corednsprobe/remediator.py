@@ -29,6 +29,7 @@ from corednsprobe.informer import ApiError
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
 from corednsprobe.remedy import (
+    DISRUPTIVE,
     Blocked,
     Decision,
     History,
@@ -174,8 +175,7 @@ class Remediator:
             self.decision = self._as_follower(diagnosis, healths, targets, now)
             return self.decision
         before = self.history
-        self.history = recover(settle(self.history, targets, now, self.rails.settle_timeout),
-                               healths, now)
+        self.history = recover(settle(self.history, targets, now), healths, now)
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now)
         self.decision = decision
@@ -183,7 +183,8 @@ class Remediator:
             await self._blocked(decision, now)
         else:
             self._last_block = None
-        self.metrics.gave_up.set(1 if self.history.escalated else 0)
+        self.metrics.gave_up.set(
+            1 if self.history.escalated_of(self.rails.mode is Mode.DRY_RUN) else 0)
         if self.history != before:
             await self._persist()
         if decision.verdict is Verdict.ACT:
@@ -259,6 +260,8 @@ class Remediator:
 
     async def _blocked(self, decision: Decision, now: float) -> None:
         assert decision.reason is not None
+        if decision.escalate:
+            await self._escalate(decision, now)
         key = (decision.pod, decision.reason)
         if key == self._last_block:
             return
@@ -266,32 +269,34 @@ class Remediator:
         self.metrics.remediation_blocked_by(decision.reason.value)
         log.info("remediation_blocked", pod=decision.pod or None, reason=decision.reason.value,
                  detail=decision.detail)
-        if decision.reason is Blocked.GAVE_UP and decision.target is not None:
-            await self._escalate(decision, now)
-        elif decision.target is not None and decision.reason not in QUIET_BLOCKS:
+        if decision.target is not None and not decision.escalate \
+                and decision.reason not in QUIET_BLOCKS:
             await self._event(decision.target, Reason.BLOCKED,
                               f"not restarted ({decision.reason.value}): {decision.detail}",
                               warning=True, now=now)
 
     async def _escalate(self, decision: Decision, now: float) -> None:
-        assert decision.target is not None
-        workload = workload_of(decision.target)
-        if workload in self.history.escalated:
+        """Once per workload and kind (real or dry-run): a log line and the Events."""
+        workload, dry = decision.escalate, self.rails.mode is Mode.DRY_RUN
+        if workload in self.history.escalated_of(dry):
             return
-        self.history = self.history.escalate(workload)
+        self.history = self.history.escalate(workload, dry)
         self.metrics.gave_up.set(1)
-        log.error("remediation_gave_up", workload=workload, pod=decision.pod,
-                  detail=decision.detail)
-        await self._event(decision.target, Reason.MANUAL, decision.detail, warning=True,
-                          now=now, workload_too=True)
+        log.error("remediation_gave_up", workload=workload, pod=decision.pod or None,
+                  dry_run=dry, detail=decision.detail)
+        if decision.target is not None:
+            await self._event(decision.target, Reason.MANUAL,
+                              f"{'dry-run: ' if dry else ''}{decision.detail}", warning=True,
+                              now=now, workload=workload)
 
     async def _event(self, target: Target, reason: str, message: str, *, warning: bool,
-                     now: float, workload_too: bool = False) -> None:
+                     now: float, workload: str = "") -> None:
+        """An Event on the pod, and on ``workload`` (e.g. the Deployment) when named."""
         if not self.events_allowed or target.pod is None:
             return
         about = [Involved.pod(target.pod, self.namespace)]
-        owner = Involved.workload(workload_of(target), self.namespace)
-        if workload_too and owner is not None:
+        owner = Involved.workload(workload, self.namespace) if workload else None
+        if owner is not None:
             about.append(owner)
         for involved in about:
             await actions.post_event(self.api, involved, reason, message, warning=warning,
@@ -343,9 +348,9 @@ class Remediator:
             retry_at = now + (outcome.retry_after or r.error_backoff)
         done = dataclasses.replace(
             record, result=outcome.result, retry_at=retry_at,
-            settled_at=None if outcome.result in (Result.DONE, Result.GONE) else now,
+            settled_at=None if outcome.result in DISRUPTIVE else now,
             detail=outcome.message[:200])
-        self.history = self.history.replace_last(done)
+        self.history = self.history.conclude(done)
         await self._persist()
         disruptive = done.disruptive
         self.metrics.remediation_attempted(record.action.value, outcome.result.value,
@@ -362,7 +367,7 @@ class Remediator:
                         **fields)
             await self._event(target, Reason.RESTARTED,
                               f"{done.action.value}: {target.name} {how}", warning=False,
-                              now=now, workload_too=True)
+                              now=now, workload=done.workload)
         elif done.result is Result.PDB_BLOCKED:
             log.warning("eviction_refused_by_pdb", causes=list(outcome.causes),
                         retry_after=outcome.retry_after, retry_at=done.retry_at, **fields)
@@ -372,6 +377,9 @@ class Remediator:
         elif done.result is Result.FORBIDDEN:
             log.error("remediation_forbidden", **fields)
             self._downgrade(f"{outcome.status}: {outcome.message}")
+        elif done.result is Result.NO_ANSWER:
+            log.error("remediation_unanswered", consequence="counted as in flight until the "
+                      "pod is seen gone (done) or untouched (failed)", **fields)
         else:
             log.warning("remediation_failed", retry_at=done.retry_at, **fields)
 
