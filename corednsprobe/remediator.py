@@ -1,8 +1,11 @@
 """Remediator: turns each round's diagnosis into at most one safe restart, and says so.
 
 Owns: the in-flight state and the remediation history (loaded from the Lease
-when this replica becomes the leader, written back before and after every
-action), the permission self-check that downgrades to dry-run loudly, the
+when this replica becomes the leader, and again whenever someone else changed
+the annotation — an operator clearing an escalation; written back before and
+after every action, never over such a change), the permission self-check
+(retried with backoff through API hiccups) that downgrades to dry-run loudly
+— also when the Lease cannot be taken, since then nothing is ever done — the
 Events (a pod becomes a candidate, a restart, a block, an escalation), the
 remediation metrics and the /status section.
 Never does: probe, judge health, or decide a rail itself — the policy in
@@ -22,10 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from corednsprobe import actions, logs
-from corednsprobe.access import check_permissions, remediation_permissions
+from corednsprobe.access import PermissionReport, check_permissions, remediation_permissions
 from corednsprobe.actions import ActionOutcome, Involved, Reason
 from corednsprobe.config import Settings
-from corednsprobe.informer import ApiError
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
 from corednsprobe.remedy import (
@@ -50,6 +52,7 @@ log = logs.get(__name__)
 HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
 QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER})
 STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
+SELF_CHECK_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between permission-check attempts
 
 
 class Leadership(Protocol):
@@ -63,7 +66,11 @@ class Leadership(Protocol):
     @property
     def annotations(self) -> Mapping[str, str]: ...
 
-    async def write_annotations(self, annotations: Mapping[str, str]) -> bool: ...
+    @property
+    def refused(self) -> str: ...
+
+    async def write_annotations(self, annotations: Mapping[str, str],
+                                expect: Mapping[str, str] | None = None) -> bool: ...
 
 
 def rails_from(settings: Settings) -> Rails:
@@ -93,6 +100,7 @@ class Remediator:
         self.metrics = metrics
         self.wall = wall
         self.history = History()
+        self._written = ""  # the history annotation as this replica last wrote or read it
         self.decision = Decision(Verdict.IDLE, "no verdict yet")
         self.events_allowed = True
         self.downgraded = ""  # why the mode fell back to dry-run, if it did
@@ -137,23 +145,41 @@ class Remediator:
                 await asyncio.sleep(STEP_RETRY)
 
     async def self_check(self) -> None:
-        """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly."""
+        """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly.
+
+        Any failure to ask (a reset connection, a garbled answer) is logged and
+        retried with backoff; after the last attempt the configured mode stands,
+        and a 403 later still downgrades it.
+        """
         wanted = remediation_permissions(self.rails.mode.value, self.namespace,
                                          self.lease_namespace)
-        try:
-            report = await check_permissions(self.api, wanted)
-        except (ApiError, OSError, TimeoutError) as exc:
-            log.warning("permission_check_failed", error=str(exc))
+        for pause in (*SELF_CHECK_BACKOFF, None):
+            try:
+                report = await check_permissions(self.api, wanted)
+            except Exception as exc:  # an edge: whatever the API or the wire did
+                log.warning("permission_check_failed", error=str(exc) or type(exc).__name__,
+                            error_type=type(exc).__name__, retry_in=pause)
+                if pause is None:
+                    return
+                await asyncio.sleep(pause)
+                continue
+            self._apply(report)
             return
+
+    def _apply(self, report: PermissionReport) -> None:
         for p in report.missing_optional:
             log.warning("permission_missing", permission=p.what, purpose=p.purpose, grant=p.rule)
             if p.resource == "events":
                 self.events_allowed = False
-        write = [p for p in report.missing_required if p.resource != "leases"]
         for p in report.missing_required:
             log.error("permission_missing", permission=p.what, purpose=p.purpose, grant=p.rule)
-        if write:
-            self._downgrade(f"missing permission: {write[0].what}; grant: {write[0].rule}")
+        lease = [p for p in report.missing_required if p.resource == "leases"]
+        write = [p for p in report.missing_required if p.resource != "leases"]
+        why = [f"cannot take the Lease: missing permission {p.what}; grant: {p.rule}"
+               for p in lease[:1]]
+        why += [f"missing permission: {p.what}; grant: {p.rule}" for p in write[:1]]
+        if why:
+            self._downgrade("; ".join(why))
 
     def _downgrade(self, why: str) -> None:
         if self.rails.mode in (Mode.DRY_RUN, Mode.OFF):
@@ -170,11 +196,14 @@ class Remediator:
         self.steps += 1
         now = self.wall()
         targets = [h.target for h in healths.values()]
-        if not self._lead():
+        leading = self._lead()
+        self._check_lease_refused(leading)
+        if not leading:
             self._follow()
             self.decision = self._as_follower(diagnosis, healths, targets, now)
+            self._show_gave_up()
             return self.decision
-        before = self.history
+        self._reload_if_edited()
         self.history = recover(settle(self.history, targets, now), healths, now)
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now)
@@ -183,13 +212,22 @@ class Remediator:
             await self._blocked(decision, now)
         else:
             self._last_block = None
-        self.metrics.gave_up.set(
-            1 if self.history.escalated_of(self.rails.mode is Mode.DRY_RUN) else 0)
-        if self.history != before:
+        self._show_gave_up()
+        if self.history.to_json() != self._written:
             await self._persist()
         if decision.verdict is Verdict.ACT:
             await self._act(decision, targets, now)
         return decision
+
+    def _show_gave_up(self) -> None:
+        """The gauge follows the history this replica holds or mirrors, leader or not."""
+        dry = self.rails.mode is Mode.DRY_RUN
+        self.metrics.gave_up.set(1 if self.history.escalated_of(dry) else 0)
+
+    def _check_lease_refused(self, leading: bool) -> None:
+        refused = self.leadership.refused if self.leadership is not None else ""
+        if refused and not leading:
+            self._downgrade(f"cannot take the Lease: {refused}")
 
     def _lead(self) -> bool:
         leading = self.leadership is None or self.leadership.is_leader()
@@ -203,10 +241,27 @@ class Remediator:
         if self.leadership is None:
             return
         self.history = self._read_lease_history()
+        self._written = self._lease_text()
         self._candidates.clear()
         self._last_block = None
         log.info("remediation_history_loaded", records=len(self.history.records),
                  escalated=list(self.history.escalated))
+
+    def _reload_if_edited(self) -> None:
+        """Someone else changed the history on the Lease (an operator cleared an escalation,
+        or deleted the annotation): take theirs, never write ours back over it."""
+        if self.leadership is None or self._lease_text() == self._written:
+            return
+        self.history = self._read_lease_history()
+        self._written = self._lease_text()
+        self._last_block = None
+        log.warning("remediation_history_reloaded", annotation=HISTORY_ANNOTATION,
+                    records=len(self.history.records), escalated=list(self.history.escalated),
+                    reason="the annotation on the Lease was changed by someone else")
+
+    def _lease_text(self) -> str:
+        assert self.leadership is not None
+        return self.leadership.annotations.get(HISTORY_ANNOTATION, "")
 
     def _follow(self) -> None:
         """A follower mirrors the leader's history, for /status."""
@@ -214,8 +269,7 @@ class Remediator:
             self.history = self._read_lease_history()
 
     def _read_lease_history(self) -> History:
-        assert self.leadership is not None
-        text = self.leadership.annotations.get(HISTORY_ANNOTATION, "")
+        text = self._lease_text()
         if not text:
             return History()
         try:
@@ -235,11 +289,16 @@ class Remediator:
                         f"{would.detail}", would.target, None, Blocked.NOT_LEADER)
 
     async def _persist(self) -> bool:
+        """Store the history, unless the annotation is no longer what we last wrote."""
+        text = self.history.to_json()
         if self.leadership is None:
+            self._written = text
             return True
         stored = await self.leadership.write_annotations(
-            {HISTORY_ANNOTATION: self.history.to_json()})
-        if not stored:
+            {HISTORY_ANNOTATION: text}, expect={HISTORY_ANNOTATION: self._written})
+        if stored:
+            self._written = text
+        else:
             log.warning("remediation_history_not_stored", lease_holder=self.leadership.holder)
         return stored
 
@@ -281,7 +340,7 @@ class Remediator:
         if workload in self.history.escalated_of(dry):
             return
         self.history = self.history.escalate(workload, dry)
-        self.metrics.gave_up.set(1)
+        self._show_gave_up()
         log.error("remediation_gave_up", workload=workload, pod=decision.pod or None,
                   dry_run=dry, detail=decision.detail)
         if decision.target is not None:
