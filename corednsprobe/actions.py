@@ -7,7 +7,9 @@ Events from reporting component ``corednsprobe``) and reading each answer
 into an ``ActionOutcome``: 404, and 409 from the uid precondition, mean the pod
 was already gone or replaced (another 409 is a plain failure, retried later),
 429 a PodDisruptionBudget (with Retry-After and the causes), 403 a missing
-permission.
+permission. No answer at all (a timeout, a reset connection, an answer that
+cannot be read) is ``no_answer``: the request may have reached the API server
+and taken effect, so it is never read as a plain failure.
 Never does: decide whether to act, retry, or raise on an API error.
 """
 
@@ -87,8 +89,8 @@ async def evict(api: Any, namespace: str, pod: PodRef) -> ActionOutcome:
             pod.name, namespace, body, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         return outcome_of(exc)
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return ActionOutcome(Result.FAILED, None, f"no answer: {exc or type(exc).__name__}")
+    except Exception as exc:  # no (readable) answer: it may have been done all the same
+        return unanswered(exc)
     return ActionOutcome(Result.DONE, 201, f"evicted {pod.name}")
 
 
@@ -100,9 +102,16 @@ async def delete(api: Any, namespace: str, pod: PodRef) -> ActionOutcome:
             pod.name, namespace, body=options, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         return outcome_of(exc)
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return ActionOutcome(Result.FAILED, None, f"no answer: {exc or type(exc).__name__}")
+    except Exception as exc:  # no (readable) answer: it may have been done all the same
+        return unanswered(exc)
     return ActionOutcome(Result.DONE, 200, f"deleted {pod.name}")
+
+
+def unanswered(exc: Exception) -> ActionOutcome:
+    """A write whose answer never came (or could not be read): it may have taken effect."""
+    return ActionOutcome(Result.NO_ANSWER, None,
+                         f"no answer: {type(exc).__name__}: {exc}" if str(exc)
+                         else f"no answer: {type(exc).__name__}")
 
 
 def outcome_of(exc: ApiException) -> ActionOutcome:

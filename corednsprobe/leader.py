@@ -15,7 +15,10 @@ lapses ``renew_deadline`` after it, while another replica waits at least
 ``lease_duration`` after it saw that write; ``lease_duration > renew_deadline
 > retry_period`` keeps the old leader silent before a new one can act.
 A lost race (409 on a PUT or POST) is never retried blindly: the Lease is
-read again and judged anew.
+read again and judged anew. Whatever else goes wrong in one attempt (a Lease
+with ``spec: null``, a garbled answer, a reset connection) is logged and the
+attempt is made again a retry period later; it never ends the election. A 403
+is remembered (``refused``) so that the replica can say why it never leads.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class LeaderElector:
         self._observed: tuple[Any, ...] = ()
         self._observed_at = 0.0
         self.transitions_seen = 0
+        self.refused = ""  # the API's 403 on the Lease, while it lasts
 
     # -- what others read ------------------------------------------------------------
 
@@ -111,8 +115,7 @@ class LeaderElector:
 
     @property
     def holder(self) -> str:
-        spec = getattr(self._lease, "spec", None)
-        return str(getattr(spec, "holder_identity", None) or "")
+        return str(_spec(self._lease).holder_identity or "")
 
     @property
     def annotations(self) -> Mapping[str, str]:
@@ -142,14 +145,19 @@ class LeaderElector:
             elif self._may_take():
                 await self._write({})
         except ApiException as exc:
+            if exc.status == 403:
+                self.refused = _reason(exc)
             log.warning("lease_request_failed", lease=self.name, status=exc.status,
                         reason=_reason(exc))
         except NETWORK_ERRORS as exc:
             log.warning("lease_request_failed", lease=self.name,
                         error=str(exc) or type(exc).__name__)
+        except Exception as exc:  # an edge: a Lease or an answer not as expected
+            log.warning("lease_request_failed", lease=self.name,
+                        error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
 
     def _may_take(self) -> bool:
-        spec = self._lease.spec
+        spec = _spec(self._lease)
         holder = spec.holder_identity or ""
         if not holder or holder == self.identity:
             return True
@@ -172,6 +180,7 @@ class LeaderElector:
             if exc.status != 404:
                 raise
             lease = None
+        self.refused = ""
         self._remember(lease)
         if lease is not None and self._leading and self.holder != self.identity:
             log.warning("leadership_lost", lease=self.name, holder=self.holder)
@@ -196,7 +205,7 @@ class LeaderElector:
         """PUT the Lease as ours with our last resourceVersion; False on a lost race."""
         started, now = _now(), self.wall()
         old = self._lease
-        spec = old.spec
+        spec = _spec(old)
         ours = (spec.holder_identity or "") == self.identity
         acquire = spec.acquire_time if ours else None
         transitions = int(spec.lease_transitions or 0) + (0 if ours else 1)
@@ -249,7 +258,7 @@ class LeaderElector:
                     await self._read()
                     if self.holder != self.identity:
                         return
-        except (ApiException, *NETWORK_ERRORS) as exc:
+        except Exception as exc:  # shutting down: log it, never raise from here
             log.warning("lease_release_failed", lease=self.name,
                         error=_reason(exc) if isinstance(exc, ApiException) else str(exc)
                         or type(exc).__name__)
@@ -263,8 +272,9 @@ class LeaderElector:
                 annotations=old.metadata.annotations, labels=old.metadata.labels),
             spec=client.V1LeaseSpec(
                 holder_identity=None, lease_duration_seconds=1,
-                acquire_time=_as_micro(old.spec.acquire_time), renew_time=micro_time(self.wall()),
-                lease_transitions=old.spec.lease_transitions))
+                acquire_time=_as_micro(_spec(old).acquire_time),
+                renew_time=micro_time(self.wall()),
+                lease_transitions=_spec(old).lease_transitions))
         try:
             await self.leases.replace_namespaced_lease(
                 self.name, self.namespace, body, _request_timeout=self.timing.renew_deadline)
@@ -276,27 +286,38 @@ class LeaderElector:
 
     # -- writing annotations for others ---------------------------------------------
 
-    async def write_annotations(self, annotations: Mapping[str, str]) -> bool:
+    async def write_annotations(self, annotations: Mapping[str, str],
+                                expect: Mapping[str, str] | None = None) -> bool:
         """Store ``annotations`` on the Lease while leading; True only when they are stored.
 
-        A 409 means someone else wrote the Lease: it is read again, and written
-        once more only if it is still ours.
+        With ``expect``, only over those values (a missing annotation reads as
+        ""): a change by someone else is never overwritten. A 409 means someone
+        else wrote the Lease: it is read again, and written once more only if it
+        is still ours (and still as expected).
         """
         async with self._lock:
-            if not self.is_leader():
+            if not self.is_leader() or not self._as_expected(expect):
                 return False
             try:
                 if await self._write(annotations):
                     return True
                 await self._read()
-                return self.holder == self.identity and await self._write(annotations)
+                return (self.holder == self.identity and self._as_expected(expect)
+                        and await self._write(annotations))
             except ApiException as exc:
                 log.warning("lease_annotation_failed", lease=self.name, status=exc.status,
                             reason=_reason(exc))
             except NETWORK_ERRORS as exc:
                 log.warning("lease_annotation_failed", lease=self.name,
                             error=str(exc) or type(exc).__name__)
+            except Exception as exc:  # an edge: a Lease or an answer not as expected
+                log.warning("lease_annotation_failed", lease=self.name,
+                            error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
             return False
+
+    def _as_expected(self, expect: Mapping[str, str] | None) -> bool:
+        current = self.annotations
+        return all(current.get(k, "") == v for k, v in (expect or {}).items())
 
     # -- state -----------------------------------------------------------------------
 
@@ -304,7 +325,7 @@ class LeaderElector:
         self._lease = lease
         if lease is None:
             return
-        spec = lease.spec
+        spec = _spec(lease)
         key = (spec.holder_identity, _as_micro(spec.renew_time), spec.lease_duration_seconds)
         if key != self._observed:
             self._observed, self._observed_at = key, _now()
@@ -322,6 +343,11 @@ class LeaderElector:
         self._leading = leading
         log.info("leadership_changed", lease=self.name, identity=self.identity, leading=leading)
         self._on_change(leading)
+
+
+def _spec(lease: Any) -> Any:
+    """The Lease's spec; an empty one for a Lease written with ``spec: null``."""
+    return getattr(lease, "spec", None) or client.V1LeaseSpec()
 
 
 def _as_micro(value: Any) -> MicroTime | None:

@@ -1,8 +1,11 @@
 """Remediator: turns each round's diagnosis into at most one safe restart, and says so.
 
 Owns: the in-flight state and the remediation history (loaded from the Lease
-when this replica becomes the leader, written back before and after every
-action), the permission self-check that downgrades to dry-run loudly, the
+when this replica becomes the leader, and again whenever someone else changed
+the annotation — an operator clearing an escalation; written back before and
+after every action, never over such a change), the permission self-check
+(retried with backoff through API hiccups) that downgrades to dry-run loudly
+— also when the Lease cannot be taken, since then nothing is ever done — the
 Events (a pod becomes a candidate, a restart, a block, an escalation), the
 remediation metrics and the /status section.
 Never does: probe, judge health, or decide a rail itself — the policy in
@@ -22,13 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from corednsprobe import actions, logs
-from corednsprobe.access import check_permissions, remediation_permissions
+from corednsprobe.access import PermissionReport, check_permissions, remediation_permissions
 from corednsprobe.actions import ActionOutcome, Involved, Reason
 from corednsprobe.config import Settings
-from corednsprobe.informer import ApiError
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
 from corednsprobe.remedy import (
+    DISRUPTIVE,
     Blocked,
     Decision,
     History,
@@ -49,6 +52,7 @@ log = logs.get(__name__)
 HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
 QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER})
 STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
+SELF_CHECK_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between permission-check attempts
 
 
 class Leadership(Protocol):
@@ -62,7 +66,11 @@ class Leadership(Protocol):
     @property
     def annotations(self) -> Mapping[str, str]: ...
 
-    async def write_annotations(self, annotations: Mapping[str, str]) -> bool: ...
+    @property
+    def refused(self) -> str: ...
+
+    async def write_annotations(self, annotations: Mapping[str, str],
+                                expect: Mapping[str, str] | None = None) -> bool: ...
 
 
 def rails_from(settings: Settings) -> Rails:
@@ -92,6 +100,7 @@ class Remediator:
         self.metrics = metrics
         self.wall = wall
         self.history = History()
+        self._written = ""  # the history annotation as this replica last wrote or read it
         self.decision = Decision(Verdict.IDLE, "no verdict yet")
         self.events_allowed = True
         self.downgraded = ""  # why the mode fell back to dry-run, if it did
@@ -136,23 +145,41 @@ class Remediator:
                 await asyncio.sleep(STEP_RETRY)
 
     async def self_check(self) -> None:
-        """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly."""
+        """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly.
+
+        Any failure to ask (a reset connection, a garbled answer) is logged and
+        retried with backoff; after the last attempt the configured mode stands,
+        and a 403 later still downgrades it.
+        """
         wanted = remediation_permissions(self.rails.mode.value, self.namespace,
                                          self.lease_namespace)
-        try:
-            report = await check_permissions(self.api, wanted)
-        except (ApiError, OSError, TimeoutError) as exc:
-            log.warning("permission_check_failed", error=str(exc))
+        for pause in (*SELF_CHECK_BACKOFF, None):
+            try:
+                report = await check_permissions(self.api, wanted)
+            except Exception as exc:  # an edge: whatever the API or the wire did
+                log.warning("permission_check_failed", error=str(exc) or type(exc).__name__,
+                            error_type=type(exc).__name__, retry_in=pause)
+                if pause is None:
+                    return
+                await asyncio.sleep(pause)
+                continue
+            self._apply(report)
             return
+
+    def _apply(self, report: PermissionReport) -> None:
         for p in report.missing_optional:
             log.warning("permission_missing", permission=p.what, purpose=p.purpose, grant=p.rule)
             if p.resource == "events":
                 self.events_allowed = False
-        write = [p for p in report.missing_required if p.resource != "leases"]
         for p in report.missing_required:
             log.error("permission_missing", permission=p.what, purpose=p.purpose, grant=p.rule)
-        if write:
-            self._downgrade(f"missing permission: {write[0].what}; grant: {write[0].rule}")
+        lease = [p for p in report.missing_required if p.resource == "leases"]
+        write = [p for p in report.missing_required if p.resource != "leases"]
+        why = [f"cannot take the Lease: missing permission {p.what}; grant: {p.rule}"
+               for p in lease[:1]]
+        why += [f"missing permission: {p.what}; grant: {p.rule}" for p in write[:1]]
+        if why:
+            self._downgrade("; ".join(why))
 
     def _downgrade(self, why: str) -> None:
         if self.rails.mode in (Mode.DRY_RUN, Mode.OFF):
@@ -169,13 +196,15 @@ class Remediator:
         self.steps += 1
         now = self.wall()
         targets = [h.target for h in healths.values()]
-        if not self._lead():
+        leading = self._lead()
+        self._check_lease_refused(leading)
+        if not leading:
             self._follow()
             self.decision = self._as_follower(diagnosis, healths, targets, now)
+            self._show_gave_up()
             return self.decision
-        before = self.history
-        self.history = recover(settle(self.history, targets, now, self.rails.settle_timeout),
-                               healths, now)
+        self._reload_if_edited()
+        self.history = recover(settle(self.history, targets, now), healths, now)
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now)
         self.decision = decision
@@ -183,12 +212,22 @@ class Remediator:
             await self._blocked(decision, now)
         else:
             self._last_block = None
-        self.metrics.gave_up.set(1 if self.history.escalated else 0)
-        if self.history != before:
+        self._show_gave_up()
+        if self.history.to_json() != self._written:
             await self._persist()
         if decision.verdict is Verdict.ACT:
             await self._act(decision, targets, now)
         return decision
+
+    def _show_gave_up(self) -> None:
+        """The gauge follows the history this replica holds or mirrors, leader or not."""
+        dry = self.rails.mode is Mode.DRY_RUN
+        self.metrics.gave_up.set(1 if self.history.escalated_of(dry) else 0)
+
+    def _check_lease_refused(self, leading: bool) -> None:
+        refused = self.leadership.refused if self.leadership is not None else ""
+        if refused and not leading:
+            self._downgrade(f"cannot take the Lease: {refused}")
 
     def _lead(self) -> bool:
         leading = self.leadership is None or self.leadership.is_leader()
@@ -202,10 +241,27 @@ class Remediator:
         if self.leadership is None:
             return
         self.history = self._read_lease_history()
+        self._written = self._lease_text()
         self._candidates.clear()
         self._last_block = None
         log.info("remediation_history_loaded", records=len(self.history.records),
                  escalated=list(self.history.escalated))
+
+    def _reload_if_edited(self) -> None:
+        """Someone else changed the history on the Lease (an operator cleared an escalation,
+        or deleted the annotation): take theirs, never write ours back over it."""
+        if self.leadership is None or self._lease_text() == self._written:
+            return
+        self.history = self._read_lease_history()
+        self._written = self._lease_text()
+        self._last_block = None
+        log.warning("remediation_history_reloaded", annotation=HISTORY_ANNOTATION,
+                    records=len(self.history.records), escalated=list(self.history.escalated),
+                    reason="the annotation on the Lease was changed by someone else")
+
+    def _lease_text(self) -> str:
+        assert self.leadership is not None
+        return self.leadership.annotations.get(HISTORY_ANNOTATION, "")
 
     def _follow(self) -> None:
         """A follower mirrors the leader's history, for /status."""
@@ -213,8 +269,7 @@ class Remediator:
             self.history = self._read_lease_history()
 
     def _read_lease_history(self) -> History:
-        assert self.leadership is not None
-        text = self.leadership.annotations.get(HISTORY_ANNOTATION, "")
+        text = self._lease_text()
         if not text:
             return History()
         try:
@@ -234,11 +289,16 @@ class Remediator:
                         f"{would.detail}", would.target, None, Blocked.NOT_LEADER)
 
     async def _persist(self) -> bool:
+        """Store the history, unless the annotation is no longer what we last wrote."""
+        text = self.history.to_json()
         if self.leadership is None:
+            self._written = text
             return True
         stored = await self.leadership.write_annotations(
-            {HISTORY_ANNOTATION: self.history.to_json()})
-        if not stored:
+            {HISTORY_ANNOTATION: text}, expect={HISTORY_ANNOTATION: self._written})
+        if stored:
+            self._written = text
+        else:
             log.warning("remediation_history_not_stored", lease_holder=self.leadership.holder)
         return stored
 
@@ -259,6 +319,8 @@ class Remediator:
 
     async def _blocked(self, decision: Decision, now: float) -> None:
         assert decision.reason is not None
+        if decision.escalate:
+            await self._escalate(decision, now)
         key = (decision.pod, decision.reason)
         if key == self._last_block:
             return
@@ -266,32 +328,34 @@ class Remediator:
         self.metrics.remediation_blocked_by(decision.reason.value)
         log.info("remediation_blocked", pod=decision.pod or None, reason=decision.reason.value,
                  detail=decision.detail)
-        if decision.reason is Blocked.GAVE_UP and decision.target is not None:
-            await self._escalate(decision, now)
-        elif decision.target is not None and decision.reason not in QUIET_BLOCKS:
+        if decision.target is not None and not decision.escalate \
+                and decision.reason not in QUIET_BLOCKS:
             await self._event(decision.target, Reason.BLOCKED,
                               f"not restarted ({decision.reason.value}): {decision.detail}",
                               warning=True, now=now)
 
     async def _escalate(self, decision: Decision, now: float) -> None:
-        assert decision.target is not None
-        workload = workload_of(decision.target)
-        if workload in self.history.escalated:
+        """Once per workload and kind (real or dry-run): a log line and the Events."""
+        workload, dry = decision.escalate, self.rails.mode is Mode.DRY_RUN
+        if workload in self.history.escalated_of(dry):
             return
-        self.history = self.history.escalate(workload)
-        self.metrics.gave_up.set(1)
-        log.error("remediation_gave_up", workload=workload, pod=decision.pod,
-                  detail=decision.detail)
-        await self._event(decision.target, Reason.MANUAL, decision.detail, warning=True,
-                          now=now, workload_too=True)
+        self.history = self.history.escalate(workload, dry)
+        self._show_gave_up()
+        log.error("remediation_gave_up", workload=workload, pod=decision.pod or None,
+                  dry_run=dry, detail=decision.detail)
+        if decision.target is not None:
+            await self._event(decision.target, Reason.MANUAL,
+                              f"{'dry-run: ' if dry else ''}{decision.detail}", warning=True,
+                              now=now, workload=workload)
 
     async def _event(self, target: Target, reason: str, message: str, *, warning: bool,
-                     now: float, workload_too: bool = False) -> None:
+                     now: float, workload: str = "") -> None:
+        """An Event on the pod, and on ``workload`` (e.g. the Deployment) when named."""
         if not self.events_allowed or target.pod is None:
             return
         about = [Involved.pod(target.pod, self.namespace)]
-        owner = Involved.workload(workload_of(target), self.namespace)
-        if workload_too and owner is not None:
+        owner = Involved.workload(workload, self.namespace) if workload else None
+        if owner is not None:
             about.append(owner)
         for involved in about:
             await actions.post_event(self.api, involved, reason, message, warning=warning,
@@ -343,9 +407,9 @@ class Remediator:
             retry_at = now + (outcome.retry_after or r.error_backoff)
         done = dataclasses.replace(
             record, result=outcome.result, retry_at=retry_at,
-            settled_at=None if outcome.result in (Result.DONE, Result.GONE) else now,
+            settled_at=None if outcome.result in DISRUPTIVE else now,
             detail=outcome.message[:200])
-        self.history = self.history.replace_last(done)
+        self.history = self.history.conclude(done)
         await self._persist()
         disruptive = done.disruptive
         self.metrics.remediation_attempted(record.action.value, outcome.result.value,
@@ -362,7 +426,7 @@ class Remediator:
                         **fields)
             await self._event(target, Reason.RESTARTED,
                               f"{done.action.value}: {target.name} {how}", warning=False,
-                              now=now, workload_too=True)
+                              now=now, workload=done.workload)
         elif done.result is Result.PDB_BLOCKED:
             log.warning("eviction_refused_by_pdb", causes=list(outcome.causes),
                         retry_after=outcome.retry_after, retry_at=done.retry_at, **fields)
@@ -372,6 +436,9 @@ class Remediator:
         elif done.result is Result.FORBIDDEN:
             log.error("remediation_forbidden", **fields)
             self._downgrade(f"{outcome.status}: {outcome.message}")
+        elif done.result is Result.NO_ANSWER:
+            log.error("remediation_unanswered", consequence="counted as in flight until the "
+                      "pod is seen gone (done) or untouched (failed)", **fields)
         else:
             log.warning("remediation_failed", retry_at=done.retry_at, **fields)
 

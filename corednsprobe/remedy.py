@@ -14,8 +14,17 @@ A remediation of a workload "brought health back" when, after it settled,
 every pod of that workload was judged healthy at once. Remediations that did
 not are counted per workload; at ``give_up_after`` of them the workload is
 escalated and left alone until it recovers (or an operator clears the Lease).
-Dry-run keeps its own history beside the real one, so a preview spends no
-real budget and still shows when the real thing would have given up.
+So is a workload whose attempts failed ``FAILURES_BEFORE_ESCALATION`` times in
+a row, and one whose replacement never became ready within the settle
+timeout (that one keeps blocking every restart: too few pods may be left).
+Dry-run keeps its own history and its own escalations beside the real ones,
+so a preview spends no real budget, still shows when the real thing would
+have given up, and never stops the real thing.
+
+An attempt that got no answer (or was left ``started`` by a crash) may have
+taken effect: it counts as disruptive and in flight until the pod is seen
+gone or terminating (then it was done), or still there and not terminating
+``UNANSWERED_GRACE`` seconds later (then it changed nothing: failed).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from corednsprobe.model import (
     DiagnosisState,
     Health,
     HealthState,
+    PodRef,
     Target,
     TargetKey,
     TargetKind,
@@ -40,7 +50,10 @@ from corednsprobe.model import (
 
 HOUR = 3600.0
 HISTORY_KEEP_SECONDS = 86400.0
-HISTORY_KEEP_RECORDS = 100
+HISTORY_KEEP_RECORDS = 100  # prunable records beyond this go first; see History.add
+FAILURES_BEFORE_ESCALATION = 5  # failed attempts in a row on one workload
+UNANSWERED_GRACE = 60.0  # an unanswered attempt whose pod is untouched this long did nothing
+SETTLE_TIMEOUT = 600.0  # a replacement not ready after this is escalated (still blocking)
 
 
 class Mode(StrEnum):
@@ -53,8 +66,9 @@ class Mode(StrEnum):
 class Result(StrEnum):
     """How one attempt ended, as recorded in the history."""
 
-    STARTED = "started"  # written before acting; left behind by a crash, it counts as done
+    STARTED = "started"  # written before acting; left behind by a crash, it may have acted
     DONE = "done"  # the API accepted the eviction or deletion
+    NO_ANSWER = "no_answer"  # timeout or connection lost: it may have acted
     GONE = "gone"  # 404/409: the pod was already gone or replaced (success by other means)
     DRY_RUN = "dry_run"  # decided and reported, nothing changed
     PDB_BLOCKED = "pdb_blocked"  # 429 from a PodDisruptionBudget
@@ -62,7 +76,9 @@ class Result(StrEnum):
     FAILED = "failed"  # any other error answer, or no answer
 
 
-DISRUPTIVE = frozenset({Result.STARTED, Result.DONE, Result.GONE, Result.DRY_RUN})
+DISRUPTIVE = frozenset({Result.STARTED, Result.DONE, Result.NO_ANSWER, Result.GONE,
+                        Result.DRY_RUN})
+UNCONFIRMED = frozenset({Result.STARTED, Result.NO_ANSWER})  # settle() learns what happened
 
 
 class Blocked(StrEnum):
@@ -96,6 +112,7 @@ class Decision:
     action: Mode | None = None  # EVICT, DELETE or DRY_RUN when acting
     reason: Blocked | None = None
     until: float | None = None  # when a time-bound block lifts (unix seconds)
+    escalate: str = ""  # the workload to escalate to people, when the rails want that
 
     @property
     def pod(self) -> str:
@@ -123,6 +140,8 @@ class Record:
     retry_at: float | None = None  # no new attempt before this (429, errors)
     recovered_at: float | None = None
     detail: str = ""
+    count: int = 1  # identical failures in a row, collapsed into this record
+    last_at: float | None = None  # the newest of them
 
     @property
     def disruptive(self) -> bool:
@@ -136,12 +155,14 @@ class Record:
         out: dict[str, Any] = {"at": _iso(self.at), "pod": self.pod, "uid": self.uid,
                                "workload": self.workload, "action": self.action.value,
                                "result": self.result.value, "ready_before": self.ready_before}
-        for name in ("settled_at", "retry_at", "recovered_at"):
+        for name in ("settled_at", "retry_at", "recovered_at", "last_at"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = _iso(value)
         if self.detail:
             out["detail"] = self.detail
+        if self.count != 1:
+            out["count"] = self.count
         return out
 
     @classmethod
@@ -151,39 +172,78 @@ class Record:
 
         return cls(_unix(raw["at"]), str(raw["pod"]), str(raw.get("uid") or ""),
                    str(raw.get("workload") or ""), Mode(raw["action"]), Result(raw["result"]),
-                   int(raw.get("ready_before") or 0), when("settled_at"), when("retry_at"),
-                   when("recovered_at"), str(raw.get("detail") or ""))
+                   ready_before=int(raw.get("ready_before") or 0),
+                   settled_at=when("settled_at"), retry_at=when("retry_at"),
+                   recovered_at=when("recovered_at"), detail=str(raw.get("detail") or ""),
+                   count=int(raw.get("count") or 1), last_at=when("last_at"))
+
+    def same_failure(self, other: Record) -> bool:
+        """Both are the same refused or failed attempt on the same pod (to collapse)."""
+        return (not self.disruptive and self.result is other.result
+                and self.recovered_at is None and other.recovered_at is None
+                and (self.pod, self.uid, self.workload, self.action)
+                == (other.pod, other.uid, other.workload, other.action))
+
+    def prunable(self, now: float) -> bool:
+        """Whether the rails can forget it: never a disruptive one of the last hour or
+        one not yet followed by recovery (the budget and the give-up count need them)."""
+        return not (self.disruptive and (now - self.at < HOUR or self.recovered_at is None))
 
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """Every recent attempt, oldest first, and the workloads escalated to people."""
+    """Every recent attempt, oldest first, and the workloads escalated to people — the
+    real escalations and the dry-run ones apart, so a preview never blocks the real thing."""
 
     records: tuple[Record, ...] = ()
     escalated: tuple[str, ...] = ()
+    escalated_dry_run: tuple[str, ...] = ()
 
     def of_kind(self, dry_run: bool) -> tuple[Record, ...]:
         return tuple(r for r in self.records if r.dry_run == dry_run)
 
-    def add(self, record: Record, now: float) -> History:
-        kept = [r for r in self.records if now - r.at < HISTORY_KEEP_SECONDS]
-        kept.append(record)
-        return dataclasses.replace(self, records=tuple(kept[-HISTORY_KEEP_RECORDS:]))
+    def escalated_of(self, dry_run: bool) -> tuple[str, ...]:
+        return self.escalated_dry_run if dry_run else self.escalated
 
-    def replace_last(self, record: Record) -> History:
-        """Swap the newest record for its updated self (same attempt, new result)."""
+    def add(self, record: Record, now: float) -> History:
+        """Append ``record``; forget old attempts, but never what the rails still count."""
+        kept = [r for r in self.records
+                if not r.prunable(now) or now - (r.last_at or r.at) < HISTORY_KEEP_SECONDS]
+        excess = len(kept) + 1 - HISTORY_KEEP_RECORDS
+        if excess > 0:
+            oldest = [i for i, r in enumerate(kept) if r.prunable(now)][:excess]
+            drop = set(oldest)
+            kept = [r for i, r in enumerate(kept) if i not in drop]
+        kept.append(record)
+        return dataclasses.replace(self, records=tuple(kept))
+
+    def conclude(self, record: Record) -> History:
+        """Swap the newest record for its outcome (same attempt, new result); a failure
+        that repeats the one before it is folded into that one, with a count."""
         if not self.records:
             return self.add(record, record.at)
-        return dataclasses.replace(self, records=(*self.records[:-1], record))
+        before = self.records[:-1]
+        if before and before[-1].same_failure(record):
+            first = before[-1]
+            merged = dataclasses.replace(
+                first, count=first.count + record.count, last_at=record.last_at or record.at,
+                retry_at=record.retry_at, settled_at=record.settled_at, detail=record.detail)
+            return dataclasses.replace(self, records=(*before[:-1], merged))
+        return dataclasses.replace(self, records=(*before, record))
 
-    def escalate(self, workload: str) -> History:
-        if workload in self.escalated:
+    def escalate(self, workload: str, dry_run: bool) -> History:
+        if workload in self.escalated_of(dry_run):
             return self
+        if dry_run:
+            return dataclasses.replace(self, escalated_dry_run=(*self.escalated_dry_run,
+                                                                workload))
         return dataclasses.replace(self, escalated=(*self.escalated, workload))
 
     def to_json(self) -> str:
-        return json.dumps({"version": 1, "records": [r.as_dict() for r in self.records],
-                           "escalated": list(self.escalated)}, separators=(",", ":"))
+        return json.dumps({"version": 2, "records": [r.as_dict() for r in self.records],
+                           "escalated": list(self.escalated),
+                           "escalated_dry_run": list(self.escalated_dry_run)},
+                          separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> History:
@@ -192,9 +252,20 @@ class History:
             raw = json.loads(text)
             records = tuple(Record.from_dict(r) for r in raw["records"])
             escalated = tuple(str(w) for w in raw.get("escalated") or ())
-        except (TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
+            dry = tuple(str(w) for w in raw.get("escalated_dry_run") or ())
+            version = int(raw.get("version") or 1)
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a remediation history: {exc}") from None
-        return cls(records, escalated)
+        if version < 2:  # one list for both kinds: each goes to the kind that escalated it
+            dry = tuple(w for w in escalated if _escalated_by_dry_run(records, w))
+            escalated = tuple(w for w in escalated if w not in dry)
+        return cls(records, escalated, dry)
+
+
+def _escalated_by_dry_run(records: Sequence[Record], workload: str) -> bool:
+    last = next((r for r in reversed(records) if r.workload == workload and r.disruptive),
+                None)
+    return last is not None and last.dry_run
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +278,7 @@ class Rails:
     min_ready: int = 1
     give_up_after: int = 3
     min_pod_age: float = 30.0
-    settle_timeout: float = 600.0  # a replacement that never comes stops blocking after this
+    settle_timeout: float = SETTLE_TIMEOUT  # then escalate; it keeps blocking
     error_backoff: float = 30.0  # after a failed attempt (not a 429 with Retry-After)
 
 
@@ -234,6 +305,39 @@ def unrecovered(records: Iterable[Record], workload: str) -> int:
             continue
         count = 0 if r.recovered_at is not None else count + 1
     return count
+
+
+def failures_in_a_row(records: Iterable[Record], workload: str) -> int:
+    """Failed attempts on ``workload`` since anything of it last took effect or recovered."""
+    count = 0
+    for r in records:
+        if r.workload != workload:
+            continue
+        if r.disruptive or r.recovered_at is not None:
+            count = 0
+        elif r.result is Result.FAILED:
+            count += r.count
+    return count
+
+
+def give_up_reason(records: Sequence[Record], escalated: Sequence[str], workload: str,
+                   rails: Rails) -> str:
+    """Why ``workload`` is left to people (records and escalations of one kind), or ""."""
+    fruitless = unrecovered(records, workload)
+    if fruitless >= rails.give_up_after:
+        return (f"{fruitless} remediations of {workload} did not bring health back "
+                f"(limit {rails.give_up_after}): manual intervention required")
+    failed = failures_in_a_row(records, workload)
+    if failed >= FAILURES_BEFORE_ESCALATION:
+        last = next((r for r in reversed(records) if r.workload == workload
+                     and r.result is Result.FAILED), None)
+        return (f"{failed} attempts in a row to restart a pod of {workload} failed"
+                f"{f' (last: {last.detail})' if last and last.detail else ''}: "
+                "manual intervention required")
+    if workload in escalated:
+        return (f"{workload} was escalated and has not recovered since: manual "
+                "intervention required")
+    return ""
 
 
 def pod_block(target: Target, now: float, min_pod_age: float) -> tuple[Blocked, str] | None:
@@ -269,33 +373,29 @@ class RemediationPolicy:
         first = candidates[0]
         if self.rails.mode is Mode.OFF:
             return _blocked(Blocked.MODE_OFF, first, "remediation is off")
-        records = history.of_kind(self.rails.mode is Mode.DRY_RUN)
+        dry = self.rails.mode is Mode.DRY_RUN
+        records = history.of_kind(dry)
         open_candidates = [c for c in candidates if not self.gave_up(history, workload_of(c))]
         if not open_candidates:
-            return _blocked(Blocked.GAVE_UP, first, self._give_up_detail(records, first))
+            w = workload_of(first)
+            why = give_up_reason(records, history.escalated_of(dry), w, self.rails)
+            return _blocked(Blocked.GAVE_UP, first, why, escalate=w)
         return self._global_rails(records, open_candidates[0], now) or self._pod_rails(
             open_candidates, targets, now)
 
     def gave_up(self, history: History, workload: str) -> bool:
-        if workload in history.escalated:
-            return True
-        records = history.of_kind(self.rails.mode is Mode.DRY_RUN)
-        return unrecovered(records, workload) >= self.rails.give_up_after
-
-    def _give_up_detail(self, records: Sequence[Record], target: Target) -> str:
-        w = workload_of(target)
-        return (f"{unrecovered(records, w)} remediations of {w} did not bring health back "
-                f"(limit {self.rails.give_up_after}): manual intervention required")
+        """Escalated, by this kind (real or dry-run) of remediation only."""
+        dry = self.rails.mode is Mode.DRY_RUN
+        return bool(give_up_reason(history.of_kind(dry), history.escalated_of(dry), workload,
+                                   self.rails))
 
     def _global_rails(self, records: Sequence[Record], target: Target,
                       now: float) -> Decision | None:
         r = self.rails
         unsettled = next((x for x in reversed(records) if x.disruptive and not x.dry_run
-                          and x.settled_at is None and now - x.at < r.settle_timeout), None)
+                          and x.settled_at is None), None)
         if unsettled is not None:
-            return _blocked(Blocked.IN_FLIGHT, target,
-                            f"waiting for the replacement of {unsettled.pod} to be ready",
-                            unsettled.at + r.settle_timeout)
+            return _in_flight(unsettled, target, now, r.settle_timeout)
         waiting = max((x.retry_at for x in records if x.retry_at and x.retry_at > now),
                       default=None)
         if waiting is not None:
@@ -336,45 +436,72 @@ class RemediationPolicy:
         return Decision(Verdict.ACT, f"{action.value} {target.name}", target, action)
 
 
-def settle(history: History, targets: Sequence[Target], now: float,
-           settle_timeout: float) -> History:
-    """Mark the newest unsettled remediation settled once the old pod is gone and the
-    ready count is back (or the wait timed out)."""
-    pods = [t for t in targets if t.kind is TargetKind.POD and t.pod is not None]
-    uids = {t.pod.uid for t in pods if t.pod is not None}
-    names = {t.pod.name for t in pods if t.pod is not None}
-    ready = len(ready_pods(pods))
+def settle(history: History, targets: Sequence[Target], now: float) -> History:
+    """Bring unsettled attempts up to date with the pods seen now.
+
+    An attempt whose answer never came becomes ``done`` once its pod is gone or
+    terminating, and ``failed`` (nothing changed) once the pod is still there,
+    untouched, ``UNANSWERED_GRACE`` after it. A disruptive attempt settles once
+    the old pod is gone and the ready count is back; until then it stays in
+    flight, however long that takes (the policy escalates a slow one).
+    """
+    pods = {_pod_key(t.pod.uid, t.pod.name): t.pod for t in targets
+            if t.kind is TargetKind.POD and t.pod is not None}
+    ready = len(ready_pods(targets))
     records = list(history.records)
     for i, r in enumerate(records):
         if r.settled_at is not None:
             continue
         if not r.disruptive or r.dry_run:
             records[i] = dataclasses.replace(r, settled_at=r.at)
-        elif ((r.uid and r.uid not in uids) or (not r.uid and r.pod not in names)) \
-                and ready >= r.ready_before:
+            continue
+        pod = pods.get(_pod_key(r.uid, r.pod))
+        if r.result in UNCONFIRMED:
+            r = records[i] = _confirm(r, pod, now)
+            if not r.disruptive:
+                continue
+        if pod is None and ready >= r.ready_before:
             records[i] = dataclasses.replace(r, settled_at=now)
-        elif now - r.at >= settle_timeout:
-            records[i] = dataclasses.replace(r, settled_at=now,
-                                             detail=(r.detail + " settle timed out").strip())
     return dataclasses.replace(history, records=tuple(records))
 
 
+def _pod_key(uid: str, name: str) -> str:
+    return f"uid:{uid}" if uid else f"name:{name}"
+
+
+def _confirm(r: Record, pod: PodRef | None, now: float) -> Record:
+    """What an unanswered (or crash-left) attempt did, judged from its pod."""
+    if pod is None or pod.terminating:
+        seen = "gone" if pod is None else "terminating"
+        return dataclasses.replace(r, result=Result.DONE,
+                                   detail=f"{r.detail} (the pod is {seen}: it took effect)"
+                                   .strip())
+    if now - r.at >= UNANSWERED_GRACE:
+        return dataclasses.replace(
+            r, result=Result.FAILED, settled_at=now,
+            detail=f"{r.detail} (the pod is still there and not terminating "
+                   f"{now - r.at:.0f}s later: nothing changed)".strip())
+    return r
+
+
 def recover(history: History, healths: Mapping[TargetKey, Health], now: float) -> History:
-    """Mark workloads whose every pod is judged healthy as recovered; lift their escalation."""
+    """Mark workloads whose every pod is judged healthy as recovered; lift their escalation,
+    unless a restart of theirs is still in flight (its replacement is not there yet)."""
     by_workload: dict[str, list[Health]] = {}
     for h in healths.values():
         if h.target.kind is TargetKind.POD and h.target.pod is not None:
             by_workload.setdefault(workload_of(h.target), []).append(h)
     well = {w for w, hs in by_workload.items()
             if hs and all(h.state is HealthState.HEALTHY for h in hs)}
+    waiting = {r.workload for r in history.records if r.settled_at is None}
     records = tuple(
         dataclasses.replace(r, recovered_at=now)
-        if r.workload in well and r.disruptive and r.recovered_at is None
-        and r.settled_at is not None else r
+        if r.workload in well and r.recovered_at is None and r.settled_at is not None else r
         for r in history.records
     )
-    escalated = tuple(w for w in history.escalated if w not in well)
-    return History(records, escalated)
+    lifted = well - waiting
+    return History(records, tuple(w for w in history.escalated if w not in lifted),
+                   tuple(w for w in history.escalated_dry_run if w not in lifted))
 
 
 def budget(history: History, rails: Rails, now: float) -> dict[str, Any]:
@@ -390,7 +517,7 @@ def budget(history: History, rails: Rails, now: float) -> dict[str, Any]:
         "left_this_hour": max(0, rails.max_per_hour - len(in_hour)),
         "cooldown_seconds": rails.cooldown,
         "cooldown_left_seconds": round(cooldown_left, 3),
-        "escalated": list(history.escalated),
+        "escalated": list(history.escalated_of(rails.mode is Mode.DRY_RUN)),
         "last_actions": [r.as_dict() for r in history.records[-10:]],
     }
 
@@ -415,8 +542,21 @@ def _ranked(candidates: Sequence[Target], healths: Mapping[TargetKey, Health]) -
 
 
 def _blocked(reason: Blocked, target: Target | None, detail: str,
-             until: float | None = None) -> Decision:
-    return Decision(Verdict.BLOCKED, detail, target, None, reason, until)
+             until: float | None = None, escalate: str = "") -> Decision:
+    return Decision(Verdict.BLOCKED, detail, target, None, reason, until, escalate)
+
+
+def _in_flight(unsettled: Record, target: Target, now: float, timeout: float) -> Decision:
+    """Wait for the replacement; past the timeout, keep waiting and call for people."""
+    if now - unsettled.at < timeout:
+        return _blocked(Blocked.IN_FLIGHT, target,
+                        f"waiting for the replacement of {unsettled.pod} to be ready",
+                        unsettled.at + timeout)
+    return _blocked(Blocked.IN_FLIGHT, target,
+                    f"the replacement of {unsettled.pod} ({unsettled.action.value} at "
+                    f"{_iso(unsettled.at)}) never became ready within {timeout:g}s, or the "
+                    "old pod never went: no further restart until it does; manual "
+                    "intervention required", escalate=unsettled.workload)
 
 
 def _iso(t: float) -> str:

@@ -122,8 +122,6 @@ ACTS: list[tuple[str, dict[str, Any], Mode, str]] = [
     ("delete mode", {"rails": Rails(mode=Mode.DELETE)}, Mode.DELETE, "coredns-abc-2"),
     ("dry-run", {"rails": Rails(mode=Mode.DRY_RUN)}, Mode.DRY_RUN, "coredns-abc-2"),
     ("cooldown over", {"history": (done(301),)}, Mode.EVICT, "coredns-abc-2"),
-    ("unsettled but timed out", {"history": (done(700, settled=False),)}, Mode.EVICT,
-     "coredns-abc-2"),
     ("backoff over", {"history": (done(50, result=Result.PDB_BLOCKED, retry_in=-1),)},
      Mode.EVICT, "coredns-abc-2"),
     ("a refused attempt does not start a cooldown",
@@ -183,33 +181,37 @@ def test_settles_when_old_pod_gone_and_ready_count_back() -> None:
     rec = Record(NOW - 20, "coredns-abc-2", "uid-2", WORKLOAD, Mode.EVICT, Result.DONE,
                  ready_before=2)
     h = History((rec,))
-    still_there = settle(h, [P1, pod(2, terminating=True, ready=False)], NOW, 600)
+    still_there = settle(h, [P1, pod(2, terminating=True, ready=False)], NOW)
     assert still_there.records[0].settled_at is None
-    replacement_unready = settle(h, [P1, pod(4, ready=False)], NOW, 600)
+    replacement_unready = settle(h, [P1, pod(4, ready=False)], NOW)
     assert replacement_unready.records[0].settled_at is None
-    settled = settle(h, [P1, pod(4)], NOW, 600)
+    settled = settle(h, [P1, pod(4)], NOW)
     assert settled.records[0].settled_at == NOW
-    timed_out = settle(h, [P1], NOW + 600, 600)
-    assert timed_out.records[0].settled_at == NOW + 600
-    assert "timed out" in timed_out.records[0].detail
+    never_replaced = settle(h, [P1], NOW + 6000)  # no timeout settles it: it stays in flight
+    assert never_replaced.records[0].settled_at is None
 
 
 def test_refused_and_dry_run_attempts_settle_at_once() -> None:
     h = History((done(30, result=Result.PDB_BLOCKED, settled=False),
                  done(20, action=Mode.DRY_RUN, result=Result.DRY_RUN, settled=False)))
-    settled = settle(h, [P1, P2], NOW, 600)
+    settled = settle(h, [P1, P2], NOW)
     assert [r.settled_at for r in settled.records] == [NOW - 30, NOW - 20]
 
 
 def test_recovery_needs_every_pod_of_the_workload_judged_healthy() -> None:
-    h = History((done(200), done(100, settled=False)), escalated=(WORKLOAD,))
+    h = History((done(300), done(200)), escalated=(WORKLOAD,))
     new = pod(4)
     unknown = {P1.key: Health(P1, HealthState.HEALTHY), new.key: Health(new, HealthState.UNKNOWN)}
     assert recover(h, unknown, NOW) == h
     well = {P1.key: Health(P1, HealthState.HEALTHY), new.key: Health(new, HealthState.HEALTHY)}
     after = recover(h, well, NOW)
-    assert [r.recovered_at for r in after.records] == [NOW, None]  # unsettled: not yet
+    assert [r.recovered_at for r in after.records] == [NOW, NOW]
     assert after.escalated == ()
+
+    in_flight = History((done(200), done(100, settled=False)), escalated=(WORKLOAD,))
+    after = recover(in_flight, well, NOW)
+    assert [r.recovered_at for r in after.records] == [NOW, None]  # unsettled: not yet
+    assert after.escalated == (WORKLOAD,)  # nor lifted while a restart is in flight
 
 
 def test_history_survives_its_json_form() -> None:
@@ -234,10 +236,10 @@ def test_foreign_annotation_is_a_value_error(text: str) -> None:
 def test_history_keeps_a_bounded_recent_tail() -> None:
     h = History()
     for i in range(150):
-        h = h.add(done(100_000 - i * 10), NOW)
+        h = h.add(done(100_000 - i * 10, recovered=True), NOW)
     assert len(h.records) == 1  # older than a day: only the newest addition is kept
     for i in range(150):
-        h = h.add(done(1000 - i), NOW)
+        h = h.add(done(1000 - i, result=Result.FAILED), NOW)
     assert len(h.records) == 100 and h.records[-1].at == NOW - 851
 
 

@@ -1,0 +1,217 @@
+"""The rails the review found leaky, pure, on an explicit clock: an unanswered eviction
+holds them, dry-run escalations stay dry-run, a replacement that never comes keeps
+blocking and calls for people, repeated failures escalate and never push out what
+the budget counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from corednsprobe.model import Health, HealthState
+from corednsprobe.remedy import (
+    FAILURES_BEFORE_ESCALATION,
+    UNANSWERED_GRACE,
+    Blocked,
+    History,
+    Mode,
+    Rails,
+    Record,
+    RemediationPolicy,
+    Result,
+    Verdict,
+    budget,
+    recover,
+    settle,
+)
+from tests.unit.test_remedy import NOW, P1, P2, WORKLOAD, decide, done, healths, pod, pod_problem
+
+P3, P4, P5 = pod(3), pod(4), pod(5)
+
+
+def unanswered(ago: float, n: int = 1) -> Record:
+    """Pod ``n``'s eviction reached the API server, but its answer never came."""
+    return Record(NOW - ago, f"coredns-abc-{n}", f"uid-{n}", WORKLOAD, Mode.EVICT,
+                  Result.NO_ANSWER, ready_before=5, detail="no answer: ServerDisconnectedError")
+
+
+# -- 1: an eviction without an answer may have happened ---------------------------------
+
+def test_an_unanswered_eviction_blocks_the_next_one_while_its_pod_terminates() -> None:
+    """Five pods, A and B sick; A's eviction landed but its answer was lost; A is
+    terminating 30 s later. B must wait: A's replacement is not ready."""
+    a_terminating = pod(1, terminating=True, ready=False)
+    targets = [a_terminating, P2, P3, P4, P5]
+    h = settle(History((unanswered(30),)), targets, NOW)
+    assert h.records[0].result is Result.DONE and h.records[0].settled_at is None
+    d = RemediationPolicy(Rails()).decide(
+        pod_problem(P2), healths([P2], [P3, P4, P5]), targets, h, NOW)
+    assert (d.verdict, d.reason) == (Verdict.BLOCKED, Blocked.IN_FLIGHT), d.detail
+    assert budget(h, Rails(), NOW)["used_last_hour"] == 1
+
+
+def test_an_unanswered_eviction_counts_for_cooldown_and_budget_before_it_is_judged() -> None:
+    h = History((unanswered(10),))
+    d = decide(history=h.records)
+    assert d.reason is Blocked.IN_FLIGHT
+    b = budget(h, Rails(), NOW)
+    assert b["used_last_hour"] == 1 and b["cooldown_left_seconds"] > 0
+
+
+def test_an_unanswered_eviction_whose_pod_is_gone_was_done_and_settles_when_replaced() -> None:
+    h = History((dataclasses.replace(unanswered(30), ready_before=2),))
+    replacement_unready = settle(h, [P2, pod(6, ready=False)], NOW)
+    assert replacement_unready.records[0].result is Result.DONE
+    assert replacement_unready.records[0].settled_at is None
+    replaced = settle(h, [P2, pod(6)], NOW)
+    assert (replaced.records[0].result, replaced.records[0].settled_at) == (Result.DONE, NOW)
+
+
+def test_an_unanswered_eviction_whose_pod_is_untouched_failed_without_disruption() -> None:
+    h = History((unanswered(UNANSWERED_GRACE - 1),))
+    waiting = settle(h, [P1, P2], NOW)
+    assert waiting.records[0].result is Result.NO_ANSWER
+    assert decide(history=waiting.records).reason is Blocked.IN_FLIGHT
+    h = History((unanswered(UNANSWERED_GRACE),))
+    judged = settle(h, [P1, P2], NOW)
+    record = judged.records[0]
+    assert (record.result, record.settled_at) == (Result.FAILED, NOW)
+    assert "nothing changed" in record.detail
+    assert decide(history=judged.records).verdict is Verdict.ACT  # no cooldown, no budget
+    assert budget(judged, Rails(), NOW)["used_last_hour"] == 0
+
+
+def test_a_started_record_left_by_a_crash_is_judged_the_same_way() -> None:
+    crashed = dataclasses.replace(unanswered(UNANSWERED_GRACE), result=Result.STARTED)
+    assert settle(History((crashed,)), [P1, P2], NOW).records[0].result is Result.FAILED
+    evicted = settle(History((crashed,)), [pod(1, terminating=True), P2], NOW)
+    assert evicted.records[0].result is Result.DONE
+
+
+def test_the_new_result_survives_the_lease() -> None:
+    h = History((unanswered(30),))
+    assert History.from_json(h.to_json()).records[0].result is Result.NO_ANSWER
+
+
+# -- 2: dry-run escalations are dry-run's own --------------------------------------------
+
+DRY_RUNS = tuple(done(ago, action=Mode.DRY_RUN, result=Result.DRY_RUN)
+                 for ago in (3000, 2000, 1000))
+
+
+def test_escalations_from_dry_run_never_block_real_restarts() -> None:
+    policy = RemediationPolicy(Rails(mode=Mode.DRY_RUN))
+    d = policy.decide(pod_problem(P2), healths([P2], [P1]), [P1, P2], History(DRY_RUNS), NOW)
+    assert d.reason is Blocked.GAVE_UP and d.escalate == WORKLOAD
+    escalated = History(DRY_RUNS).escalate(WORKLOAD, dry_run=True)
+    assert escalated.escalated == ()
+    real = RemediationPolicy(Rails()).decide(pod_problem(P2), healths([P2], [P1]), [P1, P2],
+                                             escalated, NOW)
+    assert (real.verdict, real.action) == (Verdict.ACT, Mode.EVICT), real.detail
+    assert RemediationPolicy(Rails(mode=Mode.DRY_RUN)).gave_up(escalated, WORKLOAD)
+
+
+def test_a_real_escalation_does_not_stop_the_dry_run_preview() -> None:
+    d = decide(rails=Rails(mode=Mode.DRY_RUN), escalated=(WORKLOAD,))
+    assert (d.verdict, d.action) == (Verdict.ACT, Mode.DRY_RUN)
+
+
+def test_an_old_lease_annotation_gives_each_escalation_to_the_kind_that_made_it() -> None:
+    """Version 1 kept one list: after three dry-runs it named the workload, and switching
+    to evict was blocked for good."""
+    v1 = json.dumps({"version": 1, "records": [r.as_dict() for r in DRY_RUNS],
+                     "escalated": [WORKLOAD, "Deployment/other"]})
+    h = History.from_json(v1)
+    assert h.escalated_dry_run == (WORKLOAD,) and h.escalated == ("Deployment/other",)
+    d = RemediationPolicy(Rails()).decide(pod_problem(P2), healths([P2], [P1]), [P1, P2], h,
+                                          NOW)
+    assert (d.verdict, d.action) == (Verdict.ACT, Mode.EVICT), d.detail
+    assert History.from_json(h.to_json()) == h
+
+
+# -- 4: a replacement that never comes keeps blocking ------------------------------------
+
+def test_a_replacement_that_never_comes_keeps_blocking_and_escalates() -> None:
+    stuck = done(700, settled=False)
+    d = decide(history=(stuck,))
+    assert (d.verdict, d.reason, d.until) == (Verdict.BLOCKED, Blocked.IN_FLIGHT, None)
+    assert d.escalate == WORKLOAD
+    assert "never became ready" in d.detail and "manual intervention" in d.detail
+    still = settle(History((stuck,)), [P1, pod(6, ready=False)], NOW)
+    assert still.records[0].settled_at is None
+    assert decide(history=still.records).reason is Blocked.IN_FLIGHT
+
+
+def test_before_the_timeout_in_flight_only_waits() -> None:
+    d = decide(history=(done(100, settled=False),))
+    assert d.reason is Blocked.IN_FLIGHT and d.escalate == "" and d.until == NOW + 500
+
+
+# -- 7: failures neither forget the budget nor recur silently ----------------------------
+
+def failed_attempt(history: History, at: float, n: int = 2) -> History:
+    """What the Remediator writes for one failed eviction: started, then its outcome."""
+    started = Record(at, f"coredns-abc-{n}", f"uid-{n}", WORKLOAD, Mode.EVICT, Result.STARTED,
+                     ready_before=2)
+    history = history.add(started, at)
+    return history.conclude(dataclasses.replace(started, result=Result.FAILED, settled_at=at,
+                                                retry_at=at + 30, detail="500: etcd timeout"))
+
+
+def test_many_failures_never_push_out_what_the_hourly_budget_counts() -> None:
+    h = History(tuple(done(ago, pod_n=n, recovered=True)
+                      for n, ago in enumerate((3000, 2900, 2800))))
+    for i in range(200):  # failures every 10 s, alternating pods: nothing collapses
+        other = Record(NOW - 2700 + i * 10, f"other-{i % 2}", f"o-{i % 2}", "Deployment/other",
+                       Mode.EVICT, Result.FAILED, settled_at=NOW - 2700 + i * 10)
+        h = h.add(other, other.at)
+    assert len(h.records) == 100
+    assert sum(1 for r in h.records if r.result is Result.DONE) == 3
+    assert decide(history=h.records).reason is Blocked.HOURLY_BUDGET
+
+
+def test_an_unrecovered_restart_is_kept_however_old_while_give_up_counts_it() -> None:
+    h = History((done(90_000), done(80_000)))
+    for i in range(150):
+        h = h.add(done(1000 - i, result=Result.PDB_BLOCKED, pod_n=i), NOW)
+    assert [r.at for r in h.records[:2]] == [NOW - 90_000, NOW - 80_000]
+    assert len(h.records) == 100
+
+
+def test_identical_failures_in_a_row_collapse_into_one_record_with_a_count() -> None:
+    h = History()
+    for i in range(4):
+        h = failed_attempt(h, NOW + 30 * i)
+    assert len(h.records) == 1
+    record = h.records[0]
+    assert (record.result, record.count, record.at, record.last_at) == (
+        Result.FAILED, 4, NOW, NOW + 90)
+    assert record.retry_at == NOW + 120
+    assert History.from_json(h.to_json()).records[0].count == 4
+    h = failed_attempt(h, NOW + 120, n=3)  # another pod: a record of its own
+    assert [r.count for r in h.records] == [4, 1]
+
+
+def test_repeated_failures_escalate_and_recovery_lifts_it() -> None:
+    h = History()
+    for i in range(FAILURES_BEFORE_ESCALATION - 1):
+        h = failed_attempt(h, NOW - 1000 + 30 * i)
+    assert decide(history=h.records).verdict is Verdict.ACT
+    h = failed_attempt(h, NOW - 500)
+    d = decide(history=h.records)
+    assert (d.reason, d.escalate) == (Blocked.GAVE_UP, WORKLOAD)
+    assert f"{FAILURES_BEFORE_ESCALATION} attempts in a row" in d.detail
+    assert "500: etcd timeout" in d.detail
+    well = {t.key: Health(t, HealthState.HEALTHY) for t in (P1, P2)}
+    recovered = recover(h.escalate(WORKLOAD, dry_run=False), well, NOW)
+    assert recovered.escalated == ()
+    assert decide(history=recovered.records).verdict is Verdict.ACT
+
+
+def test_a_success_resets_the_failures_in_a_row() -> None:
+    h = History()
+    for i in range(FAILURES_BEFORE_ESCALATION - 1):
+        h = failed_attempt(h, NOW - 5000 + 30 * i)
+    h = h.add(done(4000), NOW - 4000)
+    h = failed_attempt(h, NOW - 500)
+    assert decide(history=h.records).verdict is Verdict.ACT
