@@ -34,14 +34,12 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe import logs
 
 log = logs.get(__name__)
-NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +142,10 @@ class LeaderElector:
                 await self._create()
             elif self._may_take():
                 await self._write({})
-        except ApiException as exc:
-            if exc.status == 403:
+        except Exception as exc:  # the API, the network, or a Lease not as expected
+            if isinstance(exc, ApiException) and exc.status == 403:
                 self.refused = _reason(exc)
-            log.warning("lease_request_failed", lease=self.name, status=exc.status,
-                        reason=_reason(exc))
-        except NETWORK_ERRORS as exc:
-            log.warning("lease_request_failed", lease=self.name,
-                        error=str(exc) or type(exc).__name__)
-        except Exception as exc:  # an edge: a Lease or an answer not as expected
-            log.warning("lease_request_failed", lease=self.name,
-                        error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
+            self._log_failure("lease_request_failed", exc)
 
     def _may_take(self) -> bool:
         spec = _spec(self._lease)
@@ -304,16 +295,16 @@ class LeaderElector:
                 await self._read()
                 return (self.holder == self.identity and self._as_expected(expect)
                         and await self._write(annotations))
-            except ApiException as exc:
-                log.warning("lease_annotation_failed", lease=self.name, status=exc.status,
-                            reason=_reason(exc))
-            except NETWORK_ERRORS as exc:
-                log.warning("lease_annotation_failed", lease=self.name,
-                            error=str(exc) or type(exc).__name__)
-            except Exception as exc:  # an edge: a Lease or an answer not as expected
-                log.warning("lease_annotation_failed", lease=self.name,
-                            error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
+            except Exception as exc:  # the API, the network, or a Lease not as expected
+                self._log_failure("lease_annotation_failed", exc)
             return False
+
+    def _log_failure(self, event: str, exc: Exception) -> None:
+        if isinstance(exc, ApiException):
+            log.warning(event, lease=self.name, status=exc.status, reason=_reason(exc))
+        else:
+            log.warning(event, lease=self.name, error=str(exc) or type(exc).__name__,
+                        error_type=type(exc).__name__)
 
     def _as_expected(self, expect: Mapping[str, str] | None) -> bool:
         current = self.annotations
