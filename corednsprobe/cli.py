@@ -71,7 +71,6 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe.access import ClusterAccessError
     from corednsprobe.app import serve
     from corednsprobe.targets import ClusterArgs, open_cluster
 
@@ -82,12 +81,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await access.close()
 
-    try:
-        uvloop.run(main())
-    except ClusterAccessError as exc:
-        print(f"corednsprobe: {exc}", file=sys.stderr)
-        return EXIT_CLUSTER
-    return EXIT_OK
+    return _serve_and_explain(lambda: uvloop.run(main()))
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,8 +97,31 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.pods < 1:
         print("corednsprobe demo: --pods must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    uvloop.run(run_demo(demo_settings(settings), args.pods, faults, args.duration))
+    return _serve_and_explain(
+        lambda: uvloop.run(run_demo(demo_settings(settings), args.pods, faults, args.duration)))
+
+
+def _serve_and_explain(body: Callable[[], object]) -> int:
+    """Run a long-running command; turn the failures people can fix into one line
+    and an exit code (they may arrive wrapped in a TaskGroup's ExceptionGroup)."""
+    from corednsprobe.access import ClusterAccessError
+    from corednsprobe.server import ListenError
+
+    try:
+        body()
+    except (ClusterAccessError, ListenError, BaseExceptionGroup) as exc:
+        leaf = _single_leaf(exc)
+        if not isinstance(leaf, ClusterAccessError | ListenError):
+            raise
+        print(f"corednsprobe: {leaf}", file=sys.stderr)
+        return EXIT_CLUSTER if isinstance(leaf, ClusterAccessError) else EXIT_USAGE
     return EXIT_OK
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:

@@ -52,13 +52,19 @@ def build_app(
     return app
 
 
+class ListenError(Exception):
+    """The HTTP server cannot listen where COREDNSPROBE_LISTEN says; the CLI exits 2."""
+
+
 async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve ``app``; returns the runner (to clean up) and the bound port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server  # the bound socket tells the port when 0 was asked
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return runner, int(bound)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another address "
+            "with COREDNSPROBE_LISTEN (port 0 picks a free one)") from None
+    return runner, int(runner.addresses[0][1])

@@ -158,3 +158,20 @@ async def test_demo_evicts_the_broken_pod_and_stops_cleanly_on_sigint() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the sandbox's TLS needs openssl")
+async def test_a_busy_listen_address_exits_2_with_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corednsprobe", "demo", "--duration", "5",
+            env=_env(COREDNSPROBE_LISTEN=f"127.0.0.1:{port}"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert f"cannot listen on 127.0.0.1:{port}" in text and "COREDNSPROBE_LISTEN" in text
+    assert "Traceback" not in text
