@@ -53,6 +53,19 @@ async def sandbox(make_sandbox: MakeSandbox) -> Sandbox:
     return await make_sandbox()
 
 
+async def communicate_within(process: asyncio.subprocess.Process,
+                             within: float) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``process``; killed if it outlives ``within``."""
+    try:
+        async with asyncio.timeout(within):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
 async def eventually(predicate: Callable[[], bool], within: float = 10.0,
                      step: float = 0.02) -> None:
     """Poll ``predicate`` until it holds; TimeoutError after ``within`` seconds."""
@@ -122,14 +135,7 @@ class Kubectl:
     async def run(self, *args: str, within: float = 30.0) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
             *self.base, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            async with asyncio.timeout(within):
-                out, err = await process.communicate()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        return process.returncode or 0, out.decode(), err.decode()
+        return await communicate_within(process, within)
 
     async def json(self, *args: str) -> Obj:
         code, out, err = await self.run(*args, "-o", "json")
@@ -176,15 +182,7 @@ class Command:
             stderr=asyncio.subprocess.PIPE, env=self.env)
 
     async def run(self, *args: str, within: float = 30.0) -> tuple[int, str, str]:
-        process = await self.start(*args)
-        try:
-            async with asyncio.timeout(within):
-                out, err = await process.communicate()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        return process.returncode or 0, out.decode(), err.decode()
+        return await communicate_within(await self.start(*args), within)
 
 
 @pytest.fixture
