@@ -9,7 +9,7 @@ takes at most ~4,300 addresses in its ``listen`` list, so 2,500 per instance),
 pinned to CPU 1. Each client runs in its own process pinned to CPU 0 and asks
 every target once a second, spread evenly over the second:
 
-* engine: :class:`corednsprobe.dns.Prober` (fresh socket and ID per probe,
+* engine: :class:`corednsprobe.probe.engine.Prober` (fresh socket and ID per probe,
   deadline, matching, classification);
 * floor: a bare DatagramProtocol on one long-lived connected socket per target
   that patches the ID into pre-built bytes and checks only the reply's ID;
@@ -39,9 +39,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from corednsprobe import wire  # noqa: E402
-from corednsprobe.dns import Prober  # noqa: E402
 from corednsprobe.model import Check, Outcome, Target, TargetKind  # noqa: E402
+from corednsprobe.probe import wire  # noqa: E402
+from corednsprobe.probe.engine import Prober  # noqa: E402
 from tests.helpers import dnsservers  # noqa: E402
 
 NAME = "kubernetes.default.svc.cluster.local"

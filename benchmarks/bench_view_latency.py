@@ -21,7 +21,7 @@ import uvloop
 from kubernetes_asyncio import client, config
 
 from corednsprobe import logs
-from corednsprobe.kube import ClusterView
+from corednsprobe.kube.view import ClusterView
 from corednsprobe.model import TargetSet
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings

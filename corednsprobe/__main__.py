@@ -1,5 +1,5 @@
 """`python -m corednsprobe` is the `corednsprobe` command."""
 
-from corednsprobe.cli import main
+from corednsprobe.cli.main import main
 
 raise SystemExit(main())

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from corednsprobe.stats import failure_lower_bound
+
 ENV_PREFIX = "COREDNSPROBE_"
 
 Parser = Callable[[str], Any]
@@ -241,8 +243,6 @@ class Settings:
 
     def _contradictions(self) -> list[Problem]:
         """Values valid alone that together would never judge a dead target."""
-        from corednsprobe.tracker import failure_lower_bound
-
         # every target gets at least two checks a round (kubernetes, nxdomain)
         n = int(self.window / self.interval) * 2
         held = (f"the window holds {n} outcomes per target ({env_name('window')} / "

@@ -30,12 +30,12 @@ from corednsprobe.model import (
     Health,
     HealthState,
     ProbeResult,
+    RoundReport,
     Target,
     TargetKey,
     TargetKind,
     TargetSet,
 )
-from corednsprobe.schedule import RoundReport
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEALTH_VALUE = {HealthState.HEALTHY: 1.0, HealthState.UNHEALTHY: 0.0}

@@ -189,3 +189,13 @@ class Diagnosis:
     reason: str
     candidates: tuple[Target, ...] = ()  # pods that may be restarted
     evidence: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoundReport:
+    number: int
+    tick: float  # loop time the round was due
+    duration: float  # seconds from the tick to the last probe's end
+    probes: int
+    skipped: int  # jobs dropped because their target left during the round
+    overrun: bool  # the round outlasted its interval

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from corednsprobe.access import Access, connect
-from corednsprobe.app import ProberService, serve
 from corednsprobe.config import Settings
-from corednsprobe.informer import Timing
-from corednsprobe.leader import LeaseTiming
+from corednsprobe.kube.access import Access, connect
+from corednsprobe.kube.informer import Timing
+from corednsprobe.kube.lease import LeaseTiming
 from corednsprobe.sandbox.backend import DnsBackend
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
+from corednsprobe.service.app import ProberService, serve
 
 ROOT_TOOLS = ("ip", "nft", "unbound", "unbound-control")
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corednsprobe import wire
+from corednsprobe.probe import wire
 
 SERVICE_IP = "10.96.0.1"
 ZONE_RECORDS = (

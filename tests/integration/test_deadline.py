@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from corednsprobe.dns import Prober
 from corednsprobe.model import Check, Outcome, Target, TargetKind
+from corednsprobe.probe.engine import Prober
 from tests.helpers.dnsservers import SERVICE_IP, RunningServer
 
 TIMEOUT = 1.0

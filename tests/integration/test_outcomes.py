@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from corednsprobe.dns import Prober
 from corednsprobe.model import Check, Outcome, Target, TargetKind
+from corednsprobe.probe.engine import Prober
 from tests.helpers.dnsservers import SERVICE_IP, RunningServer, free_port
 
 KUBERNETES = "kubernetes.default.svc.cluster.local"

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from corednsprobe import wire
-from corednsprobe.dns import Prober
 from corednsprobe.model import Check, Outcome, Target, TargetKind
+from corednsprobe.probe import wire
+from corednsprobe.probe.engine import Prober
 from tests.helpers.dnsservers import SERVICE_IP, RunningServer
 
 NAME = "kubernetes.default.svc.cluster.local"
@@ -122,7 +122,7 @@ async def test_truncated_reply_is_truncated(responder: Responder) -> None:
 
 def test_each_forgery_would_be_a_wrong_answer_if_accepted(unbound: RunningServer) -> None:
     """The forgeries are otherwise sound replies: accepting one would change the result."""
-    from corednsprobe.dns import classify
+    from corednsprobe.probe.engine import classify
     from tests.helpers.dnsservers import ask
 
     true_reply = ask(unbound.address, unbound.port, NAME)

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from corednsprobe.informer import DEFAULT_TIMING, Timing
-from corednsprobe.kube import ClusterView
+from corednsprobe.kube.informer import DEFAULT_TIMING, Timing
+from corednsprobe.kube.view import ClusterView
 from corednsprobe.model import ClusterState, Target, TargetSet
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import PODS

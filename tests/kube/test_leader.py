@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from corednsprobe.leader import LeaderElector, LeaseTiming
+from corednsprobe.kube.lease import LeaderElector, LeaseTiming
 from corednsprobe.metrics import Metrics
-from corednsprobe.remediator import HISTORY_ANNOTATION, Remediator
-from corednsprobe.remedy import Blocked, History, Result, Verdict
+from corednsprobe.remedy.policy import Blocked, History, Result, Verdict
+from corednsprobe.remedy.remediator import HISTORY_ANNOTATION, Remediator
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings

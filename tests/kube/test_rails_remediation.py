@@ -20,10 +20,9 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from corednsprobe.leader import LeaderElector
+from corednsprobe.kube.lease import LeaderElector
 from corednsprobe.metrics import Metrics
-from corednsprobe.remediator import HISTORY_ANNOTATION, Remediator
-from corednsprobe.remedy import (
+from corednsprobe.remedy.policy import (
     FAILURES_BEFORE_ESCALATION,
     UNANSWERED_GRACE,
     Blocked,
@@ -33,6 +32,7 @@ from corednsprobe.remedy import (
     Result,
     Verdict,
 )
+from corednsprobe.remedy.remediator import HISTORY_ANNOTATION, Remediator
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import PODS, R

@@ -13,12 +13,12 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from corednsprobe.diagnose import Policy, diagnose
-from corednsprobe.kube import ClusterView
+from corednsprobe.judge.diagnose import Policy, diagnose
+from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, TargetKey
-from corednsprobe.remediator import Remediator
-from corednsprobe.remedy import Blocked, Mode, Rails, Result, Verdict
+from corednsprobe.remedy.policy import Blocked, Mode, Rails, Result, Verdict
+from corednsprobe.remedy.remediator import Remediator
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.controllers import EVENTS, PDBS

@@ -12,13 +12,13 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from corednsprobe.app import ProberService, serve
 from corednsprobe.config import Settings
-from corednsprobe.leader import LeaseTiming
+from corednsprobe.kube.lease import LeaseTiming
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
 from corednsprobe.sandbox.inprocess import InProcessBackend
 from corednsprobe.sandbox.registry import R
+from corednsprobe.service.app import ProberService, serve
 from tests.kube.conftest import api_client_for, eventually
 
 LEASES = R.require("coordination.k8s.io", "leases")

@@ -94,9 +94,9 @@ async def test_watch_shows_a_pod_replacement_after_kubectl_delete(
 
 async def test_an_api_that_never_completes_a_list_ends_with_exit_3_not_a_hang(
         sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from corednsprobe import targets
-    from corednsprobe.access import ClusterAccessError
+    from corednsprobe.cli import targets
     from corednsprobe.config import Settings
+    from corednsprobe.kube.access import ClusterAccessError
 
     monkeypatch.setattr(targets, "FIRST_LIST_WITHIN", 1.0)
     kubeconfig = sandbox.write_kubeconfig(tmp_path / "kc")

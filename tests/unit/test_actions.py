@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from corednsprobe.actions import Involved, outcome_of
-from corednsprobe.remedy import Result
+from corednsprobe.remedy.actions import Involved, outcome_of
+from corednsprobe.remedy.policy import Result
 
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 

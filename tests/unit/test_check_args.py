@@ -6,11 +6,11 @@ import argparse
 
 import pytest
 
-from corednsprobe.check import build_check, parse_server, render_table
-from corednsprobe.cli import build_parser
+from corednsprobe.cli.check import build_check, parse_server, render_table
+from corednsprobe.cli.main import build_parser
 from corednsprobe.config import Settings
-from corednsprobe.dns import search_candidates
 from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetKind
+from corednsprobe.probe.engine import search_candidates
 
 
 @pytest.mark.parametrize(("text", "expected"), [

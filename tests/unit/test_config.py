@@ -125,7 +125,7 @@ def test_settings_that_could_never_judge_a_dead_target_stop_start_up(
 
 
 def test_defaults_can_judge_a_dead_target() -> None:
-    from corednsprobe.tracker import failure_lower_bound
+    from corednsprobe.stats import failure_lower_bound
 
     s = Settings.from_env({})
     n = int(s.window / s.interval) * 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from corednsprobe.diagnose import Policy, diagnose
+from corednsprobe.judge.diagnose import Policy, diagnose
 from corednsprobe.model import (
     ClusterState,
     Diagnosis,

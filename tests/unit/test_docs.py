@@ -78,7 +78,7 @@ def test_man_pages_render_without_warnings(page: str) -> None:
 
 
 def test_commands_in_help_are_documented_in_readme_and_man_page() -> None:
-    from corednsprobe.cli import build_parser
+    from corednsprobe.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from corednsprobe.access import Permission, read_permissions, remediation_permissions
+from corednsprobe.kube.access import Permission, read_permissions, remediation_permissions
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl absent")

@@ -9,8 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from corednsprobe.metrics import Metrics, rtt_buckets
-from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, Outcome
-from corednsprobe.schedule import RoundReport
+from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, Outcome, RoundReport
 from tests.unit.helpers import SERVICE, pod, result, targetset
 
 EXPECTED = {

@@ -9,7 +9,7 @@ import dataclasses
 import json
 
 from corednsprobe.model import Health, HealthState
-from corednsprobe.remedy import (
+from corednsprobe.remedy.policy import (
     FAILURES_BEFORE_ESCALATION,
     UNANSWERED_GRACE,
     Blocked,

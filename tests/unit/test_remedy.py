@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from corednsprobe.kube import workload_of as workload_from_meta
+from corednsprobe.kube.view import workload_of as workload_from_meta
 from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
@@ -17,7 +17,7 @@ from corednsprobe.model import (
     Target,
     TargetKind,
 )
-from corednsprobe.remedy import (
+from corednsprobe.remedy.policy import (
     Blocked,
     Decision,
     History,

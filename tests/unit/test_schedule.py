@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from corednsprobe.model import Check, Outcome, ProbeResult, Target
-from corednsprobe.schedule import Job, RoundReport, Rounds
+from corednsprobe.model import Check, Outcome, ProbeResult, RoundReport, Target
+from corednsprobe.probe.rounds import Job, Rounds
 from tests.unit.helpers import CHECK, pod
 
 pytestmark = pytest.mark.looptime

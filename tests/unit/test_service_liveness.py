@@ -11,9 +11,9 @@ import contextlib
 
 import pytest
 
-from corednsprobe.app import ProberService
 from corednsprobe.config import Settings
 from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetSet
+from corednsprobe.service.app import ProberService
 from tests.unit.helpers import pod, targetset
 
 pytestmark = pytest.mark.looptime

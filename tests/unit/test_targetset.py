@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corednsprobe.kube import build_targetset, pods_from_endpoints, pods_from_slices
+from corednsprobe.kube.view import build_targetset, pods_from_endpoints, pods_from_slices
 from corednsprobe.model import ClusterState
 
 Obj = dict[str, Any]

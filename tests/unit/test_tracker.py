@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from corednsprobe.judge.tracker import Thresholds, Tracker
 from corednsprobe.model import HealthState, Outcome
-from corednsprobe.tracker import Thresholds, Tracker, failure_lower_bound
+from corednsprobe.stats import failure_lower_bound
 from tests.unit.helpers import UPSTREAM, pod, result
 
 OK, TO = Outcome.OK, Outcome.TIMEOUT

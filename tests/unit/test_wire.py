@@ -7,9 +7,9 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corednsprobe import wire
-from corednsprobe.dns import classify
 from corednsprobe.model import Check, Outcome
+from corednsprobe.probe import wire
+from corednsprobe.probe.engine import classify
 
 NAME = "kubernetes.default.svc.cluster.local"
 

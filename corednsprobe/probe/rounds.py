@@ -17,21 +17,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
-from corednsprobe.model import Check, ProbeResult, Target
+from corednsprobe.model import Check, ProbeResult, RoundReport, Target
 
 Job = tuple[Target, Check]
-
-
-@dataclass(frozen=True, slots=True)
-class RoundReport:
-    number: int
-    tick: float  # loop time the round was due
-    duration: float  # seconds from the tick to the last probe's end
-    probes: int
-    skipped: int  # jobs dropped because their target left during the round
-    overrun: bool  # the round outlasted its interval
 
 
 class Rounds:

@@ -9,7 +9,7 @@ after every action, never over such a change), the permission self-check
 Events (a pod becomes a candidate, a restart, a block, an escalation), the
 remediation metrics and the /status section.
 Never does: probe, judge health, or decide a rail itself — the policy in
-remedy.py does that; nor act unless this replica leads.
+policy.py does that; nor act unless this replica leads.
 
 ``on_diagnosis`` never blocks the probe loop: it hands the newest verdict to
 ``run``, which works through it one at a time, so at most one action is ever
@@ -24,13 +24,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from corednsprobe import actions, logs
-from corednsprobe.access import PermissionReport, check_permissions, remediation_permissions
-from corednsprobe.actions import ActionOutcome, Involved, Reason
+from corednsprobe import logs
 from corednsprobe.config import Settings
+from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
-from corednsprobe.remedy import (
+from corednsprobe.remedy import actions
+from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
+from corednsprobe.remedy.policy import (
     DISRUPTIVE,
     Blocked,
     Decision,

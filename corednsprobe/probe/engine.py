@@ -46,8 +46,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from corednsprobe import logs, wire
+from corednsprobe import logs
 from corednsprobe.model import Check, Outcome, ProbeResult, Target
+from corednsprobe.probe import wire
 
 log = logs.get(__name__)
 

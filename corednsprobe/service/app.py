@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from corednsprobe import logs
 from corednsprobe.config import Settings
-from corednsprobe.diagnose import Policy, diagnose
+from corednsprobe.judge.diagnose import Policy, diagnose
+from corednsprobe.judge.tracker import Thresholds, Tracker
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import (
     Check,
@@ -28,13 +29,14 @@ from corednsprobe.model import (
     Health,
     HealthState,
     ProbeResult,
+    RoundReport,
     Target,
     TargetKey,
     TargetKind,
     TargetSet,
 )
-from corednsprobe.schedule import Job, RoundReport, Rounds
-from corednsprobe.tracker import Thresholds, Tracker, failure_lower_bound
+from corednsprobe.probe.rounds import Job, Rounds
+from corednsprobe.stats import failure_lower_bound
 
 log = logs.get(__name__)
 LAST_RESULTS = 10  # per target, for /status
@@ -333,13 +335,13 @@ async def serve(
     """
     import signal
 
-    from corednsprobe.access import prober_namespace
-    from corednsprobe.dns import Prober
-    from corednsprobe.informer import DEFAULT_TIMING
-    from corednsprobe.kube import ClusterView
-    from corednsprobe.leader import LeaderElector
-    from corednsprobe.remediator import Remediator, rails_from
-    from corednsprobe.server import build_app, start
+    from corednsprobe.kube.access import prober_namespace
+    from corednsprobe.kube.informer import DEFAULT_TIMING
+    from corednsprobe.kube.lease import LeaderElector
+    from corednsprobe.kube.view import ClusterView
+    from corednsprobe.probe.engine import Prober
+    from corednsprobe.remedy.remediator import Remediator, rails_from
+    from corednsprobe.service.server import build_app, start
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

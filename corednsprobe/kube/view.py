@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from corednsprobe import logs
-from corednsprobe.informer import DEFAULT_TIMING, ApiError, Informer, Obj, Timing
+from corednsprobe.kube.informer import DEFAULT_TIMING, ApiError, Informer, Obj, Timing
 from corednsprobe.model import ClusterState, PodRef, Target, TargetKind, TargetSet
 
 log = logs.get(__name__)

@@ -12,7 +12,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from corednsprobe import __version__, check, logs
+from corednsprobe import __version__, logs
+from corednsprobe.cli import check
 from corednsprobe.config import (
     Settings,
     SettingsError,
@@ -57,8 +58,8 @@ def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe.access import ClusterAccessError
-    from corednsprobe.targets import ClusterArgs, run_targets
+    from corednsprobe.cli.targets import ClusterArgs, run_targets
+    from corednsprobe.kube.access import ClusterAccessError
 
     cluster = ClusterArgs(args.kubeconfig, args.context)
     try:
@@ -71,8 +72,8 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe.app import serve
-    from corednsprobe.targets import ClusterArgs, open_cluster
+    from corednsprobe.cli.targets import ClusterArgs, open_cluster
+    from corednsprobe.service.app import serve
 
     async def main() -> None:
         access = await open_cluster(ClusterArgs(args.kubeconfig, args.context), settings)
@@ -87,7 +88,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe.demo import ScriptedFault, demo_settings, run_demo
+    from corednsprobe.cli.demo import ScriptedFault, demo_settings, run_demo
 
     try:
         faults = [ScriptedFault.parse(f) for f in args.fault]
@@ -104,8 +105,8 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def _serve_and_explain(body: Callable[[], object]) -> int:
     """Run a long-running command; turn the failures people can fix into one line
     and an exit code (they may arrive wrapped in a TaskGroup's ExceptionGroup)."""
-    from corednsprobe.access import ClusterAccessError
-    from corednsprobe.server import ListenError
+    from corednsprobe.kube.access import ClusterAccessError
+    from corednsprobe.service.server import ListenError
 
     try:
         body()

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 
-from corednsprobe.informer import ApiError
+from corednsprobe.kube.informer import ApiError
 
 TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 NAMESPACE_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

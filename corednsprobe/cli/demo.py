@@ -106,11 +106,11 @@ def render(service: Any, started: float, remediation: dict[str, Any] | None = No
 async def run_demo(settings: Settings, pods: int, faults: list[ScriptedFault],
                    duration: float | None = None, out: TextIO = sys.stdout) -> None:
     """Run sandbox and service together until SIGINT/SIGTERM (or ``duration``)."""
-    from corednsprobe.access import connect
-    from corednsprobe.app import serve
+    from corednsprobe.kube.access import connect
     from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
     from corednsprobe.sandbox.controllers import Timings
     from corednsprobe.sandbox.inprocess import InProcessBackend
+    from corednsprobe.service.app import serve
 
     backend = InProcessBackend(domain=settings.cluster_domain)
     config = SandboxConfig(replicas=pods, domain=settings.cluster_domain,

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from corednsprobe.access import (
+from corednsprobe.config import Settings
+from corednsprobe.kube.access import (
     Access,
     ClusterAccessError,
     check_permissions,
@@ -24,8 +25,7 @@ from corednsprobe.access import (
     explain_missing,
     read_permissions,
 )
-from corednsprobe.config import Settings
-from corednsprobe.kube import ClusterView, endpointslices_served
+from corednsprobe.kube.view import ClusterView, endpointslices_served
 from corednsprobe.model import Target, TargetSet
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from corednsprobe.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from corednsprobe.app import ProberService
+    from corednsprobe.service.app import ProberService
 
 
 def build_app(

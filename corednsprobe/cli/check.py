@@ -2,7 +2,7 @@
 
 Owns: the command's options, turning them into Targets and a Check, running the
 probes on uvloop, and rendering the results.
-Never does: exit the process or pick exit codes (cli.py maps "all ok" to 0/1);
+Never does: exit the process or pick exit codes (main.py maps "all ok" to 0/1);
 bad usage is reported through argparse, which exits 2 with a message.
 """
 
@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from corednsprobe import wire
 from corednsprobe.config import Settings
 from corednsprobe.model import Check, ProbeResult, Target, TargetKind
+from corednsprobe.probe import wire
 
 QUERY_TYPES = sorted(name for name in wire.TYPES if name != "OPT")
 
@@ -121,7 +121,7 @@ def build_check(args: argparse.Namespace, settings: Settings) -> Check:
 async def probe_all(targets: Sequence[Target], check: Check, deadline_seconds: float,
                     count: int, interval: float, tcp_only: bool = False) -> list[ProbeResult]:
     """``count`` rounds; in each, every server is asked at once."""
-    from corednsprobe.dns import Prober
+    from corednsprobe.probe.engine import Prober
 
     prober = Prober(deadline_seconds, tcp_only=tcp_only)
     results: list[ProbeResult] = []

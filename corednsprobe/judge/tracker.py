@@ -22,12 +22,12 @@ pod itself.
 
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from corednsprobe.model import Health, HealthState, ProbeResult, Target, TargetKey
+from corednsprobe.stats import failure_lower_bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +54,6 @@ class _Window:
     state: HealthState = HealthState.UNKNOWN
     since: float = 0.0
     streak: int = 0  # consecutive ok outcomes (non-upstream)
-
-
-Z_95 = 1.645  # one-sided 95%
-
-
-def failure_lower_bound(failures: int, samples: int) -> float:
-    """The share of failures we are 95% sure of (Wilson score lower bound)."""
-    if samples <= 0:
-        return 0.0
-    p = failures / samples
-    z2 = Z_95 * Z_95
-    centre = p + z2 / (2 * samples)
-    spread = Z_95 * math.sqrt(p * (1 - p) / samples + z2 / (4 * samples * samples))
-    return max(0.0, (centre - spread) / (1 + z2 / samples))
 
 
 def grace_reason(target: Target, now: float, min_pod_age: float) -> str:

@@ -2,7 +2,7 @@
 
 Owns: turning (name, type) into question bytes once, stamping a fresh ID into
 them per probe, and reading a reply's header, question and answer section.
-Never does: I/O, timing, or deciding whether an answer is right (dns.py does).
+Never does: I/O, timing, or deciding whether an answer is right (engine.py does).
 
 The parser is hand-written because it sits on the hot path (a few µs per reply)
 and must survive arbitrary bytes from the network: every failure is returned as

@@ -1,0 +1,1 @@
+"""cli: argument parsing, exit codes and the one-shot commands. No business rules."""
