@@ -24,11 +24,12 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
 from corednsprobe import logs
+from corednsprobe.backoff import Backoff
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
@@ -78,6 +79,10 @@ class Timing:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.backoff_base, self.backoff_cap)
+
 
 DEFAULT_TIMING = Timing()
 WATCH_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
@@ -119,7 +124,7 @@ class Informer:
     def objects(self) -> Mapping[str, Obj]:
         return MappingProxyType(self._store)
 
-    async def run(self) -> None:
+    async def run(self) -> NoReturn:
         """Keep the store in step until cancelled. Never returns otherwise.
 
         A relist after 410 is immediate when the watch had made progress;
@@ -134,7 +139,7 @@ class Informer:
             except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 failures += 1
                 self._restart(_reason(exc))
-                delay = self._backoff(failures)
+                delay = self.timing.backoff.delay(failures)
                 log.warning("list_failed", informer=self.name, error=str(exc),
                             retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
@@ -142,7 +147,7 @@ class Informer:
             self._restart("expired")
             failures = 0 if progressed else failures + 1
             if failures:
-                delay = self._backoff(failures)
+                delay = self.timing.backoff.delay(failures)
                 log.warning("watch_expired_at_once", informer=self.name,
                             retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
@@ -183,7 +188,7 @@ class Informer:
                 await self._pause(failure, failures)
 
     async def _pause(self, exc: Exception, failures: int) -> None:
-        delay = self._backoff(failures)
+        delay = self.timing.backoff.delay(failures)
         self._restart(_reason(exc))
         log.warning("watch_failed", informer=self.name, error=str(exc), retry_in=round(delay, 2))
         await asyncio.sleep(delay)
@@ -264,11 +269,6 @@ class Informer:
 
     def _restart(self, reason: str) -> None:
         self._on_restart(self.name, reason)
-
-    def _backoff(self, failures: int) -> float:
-        t = self.timing
-        ceiling = min(t.backoff_cap, t.backoff_base * 2 ** min(failures - 1, 16))
-        return random.uniform(ceiling / 2, ceiling)
 
 
 def _key(obj: Obj) -> str:

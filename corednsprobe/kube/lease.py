@@ -24,7 +24,6 @@ is remembered (``refused``) so that the replica can say why it never leads.
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 import socket
 import time
@@ -32,12 +31,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe import logs
+from corednsprobe.backoff import jittered
 
 log = logs.get(__name__)
 
@@ -122,14 +122,14 @@ class LeaderElector:
 
     # -- the loop --------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self) -> NoReturn:
         """Acquire, then renew every retry period, until cancelled; release on the way out."""
         try:
             while True:
                 async with self._lock:
                     await self._try_acquire_or_renew()
                 self._step_down_if_lapsed()
-                await asyncio.sleep(self.timing.retry_period * random.uniform(1.0, 1.2))
+                await asyncio.sleep(jittered(self.timing.retry_period))
         finally:
             await self._release()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
@@ -188,8 +188,8 @@ class ClusterView:
         self._informers: dict[str, Informer] = {}
         self._started_at: float | None = None
 
-    async def run(self) -> None:
-        """Run every informer until cancelled."""
+    async def run(self) -> NoReturn:
+        """Run every informer until cancelled (or one of them raises)."""
         self._started_at = asyncio.get_running_loop().time()
         self.legacy_endpoints = not await self._slices_served()
         if self.legacy_endpoints:
@@ -210,6 +210,7 @@ class ClusterView:
         async with asyncio.TaskGroup() as tasks:
             for informer in self._informers.values():
                 tasks.create_task(informer.run(), name=f"informer-{informer.name}")
+        raise AssertionError("an informer returned")  # each runs until cancelled
 
     def _add(self, name: str, path: str, **selectors: str) -> None:
         self._informers[name] = Informer(

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from corednsprobe import logs
+from corednsprobe.backoff import Backoff
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
 from corednsprobe.metrics import Metrics
@@ -53,7 +54,7 @@ log = logs.get(__name__)
 HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
 QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER})
 STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
-SELF_CHECK_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between permission-check attempts
+SELF_CHECK_BACKOFF = Backoff(1.0, 30.0).schedule(6)  # 1, 2, 4, 8, 16, 30 s between attempts
 
 
 class Leadership(Protocol):
