@@ -3,7 +3,8 @@
 Owns: keeping an in-memory copy of the objects a path and selectors name, in
 step with the API server, forever: watch with bookmarks and a jittered
 server-side timeout; an inactivity guard (reset by every event, bookmarks
-included) that restarts a silent watch; a relist on 410 Expired/Gone (in the
+included) that ends a silent watch and relists (a stream can stall while
+lists still work, so watching again is not enough); a relist on 410 Expired/Gone (in the
 stream or at connect); capped exponential backoff with jitter on any other
 error, and on the two cycles that fail without an error of their own (410
 straight after every list; watches that end at once, cleanly and empty), so
@@ -135,7 +136,7 @@ class Informer:
         while True:
             try:
                 version = await self._list()
-                progressed = await self._watch_from(version)
+                progressed, why = await self._watch_from(version)
             except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 failures += 1
                 self._restart(_reason(exc))
@@ -143,6 +144,9 @@ class Informer:
                 log.warning("list_failed", informer=self.name, error=str(exc),
                             retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
+                continue
+            if why == "stalled":  # it waited a whole inactivity period: relist at once
+                failures = 0
                 continue
             self._restart("expired")
             failures = 0 if progressed else failures + 1
@@ -152,10 +156,14 @@ class Informer:
                             retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
 
-    async def _watch_from(self, version: str) -> bool:
-        """Watch from ``version`` until the server says it expired (410).
+    async def _watch_from(self, version: str) -> tuple[bool, str]:
+        """Watch from ``version`` until the server says it expired (410) or it stalls.
 
-        Returns whether any event arrived meanwhile. The backoff starts
+        Returns whether any event arrived meanwhile, and why it ended:
+        ``expired``, or ``stalled`` (no event, not even a bookmark, for the
+        inactivity period). After a stall the informer relists instead of
+        watching again: a stream that stalled once may stall again while
+        lists still work, and only a list brings the store up to date. The backoff starts
         afresh after every watch that received events; a watch that ends
         cleanly, early and empty counts as a failure (a proxy closing it, or
         a server answering without a stream), so reconnecting never spins.
@@ -173,14 +181,15 @@ class Informer:
                                                f"{self._now() - started:.1f} s with no event")
             except ApiError as exc:
                 if exc.expired:
-                    return progressed or self._received > received
+                    return progressed or self._received > received, "expired"
                 failure = exc
             except (aiohttp.ClientError, ValueError) as exc:
                 failure = exc  # before TimeoutError: aiohttp's connect timeout is both
-            except TimeoutError:  # each stall took the whole inactivity period
+            except TimeoutError:  # the stall took the whole inactivity period
                 self._restart("stalled")
                 log.warning("watch_stalled", informer=self.name,
-                            inactivity=self.timing.inactivity)
+                            inactivity=self.timing.inactivity, then="relist")
+                return progressed or self._received > received, "stalled"
             if self._received > received:
                 progressed, failures = True, 0
             if failure is not None:
