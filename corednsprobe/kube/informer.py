@@ -209,6 +209,8 @@ class Informer:
             if resp.status != 200:
                 raise ApiError.from_status(resp.status, raw)
         body = json.loads(raw)
+        if not isinstance(body, dict) or not isinstance(body.get("items") or [], list):
+            raise ValueError(f"not a list: {str(body)[:200]}")
         items = body.get("items") or []
         self._store = {_key(o): o for o in items}
         self.synced = True
@@ -239,6 +241,8 @@ class Informer:
                     version = self._apply(json.loads(line), version)
 
     def _apply(self, event: Obj, version: str) -> str:
+        if not isinstance(event, dict) or not isinstance(event.get("object") or {}, dict):
+            raise ValueError(f"not a watch event: {str(event)[:200]}")
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":
@@ -281,7 +285,8 @@ class Informer:
 
 
 def _key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 

@@ -352,6 +352,7 @@ async def serve(
         api, namespace=settings.namespace, service=settings.service,
         timing=timing or DEFAULT_TIMING,
         on_restart=lambda name, reason: holder[0].metrics.watch_restarted(name, reason),
+        on_skip=lambda kind: holder[0].metrics.object_skipped(kind),
     )
     metrics = Metrics(settings.timeout, last_event_at=lambda: view.last_event_at, now=_loop_time)
     elector: LeaderElector | None = None
