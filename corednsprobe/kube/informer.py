@@ -25,49 +25,15 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import aiohttp
 
 from corednsprobe import logs
 from corednsprobe.backoff import Backoff
+from corednsprobe.kube.client import ApiClient, ApiError, Obj, request, send
 
-Obj = dict[str, Any]
 log = logs.get(__name__)
-
-
-class ApiError(Exception):
-    """An error answer of the API server, with the reason its Status body gives."""
-
-    def __init__(self, status: int, reason: str, message: str, body: Obj | None = None) -> None:
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.body = body or {}
-        super().__init__(f"{status} {reason}: {message}")
-
-    @classmethod
-    def from_status(cls, status: int, raw: bytes | str | Obj) -> ApiError:
-        body: Obj = {}
-        if isinstance(raw, dict):
-            body = raw
-        else:
-            try:
-                loaded = json.loads(raw)
-                body = loaded if isinstance(loaded, dict) else {}
-            except ValueError:
-                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-                return cls(status, "Unknown", text.strip()[:200])
-        return cls(
-            int(body.get("code") or status),
-            str(body.get("reason") or "Unknown"),
-            str(body.get("message") or ""),
-            body,
-        )
-
-    @property
-    def expired(self) -> bool:
-        return self.status == 410
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +62,7 @@ class WatchClosedEarly(Exception):
 class Informer:
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         path: str,
         *,
         name: str,
@@ -203,13 +169,9 @@ class Informer:
         await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        resp = await self._get([], aiohttp.ClientTimeout(total=self.timing.request_timeout))
-        async with resp:
-            raw = await resp.read()
-            if resp.status != 200:
-                raise ApiError.from_status(resp.status, raw)
-        body = json.loads(raw)
-        if not isinstance(body, dict) or not isinstance(body.get("items") or [], list):
+        body = await request(self.api, "GET", self.path, query=self._selectors,
+                             deadline=self.timing.request_timeout)
+        if not isinstance(body.get("items") or [], list):
             raise ValueError(f"not a list: {str(body)[:200]}")
         items = body.get("items") or []
         self._store = {_key(o): o for o in items}
@@ -228,10 +190,9 @@ class Informer:
         ]
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timing.request_timeout)
         async with asyncio.timeout(self.timing.inactivity):
-            resp = await self._get(query, timeout)
+            resp = await send(self.api, "GET", self.path, query=self._selectors + query,
+                              deadline=timeout)
         async with resp:
-            if resp.status != 200:
-                raise ApiError.from_status(resp.status, await resp.read())
             while True:
                 async with asyncio.timeout(self.timing.inactivity):
                     line = await resp.content.readline()
@@ -261,17 +222,6 @@ class Informer:
             self._store[key] = obj
         self._on_change(self.objects)
         return new_version
-
-    async def _get(self, extra: list[tuple[str, str]], limits: aiohttp.ClientTimeout) -> Any:
-        return await self.api.call_api(
-            self.path,
-            "GET",
-            query_params=self._selectors + extra,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=limits,
-        )
 
     def _touch(self) -> None:
         self.last_event_at = self._now()

@@ -34,10 +34,10 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe import logs
 from corednsprobe.backoff import jittered
+from corednsprobe.kube.client import ApiClient, ApiError, call
 
 log = logs.get(__name__)
 
@@ -80,7 +80,7 @@ def default_identity() -> str:
 class LeaderElector:
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         namespace: str,
         name: str,
         *,
@@ -143,8 +143,8 @@ class LeaderElector:
             elif self._may_take():
                 await self._write({})
         except Exception as exc:  # the API, the network, or a Lease not as expected
-            if isinstance(exc, ApiException) and exc.status == 403:
-                self.refused = _reason(exc)
+            if isinstance(exc, ApiError) and exc.status == 403:
+                self.refused = exc.message
             self._log_failure("lease_request_failed", exc)
 
     def _may_take(self) -> bool:
@@ -165,9 +165,9 @@ class LeaderElector:
 
     async def _read(self) -> None:
         try:
-            lease = await self.leases.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=self.timing.renew_deadline)
-        except ApiException as exc:
+            lease = await call(self.leases.read_namespaced_lease, self.name, self.namespace,
+                               deadline=self.timing.renew_deadline)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
             lease = None
@@ -183,9 +183,9 @@ class LeaderElector:
             metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
             spec=self._spec(now, acquire=now, transitions=0))
         try:
-            lease = await self.leases.create_namespaced_lease(
-                self.namespace, body, _request_timeout=self.timing.renew_deadline)
-        except ApiException as exc:
+            lease = await call(self.leases.create_namespaced_lease, self.namespace, body,
+                               deadline=self.timing.renew_deadline)
+        except ApiError as exc:
             if exc.status == 409:
                 log.info("lease_race_lost", lease=self.name, on="create")
                 return
@@ -210,9 +210,9 @@ class LeaderElector:
         timeout = max(0.05, self._renewed_at + self.timing.renew_deadline - started) \
             if self._leading else self.timing.renew_deadline
         try:
-            lease = await self.leases.replace_namespaced_lease(
-                self.name, self.namespace, body, _request_timeout=timeout)
-        except ApiException as exc:
+            lease = await call(self.leases.replace_namespaced_lease, self.name,
+                               self.namespace, body, deadline=timeout)
+        except ApiError as exc:
             if exc.status == 409:
                 log.info("lease_race_lost", lease=self.name, on="update")
                 return False
@@ -251,7 +251,7 @@ class LeaderElector:
                         return
         except Exception as exc:  # shutting down: log it, never raise from here
             log.warning("lease_release_failed", lease=self.name,
-                        error=_reason(exc) if isinstance(exc, ApiException) else str(exc)
+                        error=exc.message if isinstance(exc, ApiError) else str(exc)
                         or type(exc).__name__)
 
     async def _put_released(self) -> bool:
@@ -267,9 +267,9 @@ class LeaderElector:
                 renew_time=micro_time(self.wall()),
                 lease_transitions=_spec(old).lease_transitions))
         try:
-            await self.leases.replace_namespaced_lease(
-                self.name, self.namespace, body, _request_timeout=self.timing.renew_deadline)
-        except ApiException as exc:
+            await call(self.leases.replace_namespaced_lease, self.name, self.namespace, body,
+                       deadline=self.timing.renew_deadline)
+        except ApiError as exc:
             if exc.status == 409:
                 return False
             raise
@@ -300,8 +300,8 @@ class LeaderElector:
             return False
 
     def _log_failure(self, event: str, exc: Exception) -> None:
-        if isinstance(exc, ApiException):
-            log.warning(event, lease=self.name, status=exc.status, reason=_reason(exc))
+        if isinstance(exc, ApiError):
+            log.warning(event, lease=self.name, status=exc.status, reason=exc.message)
         else:
             log.warning(event, lease=self.name, error=str(exc) or type(exc).__name__,
                         error_type=type(exc).__name__)
@@ -349,15 +349,6 @@ def _as_micro(value: Any) -> MicroTime | None:
         return None
     aware = value if value.tzinfo else value.replace(tzinfo=UTC)
     return micro_time(aware.timestamp())
-
-
-def _reason(exc: ApiException) -> str:
-    import json
-
-    try:
-        return str(json.loads(exc.body or b"{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
 
 
 def _now() -> float:

@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 import aiohttp
 
 from corednsprobe import logs
-from corednsprobe.kube.informer import DEFAULT_TIMING, ApiError, Informer, Obj, Timing
+from corednsprobe.kube.client import ApiClient, ApiError, Obj, send
+from corednsprobe.kube.informer import DEFAULT_TIMING, Informer, Timing
 from corednsprobe.model import ClusterState, PodRef, Target, TargetKind, TargetSet
 
 log = logs.get(__name__)
@@ -250,7 +251,7 @@ def targetset_from(objs: Mapping[str, Mapping[str, Obj]], *, namespace: str, leg
                            generation=generation, skip=skip)
 
 
-async def endpointslices_served(api: Any,
+async def endpointslices_served(api: ApiClient,
                                 request_timeout: float = DEFAULT_TIMING.request_timeout,
                                 ) -> bool:
     """Whether the API serves discovery.k8s.io/v1 (else only legacy v1 Endpoints).
@@ -258,17 +259,14 @@ async def endpointslices_served(api: Any,
     Only a 404 says no: on any other answer or error EndpointSlices are assumed.
     """
     try:
-        resp = await api.call_api(
-            "/apis/discovery.k8s.io/v1", "GET", header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(total=request_timeout),
-        )
+        async with await send(api, "GET", "/apis/discovery.k8s.io/v1",
+                              deadline=request_timeout) as resp:
+            await resp.read()
+    except ApiError as exc:
+        return exc.status != 404
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("discovery_failed", error=str(exc), assumed="endpointslices")
-        return True
-    async with resp:
-        await resp.read()
-        return bool(resp.status != 404)
+    return True
 
 
 class ClusterView:
@@ -276,7 +274,7 @@ class ClusterView:
 
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         *,
         namespace: str,
         service: str,
