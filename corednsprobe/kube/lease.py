@@ -1,12 +1,15 @@
-"""Leader election on a coordination.k8s.io/v1 Lease, and the annotations the leader keeps there.
+"""Leader election on a coordination.k8s.io/v1 Lease, and a store for annotations on it.
 
 Owns: acquiring, renewing and releasing one Lease (holderIdentity, UTC
 MicroTime acquireTime/renewTime, leaseDurationSeconds, leaseTransitions);
 judging another holder's lease expired by local observation — the record did
 not change for a whole lease duration on our own clock — never by comparing
 our clock with theirs; stepping down before the lease can expire when
-renewals fail; writing annotations (the remediation history) through the
-same serialized, resourceVersion-guarded PUTs.
+renewals fail. ``LeaderElector`` elects; it writes annotations only as a
+change handed to it (``update_annotations``), through the same serialized,
+resourceVersion-guarded PUTs as its renewals and only while leading.
+``LeaseStore`` is the compare-and-swap store on top (the remediation history
+lives there): a value is written only over the value its writer last saw.
 Never does: decide or perform remediation; every replica probes whatever
 this says.
 
@@ -40,6 +43,7 @@ from corednsprobe.backoff import jittered
 from corednsprobe.kube.client import ApiClient, ApiError, call
 
 log = logs.get(__name__)
+Change = Callable[[Mapping[str, str]], Mapping[str, str] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,6 @@ class LeaderElector:
         self._renewed_at = -float("inf")  # loop time a successful write started
         self._observed: tuple[Any, ...] = ()
         self._observed_at = 0.0
-        self.transitions_seen = 0
         self.refused = ""  # the API's 403 on the Lease, while it lasts
 
     # -- what others read ------------------------------------------------------------
@@ -117,6 +120,7 @@ class LeaderElector:
 
     @property
     def annotations(self) -> Mapping[str, str]:
+        """The Lease's annotations as last read or written."""
         meta = getattr(self._lease, "metadata", None)
         return MappingProxyType(dict(getattr(meta, "annotations", None) or {}))
 
@@ -277,24 +281,28 @@ class LeaderElector:
 
     # -- writing annotations for others ---------------------------------------------
 
-    async def write_annotations(self, annotations: Mapping[str, str],
-                                expect: Mapping[str, str] | None = None) -> bool:
-        """Store ``annotations`` on the Lease while leading; True only when they are stored.
+    async def update_annotations(self, change: Change) -> bool:
+        """While leading, write the annotations ``change`` makes of the current ones.
 
-        With ``expect``, only over those values (a missing annotation reads as
-        ""): a change by someone else is never overwritten. A 409 means someone
-        else wrote the Lease: it is read again, and written once more only if it
-        is still ours (and still as expected).
+        ``change`` returns the annotations to set, or None to leave the Lease as
+        it is. A 409 means someone else wrote the Lease: it is read again, and
+        ``change`` asked once more only if the Lease is still ours. True only
+        when written.
         """
         async with self._lock:
-            if not self.is_leader() or not self._as_expected(expect):
+            if not self.is_leader():
                 return False
             try:
-                if await self._write(annotations):
+                wanted = change(self.annotations)
+                if wanted is None:
+                    return False
+                if await self._write(wanted):
                     return True
                 await self._read()
-                return (self.holder == self.identity and self._as_expected(expect)
-                        and await self._write(annotations))
+                if self.holder != self.identity:
+                    return False
+                wanted = change(self.annotations)
+                return wanted is not None and await self._write(wanted)
             except Exception as exc:  # the API, the network, or a Lease not as expected
                 self._log_failure("lease_annotation_failed", exc)
             return False
@@ -306,10 +314,6 @@ class LeaderElector:
             log.warning(event, lease=self.name, error=str(exc) or type(exc).__name__,
                         error_type=type(exc).__name__)
 
-    def _as_expected(self, expect: Mapping[str, str] | None) -> bool:
-        current = self.annotations
-        return all(current.get(k, "") == v for k, v in (expect or {}).items())
-
     # -- state -----------------------------------------------------------------------
 
     def _remember(self, lease: Any) -> None:
@@ -320,7 +324,6 @@ class LeaderElector:
         key = (spec.holder_identity, _as_micro(spec.renew_time), spec.lease_duration_seconds)
         if key != self._observed:
             self._observed, self._observed_at = key, _now()
-            self.transitions_seen = int(spec.lease_transitions or 0)
 
     def _won(self, lease: Any, started: float) -> None:
         self._remember(lease)
@@ -334,6 +337,36 @@ class LeaderElector:
         self._leading = leading
         log.info("leadership_changed", lease=self.name, identity=self.identity, leading=leading)
         self._on_change(leading)
+
+
+class LeaseStore:
+    """Annotations on the elector's Lease as a compare-and-swap store, written only while
+    the elector leads."""
+
+    def __init__(self, elector: LeaderElector) -> None:
+        self.elector = elector
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.elector.annotations
+
+    def get(self, key: str) -> str:
+        """One annotation as last read ("" when absent)."""
+        return self.annotations.get(key, "")
+
+    async def write(self, annotations: Mapping[str, str],
+                    expect: Mapping[str, str] | None = None) -> bool:
+        """Store ``annotations``; with ``expect``, only over those values (a missing
+        annotation reads as ""), so that a change by someone else is never overwritten."""
+        def change(current: Mapping[str, str]) -> Mapping[str, str] | None:
+            ok = all(current.get(k, "") == v for k, v in (expect or {}).items())
+            return annotations if ok else None
+
+        return await self.elector.update_annotations(change)
+
+    async def put(self, key: str, value: str, *, expect: str) -> bool:
+        """Store ``value`` under ``key`` only over ``expect``."""
+        return await self.write({key: value}, expect={key: expect})
 
 
 def _spec(lease: Any) -> Any:

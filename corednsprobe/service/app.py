@@ -337,7 +337,7 @@ async def serve(
 
     from corednsprobe.kube.access import prober_namespace
     from corednsprobe.kube.informer import DEFAULT_TIMING
-    from corednsprobe.kube.lease import LeaderElector
+    from corednsprobe.kube.lease import LeaderElector, LeaseStore
     from corednsprobe.kube.view import ClusterView
     from corednsprobe.probe.engine import Prober
     from corednsprobe.remedy.remediator import Remediator, rails_from
@@ -362,7 +362,8 @@ async def serve(
         elector = LeaderElector(api, lease_ns, settings.lease_name, timing=lease_timing,
                                 on_change=lambda leading: metrics.leader.set(int(leading)))
         remediator = Remediator(api, settings.namespace, rails_from(settings),
-                                leadership=elector, metrics=metrics, lease_namespace=lease_ns)
+                                leadership=elector, store=LeaseStore(elector), metrics=metrics,
+                                lease_namespace=lease_ns)
 
     def after_round(diagnosis: Diagnosis, healths: dict[TargetKey, Health]) -> None:
         if remediator is not None:
