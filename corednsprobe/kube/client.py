@@ -25,8 +25,14 @@ T = TypeVar("T")
 Query = Sequence[tuple[str, str]]
 DEFAULT_DEADLINE = 30.0
 
-__all__ = ["DEFAULT_DEADLINE", "ApiClient", "ApiError", "Obj", "call", "request", "send",
-           "status_body"]
+__all__ = ["DEFAULT_DEADLINE", "ApiClient", "ApiError", "Obj", "call", "metadata", "request",
+           "send", "status_body"]
+
+
+def metadata(obj: Any) -> Obj:
+    """An object's metadata; {} for anything that has none that can be read."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def status_body(raw: bytes | str | Obj | None) -> Obj | None:

@@ -31,7 +31,7 @@ import aiohttp
 
 from corednsprobe import logs
 from corednsprobe.backoff import Backoff
-from corednsprobe.kube.client import ApiClient, ApiError, Obj, request, send
+from corednsprobe.kube.client import ApiClient, ApiError, Obj, metadata, request, send
 
 log = logs.get(__name__)
 
@@ -235,8 +235,7 @@ class Informer:
 
 
 def _key(obj: Obj) -> str:
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    meta = meta if isinstance(meta, dict) else {}
+    meta = metadata(obj)
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import aiohttp
 
 from corednsprobe import logs
-from corednsprobe.kube.client import ApiClient, ApiError, Obj, send
+from corednsprobe.kube.client import ApiClient, ApiError, Obj, metadata, send
 from corednsprobe.kube.informer import DEFAULT_TIMING, Informer, Timing
 from corednsprobe.model import ClusterState, PodRef, Target, TargetKind, TargetSet
 
@@ -73,15 +73,13 @@ def log_skip(kind: str, obj: Obj, exc: Exception) -> None:
 
 def object_id(obj: Any) -> str:
     """``namespace/name@resourceVersion`` of an object, as far as it can be read."""
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    meta = meta if isinstance(meta, dict) else {}
+    meta = metadata(obj)
     return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}@" \
            f"{meta.get('resourceVersion') or ''}"
 
 
 def _name(obj: Any) -> str:
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    return str(meta.get("name") or "") if isinstance(meta, dict) else ""
+    return str(metadata(obj).get("name") or "")
 
 
 def _address(value: Any) -> str:

@@ -28,6 +28,7 @@ from corednsprobe import logs
 from corednsprobe.backoff import Backoff
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
+from corednsprobe.kube.client import ApiClient
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
 from corednsprobe.remedy import actions
@@ -88,7 +89,7 @@ def rails_from(settings: Settings) -> Rails:
 class Remediator:
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         namespace: str,
         rails: Rails,
         *,

@@ -18,6 +18,7 @@ from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import PODS
 from corednsprobe.service.app import ProberService, serve
 from tests.kube.conftest import Command, Http, api_client_for, eventually
+from tests.kube.test_clusterview import live_pods
 from tests.kube.test_serve_remediation import metric
 
 NS = "kube-system"
@@ -29,11 +30,6 @@ EMPTY = {"metadata": {"name": "kube-dns-empty", "labels": LABELS}, "addressType"
 GARBLED = {"metadata": {"name": "kube-dns-garbled", "labels": LABELS}, "addressType": "IPv4",
            "endpoints": [{"addresses": ["10.99.0.1"], "conditions": {"ready": True}}],
            "ports": [{"name": "dns", "protocol": "UDP", "port": "fifty-three"}]}
-
-
-def live_pods(sandbox: Sandbox) -> dict[str, str]:
-    return {p["metadata"]["name"]: p["status"]["podIP"] for p in sandbox.dns_pods()
-            if not p["metadata"].get("deletionTimestamp")}
 
 
 async def add_malformed_slices(http: Http) -> None:
