@@ -90,13 +90,11 @@ async def test_targets_join_next_round_and_leave_at_once() -> None:
     r = Rounds(interval=2.0, timeout=0.5, max_in_flight=8, jobs=jobs, probe=rec.probe,
                on_result=rec.results.append, on_round=rec.reports.append,
                is_current=lambda t: t.key in current)
-    loop = asyncio.get_running_loop()
     task = asyncio.create_task(r.run(rounds=2))
     await asyncio.sleep(0.1)  # round 0 has started p1 only; p2 is due at +0.5
     current.discard(p2.key)  # p2 leaves mid-round: not probed any more
     current.add(p3.key)  # p3 appears: joins at the next round
     await task
-    assert loop.time() > 0
     names_by_round = [[n for t, n in rec.starts if rep.tick <= t < rep.tick + 2.0]
                       for rep in rec.reports]
     assert names_by_round == [["coredns-1"], ["coredns-1", "coredns-3"]]
