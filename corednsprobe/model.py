@@ -199,3 +199,4 @@ class RoundReport:
     probes: int
     skipped: int  # jobs dropped because their target left during the round
     overrun: bool  # the round outlasted its interval
+    results: tuple[ProbeResult, ...] = ()  # in the order the probes ended
