@@ -40,7 +40,6 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "timeout": 0.5,
     "window": 20.0,
     "min_pod_age": 5.0,
-    "listen": ("127.0.0.1", 9180),
 }
 
 _FAULT = re.compile(r"^(?P<pod>[^=]+)=(?P<fault>[^@]+)@(?P<at>[0-9]+(\.[0-9]*)?)$")
@@ -125,7 +124,7 @@ async def run_demo(settings: Settings, pods: int, faults: list[ScriptedFault],
             access = await connect(str(kubeconfig))
 
             def listening(_service: Any, port: int) -> None:
-                host = settings.listen[0]
+                host = settings.listen_address(in_cluster=False)[0]
                 out.write(
                     f"sandbox API:  {sandbox.url}  (kubeconfig: {kubeconfig})\n"
                     f"metrics:      http://{host}:{port}/metrics\n"

@@ -10,6 +10,7 @@ Never does: business logic of its own — each rule lives in its module.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -40,13 +41,19 @@ async def serve(
     on_round: Callable[[ProberService, dict[str, Any]], None] | None = None,
     timing: Any = None,
     lease_timing: Any = None,
+    in_cluster: bool = False,
 ) -> None:
     """Run the whole service until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    ``in_cluster``: the API credentials are the pod's service account; with
+    COREDNSPROBE_LISTEN unset, only then does the HTTP server listen on every
+    interface (elsewhere on loopback).
 
     Shutdown is graceful: probing stops, the watches close, the leader hands
     its Lease back, the HTTP server answers its last requests, and the
     function returns (the CLI exits 0).
     """
+    settings = dataclasses.replace(settings, listen=settings.listen_address(in_cluster))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,7 +80,7 @@ async def serve(
     service = ProberService(settings, view, Prober(settings.timeout), metrics=metrics,
                             on_diagnosis=after_round)
     page = StatusPage(service, {"remediation": remediator.status} if remediator else None)
-    host, port = settings.listen
+    host, port = settings.listen_address(in_cluster)
     runner, bound = await start(build_app(metrics, page), host, port)
     log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
              service=settings.service, interval=settings.interval, timeout=settings.timeout)
