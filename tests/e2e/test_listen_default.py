@@ -101,15 +101,26 @@ async def _served_on(ns: str, proc: asyncio.subprocess.Process) -> set[str]:
             await asyncio.sleep(0.2)
 
 
+async def _where_run_listens(ns: str, *cmd: str, env: dict[str, str]) -> tuple[set[str], str]:
+    """Start `run` (``cmd``) in ``ns``; where it listens once it answers; its log."""
+    proc = await _start(ns, *cmd, env=env)
+    try:
+        addresses = await _served_on(ns, proc)
+    finally:
+        log = await _stop(proc)
+    assert proc.returncode == 0, log  # SIGTERM: a clean exit
+    return addresses, log
+
+
+def _run(kubeconfig: Path | None = None) -> tuple[str, ...]:
+    cluster = ("--kubeconfig", str(kubeconfig)) if kubeconfig else ()
+    return (sys.executable, "-m", "corednsprobe", "run", *cluster)
+
+
 async def test_run_with_a_kubeconfig_listens_on_loopback_only(ns: str, tmp_path: Path) -> None:
     async with _sandbox(ns, tmp_path) as kubeconfig:
-        proc = await _start(ns, sys.executable, "-m", "corednsprobe", "run", "--kubeconfig",
-                            str(kubeconfig), env=_env())
-        try:
-            assert await _served_on(ns, proc) == {f"127.0.0.1:{PORT}"}
-        finally:
-            log = await _stop(proc)
-    assert proc.returncode == 0, log
+        addresses, log = await _where_run_listens(ns, *_run(kubeconfig), env=_env())
+    assert addresses == {f"127.0.0.1:{PORT}"}
     assert f"127.0.0.1:{PORT}" in log  # service_started says where
 
 
@@ -126,25 +137,18 @@ async def test_run_on_the_in_cluster_service_account_listens_on_every_interface(
         (account / "namespace").write_text("kube-system")
         # the token path is fixed: mount it in the run process's own mount namespace only
         script = ('mount -t tmpfs tmpfs /run && mkdir -p "$(dirname "$SA_DIR")" && '
-                  'ln -s "$ACCOUNT" "$SA_DIR" && exec "$PYTHON" -m corednsprobe run')
+                  'ln -s "$ACCOUNT" "$SA_DIR" && exec "$@"')
         env = _env(KUBERNETES_SERVICE_HOST=str(api.hostname),
-                   KUBERNETES_SERVICE_PORT=str(api.port), SA_DIR=SA_DIR,
-                   ACCOUNT=str(account), PYTHON=sys.executable)
-        proc = await _start(ns, "unshare", "--mount", "--propagation", "private",
-                            "sh", "-c", script, env=env)
-        try:
-            assert await _served_on(ns, proc) == {f"0.0.0.0:{PORT}"}
-        finally:
-            log = await _stop(proc)
-    assert proc.returncode == 0, log
+                   KUBERNETES_SERVICE_PORT=str(api.port), SA_DIR=SA_DIR, ACCOUNT=str(account))
+        addresses, log = await _where_run_listens(
+            ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            *_run(), env=env)
+    assert addresses == {f"0.0.0.0:{PORT}"}
     assert f"0.0.0.0:{PORT}" in log  # service_started says where
 
 
 async def test_an_explicit_listen_address_wins_off_cluster(ns: str, tmp_path: Path) -> None:
     async with _sandbox(ns, tmp_path) as kubeconfig:
-        proc = await _start(ns, sys.executable, "-m", "corednsprobe", "run", "--kubeconfig",
-                            str(kubeconfig), env=_env(COREDNSPROBE_LISTEN=f"0.0.0.0:{PORT}"))
-        try:
-            assert await _served_on(ns, proc) == {f"0.0.0.0:{PORT}"}
-        finally:
-            await _stop(proc)
+        addresses, _ = await _where_run_listens(
+            ns, *_run(kubeconfig), env=_env(COREDNSPROBE_LISTEN=f"0.0.0.0:{PORT}"))
+    assert addresses == {f"0.0.0.0:{PORT}"}
