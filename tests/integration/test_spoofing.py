@@ -122,7 +122,7 @@ async def test_truncated_reply_is_truncated(responder: Responder) -> None:
 
 def test_each_forgery_would_be_a_wrong_answer_if_accepted(unbound: RunningServer) -> None:
     """The forgeries are otherwise sound replies: accepting one would change the result."""
-    from corednsprobe.probe.engine import classify
+    from corednsprobe.probe.classify import classify
     from tests.helpers.dnsservers import ask
 
     true_reply = ask(unbound.address, unbound.port, NAME)

@@ -10,7 +10,7 @@ from corednsprobe.cli.check import build_check, parse_server, render_table
 from corednsprobe.cli.main import build_parser
 from corednsprobe.config import Settings
 from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetKind
-from corednsprobe.probe.engine import search_candidates
+from corednsprobe.probe.appview import search_candidates
 
 
 @pytest.mark.parametrize(("text", "expected"), [
