@@ -32,10 +32,11 @@ import asyncio
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from corednsprobe.addr import normal_address
-from corednsprobe.model import Check, Outcome, ProbeResult, Target
+from corednsprobe.model import Check, IgnoredReply, Outcome, ProbeResult, Target
 from corednsprobe.probe import wire
 from corednsprobe.probe.appview import application_view
 from corednsprobe.probe.classify import replace, result_of, socket_error_outcome
@@ -44,18 +45,25 @@ from corednsprobe.probe.classify import replace, result_of, socket_error_outcome
 class _Exchange:
     """One UDP query's receiving side on a connected socket, read with ``add_reader``
     (a datagram transport per probe costs twice the CPU): resolves ``done`` with
-    the first acceptable event."""
+    the first acceptable event, and hands every datagram it ignores to
+    ``on_ignored`` with the reason."""
 
     def __init__(self, sock: socket.socket, query_id: int, question: wire.Question,
                  source: tuple[str, int],
-                 done: asyncio.Future[tuple[float, wire.Reply | wire.Malformed | OSError]]
-                 ) -> None:
+                 done: asyncio.Future[tuple[float, wire.Reply | wire.Malformed | OSError]],
+                 on_ignored: Callable[[IgnoredReply], None] | None = None) -> None:
         self.sock = sock
         self.query_id = query_id
         self.question = question
         self.source = source
         self.done = done
+        self.on_ignored = on_ignored
         self.ignored = 0
+
+    def ignore(self, reason: IgnoredReply) -> None:
+        self.ignored += 1
+        if self.on_ignored is not None:
+            self.on_ignored(reason)
 
     def on_readable(self) -> None:
         while not self.done.done():
@@ -71,28 +79,43 @@ class _Exchange:
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         received = time.perf_counter()
         if addr is not None and (addr[0], addr[1]) != self.source:
-            self.ignored += 1
+            self.ignore(IgnoredReply.OTHER_SOURCE)
             return
         parsed = wire.parse(data)
         if isinstance(parsed, wire.Malformed):
             if parsed.id is None or parsed.id == self.query_id:
                 self.done.set_result((received, parsed))
             else:
-                self.ignored += 1
+                self.ignore(IgnoredReply.OTHER_ID)
             return
-        if (parsed.id != self.query_id or not parsed.qr or parsed.question is None
-                or not parsed.question.matches(self.question)):
-            self.ignored += 1
+        reason = why_not_ours(parsed, self.query_id, self.question)
+        if reason is not None:
+            self.ignore(reason)
             return
         self.done.set_result((received, parsed))
+
+
+def why_not_ours(reply: wire.Reply, query_id: int, question: wire.Question
+                 ) -> IgnoredReply | None:
+    """None when ``reply`` answers the probe (same ID, a response, same question)."""
+    if reply.id != query_id:
+        return IgnoredReply.OTHER_ID
+    if not reply.qr:
+        return IgnoredReply.NOT_A_RESPONSE
+    if reply.question is None or not reply.question.matches(question):
+        return IgnoredReply.OTHER_QUESTION
+    return None
 
 
 class Prober:
     """Asks one check of one target. Holds no per-target state; safe to share."""
 
     def __init__(self, timeout: float, *, tcp_reask: bool = True, edns: bool = False,
-                 tcp_only: bool = False) -> None:
+                 tcp_only: bool = False,
+                 on_ignored: Callable[[IgnoredReply], None] | None = None) -> None:
         self.timeout = timeout
+        # Told of every datagram a probe's socket ignored (spoofed or stray), with why.
+        self.on_ignored = on_ignored
         self.tcp_reask = tcp_reask
         self.edns = edns
         # Only for paths that carry TCP alone (kubectl port-forward); never the default.
@@ -126,7 +149,7 @@ class Prober:
             sock = _connected_udp_socket(source)
         except OSError as exc:
             return replace(base, outcome=socket_error_outcome(exc), detail=str(exc))
-        exchange = _Exchange(sock, query_id, question, source, done)
+        exchange = _Exchange(sock, query_id, question, source, done, self.on_ignored)
         fd = sock.fileno()
         loop.add_reader(fd, exchange.on_readable)
         try:

@@ -369,7 +369,8 @@ async def serve(
         if on_round is not None:
             on_round(holder[0], remediator.status() if remediator is not None else {})
 
-    service = ProberService(settings, view, Prober(settings.timeout), metrics=metrics,
+    prober = Prober(settings.timeout, on_ignored=metrics.reply_ignored)
+    service = ProberService(settings, view, prober, metrics=metrics,
                             on_diagnosis=after_round)
     holder.append(service)
     host, port = settings.listen

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from corednsprobe.model import Check, Outcome, Target, TargetKind
+from corednsprobe.metrics import Metrics
+from corednsprobe.model import Check, IgnoredReply, Outcome, Target, TargetKind
 from corednsprobe.probe import wire
 from corednsprobe.probe.engine import Prober
 from tests.helpers.dnsservers import SERVICE_IP, RunningServer
@@ -133,3 +134,30 @@ def test_each_forgery_would_be_a_wrong_answer_if_accepted(unbound: RunningServer
         parsed = wire.parse(data)
         assert isinstance(parsed, wire.Reply) and parsed.question is not None
         assert classify(CHECK, parsed, parsed.question).outcome is Outcome.WRONG_ANSWER
+
+
+def _not_a_response(reply: bytes) -> bytes:
+    return reply[:2] + bytes([reply[2] & 0x7F]) + reply[3:]
+
+
+def _ignored_counts(metrics: Metrics) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.labels["reason"]: s.value
+            for f in text_string_to_metric_families(metrics.render().decode())
+            if f.name == "corednsprobe_replies_ignored" for s in f.samples}
+
+
+@pytest.mark.parametrize("responder", [lambda r: [
+    *forgeries(r), ("server", _not_a_response(r.replace(TRUE_ADDRESS, FORGED_ADDRESS))),
+    ("server", r)]], indirect=True)
+async def test_ignored_forgeries_move_the_ignored_counter(responder: Responder) -> None:
+    """Each forgery that reaches the socket is counted under its reason; the kernel
+    drops those from another address or port on the connected socket."""
+    metrics = Metrics(1.0)
+    prober = Prober(1.0, on_ignored=metrics.reply_ignored)
+    result = await prober.probe(_target(responder), CHECK)
+    assert (result.outcome, result.answers) == (Outcome.OK, (SERVICE_IP,))
+    assert _ignored_counts(metrics) == {
+        IgnoredReply.OTHER_ID.value: 1.0, IgnoredReply.OTHER_QUESTION.value: 1.0,
+        IgnoredReply.NOT_A_RESPONSE.value: 1.0, IgnoredReply.OTHER_SOURCE.value: 0.0}
