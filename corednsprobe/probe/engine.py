@@ -82,12 +82,6 @@ class _Exchange:
             self.ignore(IgnoredReply.OTHER_SOURCE)
             return
         parsed = wire.parse(data)
-        if isinstance(parsed, wire.Malformed):
-            if parsed.id is None or parsed.id == self.query_id:
-                self.done.set_result((received, parsed))
-            else:
-                self.ignore(IgnoredReply.OTHER_ID)
-            return
         reason = why_not_ours(parsed, self.query_id, self.question)
         if reason is not None:
             self.ignore(reason)
@@ -95,9 +89,17 @@ class _Exchange:
         self.done.set_result((received, parsed))
 
 
-def why_not_ours(reply: wire.Reply, query_id: int, question: wire.Question
+def why_not_ours(reply: wire.Reply | wire.Malformed, query_id: int, question: wire.Question
                  ) -> IgnoredReply | None:
-    """None when ``reply`` answers the probe (same ID, a response, same question)."""
+    """None when ``reply`` answers the probe: a response with its ID and its question.
+
+    A message that cannot be read that far (a 1-byte datagram, one cut short in
+    its header or question) is never the probe's reply, so a spoofed packet
+    cannot end a probe as ``malformed``; one that carries the probe's ID and
+    question but breaks later (in its answers) is, and is malformed.
+    """
+    if reply.id is None or (isinstance(reply, wire.Malformed) and reply.question is None):
+        return IgnoredReply.UNREADABLE
     if reply.id != query_id:
         return IgnoredReply.OTHER_ID
     if not reply.qr:
@@ -159,8 +161,10 @@ class Prober:
             async with asyncio.timeout_at(deadline):
                 received, event = await done
         except TimeoutError:
-            return replace(base, outcome=Outcome.TIMEOUT,
-                           detail=f"no acceptable reply in {self.timeout:g}s")
+            detail = f"no acceptable reply in {self.timeout:g}s"
+            if exchange.ignored:
+                detail += f" ({exchange.ignored} datagram(s) ignored)"
+            return replace(base, outcome=Outcome.TIMEOUT, detail=detail)
         except OSError as exc:  # the send itself failed (EPERM, no route, refused)
             return replace(base, outcome=socket_error_outcome(exc), detail=str(exc))
         finally:
