@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from corednsprobe import logs
-from corednsprobe.addr import normal_address
+from corednsprobe.addr import normal_address, split_host_port
 from corednsprobe.model import Check, Outcome, ProbeResult, Target
 from corednsprobe.probe import wire
 from corednsprobe.probe.classify import Verdict, judge_answers, replace
@@ -148,6 +148,4 @@ def _ares_flags() -> int:
 
 def _host_of(server: str) -> str:
     """``[::1]:53`` / ``127.0.0.1:53`` / ``::1`` → the address alone, normalised."""
-    if server.startswith("["):
-        return normal_address(server[1:server.index("]")])
-    return normal_address(server.split(":")[0] if server.count(":") == 1 else server)
+    return normal_address(split_host_port(server, default_port=53)[0])

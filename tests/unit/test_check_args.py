@@ -25,6 +25,12 @@ def test_server_syntax(text: str, expected: tuple[str, int]) -> None:
     assert parse_server(text) == expected
 
 
+def test_server_port_out_of_range_says_so() -> None:
+    for text in ("127.0.0.1:99999", "127.0.0.1:0", "[::1]:65536"):
+        with pytest.raises(argparse.ArgumentTypeError, match="port must be 1-65535"):
+            parse_server(text)
+
+
 @pytest.mark.parametrize("text", ["host:53", "127.0.0.1:0", "127.0.0.1:x", "[::1", "[::1]x",
                                   "1.2.3.4.5", ""])
 def test_bad_server_syntax_is_refused(text: str) -> None:
