@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from corednsprobe.addr import PortError, split_host_port
+from corednsprobe.cli.render import table
 from corednsprobe.config import Settings
 from corednsprobe.model import Check, ProbeResult, Target, TargetKind
 from corednsprobe.probe import wire
@@ -166,9 +167,7 @@ def render_table(results: Sequence[ProbeResult]) -> str:
         f"{r.rtt_seconds * 1000:.2f}" if r.rtt_seconds is not None else "-",
         ",".join(r.answers) or "-", "yes" if r.udp_only else "no", r.detail or "",
     ) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = table(rows)
     s = summary(results)
     lines.append(f"{s['ok']} of {s['probes']} probes ok")
     return "\n".join(lines) + "\n"
