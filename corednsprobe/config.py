@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from corednsprobe.addr import split_host_port
 from corednsprobe.stats import failure_lower_bound
 
 ENV_PREFIX = "COREDNSPROBE_"
@@ -103,16 +104,7 @@ def _optional(inner: Spec) -> Spec:
 
 
 def _listen() -> Spec:
-    def parse(raw: str) -> tuple[str, int]:
-        host, sep, port = raw.strip().rpartition(":")
-        if not sep or not host:
-            raise ValueError
-        number = int(port, 10)
-        if not 0 <= number <= 65535:
-            raise ValueError
-        return host.strip("[]"), number
-
-    return Spec(parse, "HOST:PORT, e.g. 0.0.0.0:9180 or [::]:9180", "")
+    return Spec(split_host_port, "HOST:PORT, e.g. 0.0.0.0:9180 or [::]:9180", "")
 
 
 def setting(default: Any, spec: Spec, doc: str, unset: str = "") -> Any:

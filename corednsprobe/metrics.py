@@ -29,6 +29,7 @@ from corednsprobe.model import (
     DiagnosisState,
     Health,
     HealthState,
+    IgnoredReply,
     ProbeResult,
     RoundReport,
     Target,
@@ -99,6 +100,10 @@ class Metrics:
         self.udp_only = Counter("corednsprobe_udp_only_failures_total",
                                 "Failures over UDP while the same question over TCP answered.",
                                 ["pod"], registry=r)
+        self.replies_ignored = Counter(
+            "corednsprobe_replies_ignored",
+            "Datagrams on a probe's socket not taken as its reply (spoofed or stray), by reason.",
+            ["reason"], registry=r)
         self.diagnosis = Gauge("corednsprobe_diagnosis", "1 for the current diagnosis state.",
                                ["state"], registry=r)
         self.candidates = Gauge("corednsprobe_restart_candidates",
@@ -136,6 +141,8 @@ class Metrics:
             self.diagnosis.labels(state.value).set(0)
         for kind in TargetKind:
             self.targets.labels(kind.value).set(0)
+        for reason in IgnoredReply:
+            self.replies_ignored.labels(reason.value)
         self._labelled: dict[TargetKey, Target] = {}
 
     def follow_watches(self, last_event_at: Callable[[], float | None]) -> None:
@@ -185,6 +192,9 @@ class Metrics:
         self.round_duration.observe(report.duration)
         if report.overrun:
             self.overruns.inc()
+
+    def reply_ignored(self, reason: IgnoredReply) -> None:
+        self.replies_ignored.labels(reason.value).inc()
 
     def watch_restarted(self, informer: str, reason: str) -> None:
         self.watch_restarts.labels(informer, reason).inc()

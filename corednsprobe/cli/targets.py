@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from corednsprobe.cli.render import table
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import (
     Access,
@@ -89,8 +90,7 @@ def render_table(ts: TargetSet, now: float) -> str:
         rows.append((t.kind.value, t.name, t.address, str(t.port), p.node if p else "-",
                      _yn(p.ready) if p else "-", _yn(p.serving) if p else "-",
                      _yn(p.terminating) if p else "-", _age(p.created_at if p else None, now)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = table(rows)
     expected = ",".join(sorted(ts.expected)) or "unknown"
     lines.append(f"state: {ts.state.value}; kubernetes.default answers: {expected}")
     return "\n".join(lines) + "\n"

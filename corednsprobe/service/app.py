@@ -77,7 +77,8 @@ async def serve(
         if on_round is not None:
             on_round(service, remediator.status() if remediator is not None else {})
 
-    service = ProberService(settings, view, Prober(settings.timeout), metrics=metrics,
+    prober = Prober(settings.timeout, on_ignored=metrics.reply_ignored)
+    service = ProberService(settings, view, prober, metrics=metrics,
                             on_diagnosis=after_round)
     page = StatusPage(service, {"remediation": remediator.status} if remediator else None)
     host, port = settings.listen_address(in_cluster)
