@@ -27,7 +27,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe import logs
 from corednsprobe.model import PodRef
-from corednsprobe.remedy.policy import Result
+from corednsprobe.remedy.history import Result
 
 log = logs.get(__name__)
 COMPONENT = "corednsprobe"

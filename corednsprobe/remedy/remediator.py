@@ -31,16 +31,12 @@ from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
 from corednsprobe.remedy import actions
 from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
+from corednsprobe.remedy.history import DISRUPTIVE, History, Mode, Record, Result
 from corednsprobe.remedy.policy import (
-    DISRUPTIVE,
     Blocked,
     Decision,
-    History,
-    Mode,
     Rails,
-    Record,
     RemediationPolicy,
-    Result,
     Verdict,
     budget,
     ready_pods,
@@ -110,7 +106,6 @@ class Remediator:
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
         self._last_block: tuple[str, Blocked] | None = None
-        self.steps = 0
 
     @property
     def rails(self) -> Rails:
@@ -128,10 +123,9 @@ class Remediator:
         self._wake.set()
 
     async def run(self) -> None:
-        """Check permissions once, then work through verdicts until cancelled."""
-        if self.rails.mode is Mode.OFF:
-            log.info("remediation_off")
-            await asyncio.Event().wait()
+        """Check permissions once, then work through verdicts until cancelled.
+
+        Never built in mode ``off`` (the service makes no Remediator then)."""
         await self.self_check()
         while True:
             await self._wake.wait()
@@ -194,7 +188,6 @@ class Remediator:
 
     async def step(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> Decision:
         """Bring the history up to date, decide, and act or report the block."""
-        self.steps += 1
         now = self.wall()
         targets = [h.target for h in healths.values()]
         leading = self._lead()

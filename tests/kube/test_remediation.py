@@ -17,7 +17,8 @@ from corednsprobe.judge.diagnose import Policy, diagnose
 from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, TargetKey
-from corednsprobe.remedy.policy import Blocked, Mode, Rails, Result, Verdict
+from corednsprobe.remedy.history import Mode, Result
+from corednsprobe.remedy.policy import Blocked, Rails, Verdict
 from corednsprobe.remedy.remediator import Remediator
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox

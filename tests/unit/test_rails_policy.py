@@ -9,16 +9,13 @@ import dataclasses
 import json
 
 from corednsprobe.model import Health, HealthState
+from corednsprobe.remedy.history import History, Mode, Record, Result
 from corednsprobe.remedy.policy import (
     FAILURES_BEFORE_ESCALATION,
     UNANSWERED_GRACE,
     Blocked,
-    History,
-    Mode,
     Rails,
-    Record,
     RemediationPolicy,
-    Result,
     Verdict,
     budget,
     recover,
