@@ -73,6 +73,7 @@ class Blocked(StrEnum):
     POD_NOT_READY = "pod_not_ready"
     POD_TOO_YOUNG = "pod_too_young"
     MIN_READY = "min_ready"
+    CONFIRMING = "confirming"  # a candidate for less than the confirmation period
     NOT_LEADER = "not_leader"  # used by the Remediator, never by the policy
 
 
@@ -106,7 +107,9 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Rails:
-    """The tunable limits; the defaults are the settings' defaults."""
+    """The tunable limits; the defaults are the settings' defaults, except ``confirm``,
+    which defaults to 0 here (act on the first pod verdict), as the pure tests of the
+    other rails want."""
 
     mode: Mode = Mode.EVICT
     cooldown: float = 300.0
@@ -116,6 +119,7 @@ class Rails:
     min_pod_age: float = 30.0
     settle_timeout: float = SETTLE_TIMEOUT  # then escalate; it keeps blocking
     error_backoff: float = 30.0  # after a failed attempt (not a 429 with Retry-After)
+    confirm: float = 0.0  # a pod must stay a candidate this long before it is acted on
 
 
 def workload_of(target: Target) -> str:
@@ -201,8 +205,12 @@ class RemediationPolicy:
         targets: Sequence[Target],
         history: History,
         now: float,
+        since: Mapping[str, float] | None = None,
     ) -> Decision:
-        """Act on one pod, or say why not. Pure: the same inputs give the same answer."""
+        """Act on one pod, or say why not. Pure: the same inputs give the same answer.
+
+        ``since`` says when each candidate (by ``candidate_key``) became one and has been
+        one ever since (see ``candidacy``); a pod not in it has just become one."""
         if diagnosis.state is not DiagnosisState.POD or not diagnosis.candidates:
             return _not_pod(diagnosis, healths)
         candidates = _ranked(diagnosis.candidates, healths)
@@ -217,7 +225,7 @@ class RemediationPolicy:
             why = give_up_reason(records, history.escalated_of(dry), w, self.rails)
             return _blocked(Blocked.GAVE_UP, first, why, escalate=w)
         return self._global_rails(records, open_candidates[0], now) or self._pod_rails(
-            open_candidates, targets, now)
+            open_candidates, targets, now, since or {})
 
     def gave_up(self, history: History, workload: str) -> bool:
         """Escalated, by this kind (real or dry-run) of remediation only."""
@@ -253,7 +261,7 @@ class RemediationPolicy:
         return None
 
     def _pod_rails(self, candidates: Sequence[Target], targets: Sequence[Target],
-                   now: float) -> Decision:
+                   now: float, since: Mapping[str, float]) -> Decision:
         r = self.rails
         blocks = [(c, pod_block(c, now, r.min_pod_age)) for c in candidates]
         eligible = [c for c, b in blocks if b is None]
@@ -268,8 +276,29 @@ class RemediationPolicy:
             return _blocked(Blocked.MIN_READY, target,
                             f"{len(ready)} ready pods; restarting {target.name} would leave "
                             f"fewer than {floor}")
+        first_seen = since.get(candidate_key(target), now)
+        if now - first_seen < r.confirm:
+            return _blocked(Blocked.CONFIRMING, target,
+                            f"{target.name} has been the only sick pod for "
+                            f"{now - first_seen:.0f}s; confirming for {r.confirm:g}s",
+                            first_seen + r.confirm)
         action = r.mode
         return Decision(Verdict.ACT, f"{action.value} {target.name}", target, action)
+
+
+def candidate_key(target: Target) -> str:
+    """How a candidate is known from round to round: its pod's uid, else its name."""
+    return target.pod.uid if target.pod is not None and target.pod.uid else target.name
+
+
+def candidacy(since: Mapping[str, float], diagnosis: Diagnosis,
+              now: float) -> dict[str, float]:
+    """When each current candidate became one, kept only while it stays one without a
+    break: any verdict other than ``pod`` (a second pod turning sick, say) starts the
+    confirmation period of every pod afresh, and so does a pod dropping out of it."""
+    if diagnosis.state is not DiagnosisState.POD:
+        return {}
+    return {key: since.get(key, now) for key in map(candidate_key, diagnosis.candidates)}
 
 
 def settle(history: History, targets: Sequence[Target], now: float) -> History:

@@ -39,6 +39,7 @@ from corednsprobe.remedy.policy import (
     RemediationPolicy,
     Verdict,
     budget,
+    candidacy,
     ready_pods,
     recover,
     settle,
@@ -47,7 +48,7 @@ from corednsprobe.remedy.policy import (
 
 log = logs.get(__name__)
 HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
-QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER})
+QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER, Blocked.CONFIRMING})
 STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
 SELF_CHECK_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between permission-check attempts
 
@@ -73,7 +74,8 @@ class Leadership(Protocol):
 def rails_from(settings: Settings) -> Rails:
     return Rails(mode=Mode(settings.remediation), cooldown=settings.cooldown,
                  max_per_hour=settings.max_restarts_per_hour, min_ready=settings.min_ready,
-                 give_up_after=settings.give_up_after, min_pod_age=settings.min_pod_age)
+                 give_up_after=settings.give_up_after, min_pod_age=settings.min_pod_age,
+                 confirm=settings.confirm)
 
 
 class Remediator:
@@ -105,6 +107,7 @@ class Remediator:
         self._wake = asyncio.Event()
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
+        self._since: dict[str, float] = {}  # candidate -> since when, without a break
         self._last_block: tuple[str, Blocked] | None = None
 
     @property
@@ -118,7 +121,9 @@ class Remediator:
     # -- the hand-off from the probe loop ------------------------------------------------
 
     def on_diagnosis(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> None:
-        """Keep only the newest verdict and wake ``run``; never blocks."""
+        """Keep only the newest verdict and wake ``run``; never blocks. Every verdict,
+        also one ``run`` skips, counts for whether a candidate stayed one throughout."""
+        self._since = candidacy(self._since, diagnosis, self.wall())
         self._latest = (diagnosis, dict(healths))
         self._wake.set()
 
@@ -189,6 +194,7 @@ class Remediator:
     async def step(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> Decision:
         """Bring the history up to date, decide, and act or report the block."""
         now = self.wall()
+        self._since = candidacy(self._since, diagnosis, now)
         targets = [h.target for h in healths.values()]
         leading = self._lead()
         self._check_lease_refused(leading)
@@ -200,7 +206,8 @@ class Remediator:
         self._reload_if_edited()
         self.history = recover(settle(self.history, targets, now), healths, now)
         await self._report_candidates(diagnosis, now)
-        decision = self.policy.decide(diagnosis, healths, targets, self.history, now)
+        decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
+                                      self._since)
         self.decision = decision
         if decision.verdict is Verdict.BLOCKED:
             await self._blocked(decision, now)
@@ -275,7 +282,8 @@ class Remediator:
 
     def _as_follower(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health],
                      targets: Sequence[Target], now: float) -> Decision:
-        would = self.policy.decide(diagnosis, healths, targets, self.history, now)
+        would = self.policy.decide(diagnosis, healths, targets, self.history, now,
+                                   self._since)
         if would.verdict is Verdict.IDLE:
             return would
         holder = self.leadership.holder if self.leadership else ""

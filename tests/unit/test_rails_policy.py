@@ -8,16 +8,18 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from corednsprobe.model import Health, HealthState
+from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, Target
 from corednsprobe.remedy.history import History, Mode, Record, Result
 from corednsprobe.remedy.policy import (
     FAILURES_BEFORE_ESCALATION,
     UNANSWERED_GRACE,
     Blocked,
+    Decision,
     Rails,
     RemediationPolicy,
     Verdict,
     budget,
+    candidacy,
     recover,
     settle,
 )
@@ -212,3 +214,56 @@ def test_a_success_resets_the_failures_in_a_row() -> None:
     h = h.add(done(4000), NOW - 4000)
     h = failed_attempt(h, NOW - 500)
     assert decide(history=h.records).verdict is Verdict.ACT
+
+
+# -- issue 15/1: a pod verdict is confirmed before it is acted on ---------------------------
+
+CONFIRMING = Rails(confirm=10.0)
+
+
+def rounds_of(*verdicts: tuple[float, Diagnosis]) -> dict[str, float]:
+    """``candidacy`` carried through rounds, each (seconds after NOW, diagnosis)."""
+    since: dict[str, float] = {}
+    for at, diagnosis in verdicts:
+        since = candidacy(since, diagnosis, NOW + at)
+    return since
+
+
+def decide_at(at: float, since: dict[str, float], sick: Target = P2) -> Decision:
+    return RemediationPolicy(CONFIRMING).decide(
+        pod_problem(sick), healths([sick], [P1, P3]), [P1, sick, P3], History(), NOW + at,
+        since)
+
+
+def test_a_pod_verdict_is_held_for_the_confirmation_period_then_acted_on() -> None:
+    since = rounds_of(*((t, pod_problem(P2)) for t in range(0, 11)))
+    early = decide_at(9.5, since)
+    assert (early.verdict, early.reason, early.pod) == (Verdict.BLOCKED, Blocked.CONFIRMING,
+                                                       P2.name)
+    assert early.until == NOW + 10.0
+    assert decide_at(10.0, since).verdict is Verdict.ACT
+
+
+def test_a_pod_never_seen_as_a_candidate_before_is_not_acted_on_at_once() -> None:
+    assert decide_at(0.0, {}).reason is Blocked.CONFIRMING
+    assert decide_at(100.0, {}).reason is Blocked.CONFIRMING  # "since" unknown: just now
+
+
+def test_a_second_pod_turning_sick_meanwhile_starts_the_period_afresh() -> None:
+    widespread = Diagnosis(DiagnosisState.WIDESPREAD, "two of three sick", (P2, P3))
+    since = rounds_of((0, pod_problem(P2)), (5, widespread), (6, pod_problem(P2)))
+    assert decide_at(10.0, since).reason is Blocked.CONFIRMING  # it was widespread at 5
+    assert decide_at(15.9, since).reason is Blocked.CONFIRMING
+    assert decide_at(16.0, since).verdict is Verdict.ACT
+
+
+def test_a_candidate_that_stopped_being_one_starts_afresh() -> None:
+    since = rounds_of((0, pod_problem(P2)), (3, pod_problem(P3)), (4, pod_problem(P2)))
+    assert since == {"uid-2": NOW + 4}
+    assert decide_at(13.0, since).reason is Blocked.CONFIRMING
+
+
+def test_without_a_confirmation_period_the_first_verdict_acts() -> None:
+    d = RemediationPolicy(Rails(confirm=0.0)).decide(
+        pod_problem(P2), healths([P2], [P1]), [P1, P2], History(), NOW, {})
+    assert d.verdict is Verdict.ACT
