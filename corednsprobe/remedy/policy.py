@@ -74,6 +74,10 @@ class Blocked(StrEnum):
     POD_TOO_YOUNG = "pod_too_young"
     MIN_READY = "min_ready"
     CONFIRMING = "confirming"  # a candidate for less than the confirmation period
+    POD_GONE = "pod_gone"  # read fresh: deleted, or another pod took its name
+    NOT_OURS = "pod_not_ours"  # read fresh: not a pod of the DNS Service's workload
+    NOT_AN_ENDPOINT = "not_an_endpoint"  # read fresh: no longer behind the DNS Service
+    UNVERIFIED = "pod_unverified"  # the fresh read failed; asked again next round
     NOT_LEADER = "not_leader"  # used by the Remediator, never by the policy
 
 
@@ -284,6 +288,55 @@ class RemediationPolicy:
                             first_seen + r.confirm)
         action = r.mode
         return Decision(Verdict.ACT, f"{action.value} {target.name}", target, action)
+
+
+RESTARTABLE_KINDS = ("Deployment/", "DaemonSet/", "StatefulSet/")
+
+
+@dataclass(frozen=True, slots=True)
+class PodNow:
+    """A pod as the API describes it just before a restart, beside the DNS Service."""
+
+    exists: bool
+    uid: str = ""
+    terminating: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    workload: str = ""  # of its controller ownerReference; "" when it has none
+    selector: Mapping[str, str] = field(default_factory=dict)  # the DNS Service's
+    endpoint: bool = False  # the Service's endpoints name this pod's uid now
+
+
+def refusal(target: Target, now: PodNow) -> tuple[Blocked, str] | None:
+    """Why the pod behind ``target`` must not be restarted after all, or None.
+
+    The view that judged it may be stale, and an endpoint can name any pod: act only
+    on the very pod judged (same uid, not terminating), still an endpoint of the DNS
+    Service, selected by that Service's selector and controlled by the workload the
+    history counts (a Deployment, DaemonSet or StatefulSet). A pod that is gone or was
+    replaced needs no restart and costs no budget."""
+    pod = target.pod
+    if pod is None or not pod.uid:
+        return (Blocked.NOT_OURS, f"the endpoint {target.address} names no pod (no "
+                "targetRef): probed and reported, never restarted")
+    if not now.exists:
+        return Blocked.POD_GONE, f"{pod.name} no longer exists: nothing to restart"
+    if now.uid != pod.uid:
+        return (Blocked.POD_GONE, f"{pod.name} is now another pod (uid {now.uid}, judged "
+                f"{pod.uid}): nothing to restart")
+    if now.terminating:
+        return Blocked.POD_TERMINATING, f"{pod.name} is already terminating"
+    selector = ",".join(f"{k}={v}" for k, v in sorted(now.selector.items()))
+    if not now.selector or any(now.labels.get(k) != v for k, v in now.selector.items()):
+        return (Blocked.NOT_OURS, f"{pod.name} is not selected by the DNS Service "
+                f"(selector {selector or 'none'}): probed and reported, never restarted")
+    counted = workload_of(target)
+    if not now.workload.startswith(RESTARTABLE_KINDS) or now.workload != counted:
+        return (Blocked.NOT_OURS, f"{pod.name} is controlled by {now.workload or 'nothing'}, "
+                f"not by a workload of the DNS Service ({counted}): probed and reported, "
+                "never restarted")
+    if not now.endpoint:
+        return Blocked.NOT_AN_ENDPOINT, f"{pod.name} is no longer an endpoint of the Service"
+    return None
 
 
 def candidate_key(target: Target) -> str:

@@ -1,9 +1,11 @@
 """Remediator: turns each round's diagnosis into at most one safe restart, and says so.
 
-Owns: the in-flight state and the remediation history (loaded from the Lease
-when this replica becomes the leader, and again whenever someone else changed
-the annotation — an operator clearing an escalation; written back before and
-after every action, never over such a change), the permission self-check
+Owns: the confirmation of candidates (since when each has been one), the
+fresh read of a pod before restarting it, the in-flight state and the
+remediation history (loaded from the Lease when this replica becomes the
+leader, and again whenever someone else changed the annotation — an operator
+clearing an escalation; written back before and after every action, never
+over such a change), the permission self-check
 (retried with backoff through API hiccups) that downgrades to dry-run loudly
 — also when the Lease cannot be taken, since then nothing is ever done — the
 Events (a pod becomes a candidate, a restart, a block, an escalation), the
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 from corednsprobe import logs
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
+from corednsprobe.kube.view import workload_of as controller_of
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
 from corednsprobe.remedy import actions
@@ -35,6 +38,7 @@ from corednsprobe.remedy.history import DISRUPTIVE, History, Mode, Record, Resul
 from corednsprobe.remedy.policy import (
     Blocked,
     Decision,
+    PodNow,
     Rails,
     RemediationPolicy,
     Verdict,
@@ -42,13 +46,15 @@ from corednsprobe.remedy.policy import (
     candidacy,
     ready_pods,
     recover,
+    refusal,
     settle,
     workload_of,
 )
 
 log = logs.get(__name__)
 HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
-QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER, Blocked.CONFIRMING})
+QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER, Blocked.CONFIRMING,
+                          Blocked.POD_GONE, Blocked.UNVERIFIED})
 STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
 SELF_CHECK_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between permission-check attempts
 
@@ -88,10 +94,12 @@ class Remediator:
         leadership: Leadership | None,
         metrics: Metrics,
         lease_namespace: str = "",
+        service: str = "kube-dns",
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
         self.namespace = namespace
+        self.service = service
         self.lease_namespace = lease_namespace or namespace
         self.configured = rails.mode
         self.policy = RemediationPolicy(rails)
@@ -208,6 +216,8 @@ class Remediator:
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
                                       self._since)
+        if decision.verdict is Verdict.ACT:
+            decision = await self._verified(decision)
         self.decision = decision
         if decision.verdict is Verdict.BLOCKED:
             await self._blocked(decision, now)
@@ -331,7 +341,8 @@ class Remediator:
         log.info("remediation_blocked", pod=decision.pod or None, reason=decision.reason.value,
                  detail=decision.detail)
         if decision.target is not None and not decision.escalate \
-                and decision.reason not in QUIET_BLOCKS:
+                and decision.reason not in QUIET_BLOCKS \
+                and (decision.target.pod is None or decision.target.pod.uid):
             await self._event(decision.target, Reason.BLOCKED,
                               f"not restarted ({decision.reason.value}): {decision.detail}",
                               warning=True, now=now)
@@ -364,6 +375,32 @@ class Remediator:
                                      instance=self.identity, now=now)
 
     # -- acting -----------------------------------------------------------------------------
+
+    async def _verified(self, decision: Decision) -> Decision:
+        """Read the pod fresh before touching it; the decision, or why not after all."""
+        target = decision.target
+        assert target is not None and target.pod is not None
+        try:
+            fresh = await actions.read_fresh(self.api, self.namespace, self.service,
+                                             target.pod.name)
+            meta = (fresh.pod or {}).get("metadata") or {}
+            now = PodNow(exists=fresh.pod is not None, uid=str(meta.get("uid") or ""),
+                         terminating=bool(meta.get("deletionTimestamp")),
+                         labels=dict(meta.get("labels") or {}), workload=controller_of(meta),
+                         selector=dict((fresh.service.get("spec") or {}).get("selector")
+                                       or {}),
+                         endpoint=target.pod.uid in actions.endpoint_uids(fresh.endpoints))
+        except Exception as exc:  # an edge: whatever the API or the wire did
+            why = (Blocked.UNVERIFIED, f"{target.name} could not be read fresh before "
+                   f"restarting it ({type(exc).__name__}: {exc}); asked again next round")
+        else:
+            if (refused := refusal(target, now)) is None:
+                return decision
+            why = refused
+        if why[0] is Blocked.NOT_OURS:
+            log.warning("remediation_refused", pod=target.name, address=target.address,
+                        reason=why[0].value, detail=why[1])
+        return Decision(Verdict.BLOCKED, why[1], target, None, why[0])
 
     async def _act(self, decision: Decision, targets: Sequence[Target], now: float) -> None:
         target, action = decision.target, decision.action

@@ -60,7 +60,8 @@ async def test_one_pod_with_udp_dropped_is_evicted_once_and_replaced(start: Star
     await c.until(lambda _s: sick in pods.removed(), within=40)
     t_evicted = time.monotonic()
     replacement = next(p for p in c.pod_names() if p not in pods.seen or pods.seen[p] > t_fault)
-    await c.until(lambda s: health_of(s, replacement).state is HealthState.HEALTHY
+    await c.until(lambda s: replacement in {h.target.name for h in s.state.healths.values()}
+                  and health_of(s, replacement).state is HealthState.HEALTHY
                   and s.state.diagnosis.state is DiagnosisState.HEALTHY, within=30)
     t_recovered = time.monotonic()
     await rounds(c, 10)  # and then nothing else is touched

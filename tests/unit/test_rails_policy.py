@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
+
+import pytest
 
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, Target
 from corednsprobe.remedy.history import History, Mode, Record, Result
@@ -15,12 +18,14 @@ from corednsprobe.remedy.policy import (
     UNANSWERED_GRACE,
     Blocked,
     Decision,
+    PodNow,
     Rails,
     RemediationPolicy,
     Verdict,
     budget,
     candidacy,
     recover,
+    refusal,
     settle,
 )
 from tests.unit.test_remedy import NOW, P1, P2, WORKLOAD, decide, done, healths, pod, pod_problem
@@ -267,3 +272,41 @@ def test_without_a_confirmation_period_the_first_verdict_acts() -> None:
     d = RemediationPolicy(Rails(confirm=0.0)).decide(
         pod_problem(P2), healths([P2], [P1]), [P1, P2], History(), NOW, {})
     assert d.verdict is Verdict.ACT
+
+
+# -- issue 15/2 and 15/7: the fresh read before a restart -----------------------------------
+
+SELECTOR = {"k8s-app": "kube-dns"}
+
+
+def fresh(**change: Any) -> PodNow:
+    """P2 as the API shows it when all is well; ``change`` makes it otherwise."""
+    base = PodNow(exists=True, uid="uid-2", labels={**SELECTOR, "pod-template-hash": "abc"},
+                  workload=WORKLOAD, selector=SELECTOR, endpoint=True)
+    return dataclasses.replace(base, **change)
+
+
+@pytest.mark.parametrize(("change", "reason", "words"), [
+    ({"exists": False}, Blocked.POD_GONE, "no longer exists"),
+    ({"uid": "uid-99"}, Blocked.POD_GONE, "another pod"),
+    ({"terminating": True}, Blocked.POD_TERMINATING, "terminating"),
+    ({"labels": {"component": "etcd"}}, Blocked.NOT_OURS, "not selected"),
+    ({"selector": {}}, Blocked.NOT_OURS, "not selected"),
+    ({"workload": ""}, Blocked.NOT_OURS, "controlled by nothing"),
+    ({"workload": "Node/master-1"}, Blocked.NOT_OURS, "Node/master-1"),
+    ({"workload": "Deployment/other"}, Blocked.NOT_OURS, "Deployment/other"),
+    ({"endpoint": False}, Blocked.NOT_AN_ENDPOINT, "no longer an endpoint"),
+])
+def test_a_pod_read_fresh_is_restarted_only_when_it_is_still_the_pod_judged(
+        change: dict[str, Any], reason: Blocked, words: str) -> None:
+    assert refusal(P2, fresh()) is None
+    refused = refusal(P2, fresh(**change))
+    assert refused is not None and refused[0] is reason and words in refused[1], refused
+
+
+def test_an_endpoint_that_names_no_pod_is_never_restarted() -> None:
+    no_ref = dataclasses.replace(P2, pod=dataclasses.replace(P2.pod, name="10.244.0.2",
+                                                               uid="", workload=""))
+    refused = refusal(no_ref, fresh())
+    assert refused is not None and refused[0] is Blocked.NOT_OURS
+    assert "no targetRef" in refused[1]
