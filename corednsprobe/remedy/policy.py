@@ -111,9 +111,9 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Rails:
-    """The tunable limits; the defaults are the settings' defaults, except ``confirm``,
-    which defaults to 0 here (act on the first pod verdict), as the pure tests of the
-    other rails want."""
+    """The tunable limits; the defaults are the settings' defaults, except ``confirm``
+    and ``settle_period``, which default to 0 here (act on the first pod verdict; a
+    recovery counts at once), as the pure tests of the other rails want."""
 
     mode: Mode = Mode.EVICT
     cooldown: float = 300.0
@@ -124,6 +124,7 @@ class Rails:
     settle_timeout: float = SETTLE_TIMEOUT  # then escalate; it keeps blocking
     error_backoff: float = 30.0  # after a failed attempt (not a 429 with Retry-After)
     confirm: float = 0.0  # a pod must stay a candidate this long before it is acted on
+    settle_period: float = 0.0  # health must hold this long for a restart to have worked
 
 
 def workload_of(target: Target) -> str:
@@ -402,22 +403,37 @@ def _confirm(r: Record, pod: PodRef | None, now: float) -> Record:
     return r
 
 
-def recover(history: History, healths: Mapping[TargetKey, Health], now: float) -> History:
+def recover(history: History, healths: Mapping[TargetKey, Health], now: float,
+            settle_period: float = 0.0) -> History:
     """Mark workloads whose every pod is judged healthy as recovered; lift their escalation,
-    unless a restart of theirs is still in flight (its replacement is not there yet)."""
+    unless a restart of theirs is still in flight (its replacement is not there yet).
+
+    A recovery holds only after ``settle_period``: a pod of the workload judged unhealthy
+    sooner (a replacement that flaps) takes it back, so those restarts count as ones that
+    did not bring health back, and an escalation is lifted only once health has held that
+    long."""
     by_workload: dict[str, list[Health]] = {}
     for h in healths.values():
         if h.target.kind is TargetKind.POD and h.target.pod is not None:
             by_workload.setdefault(workload_of(h.target), []).append(h)
     well = {w for w, hs in by_workload.items()
             if hs and all(h.state is HealthState.HEALTHY for h in hs)}
+    sick = {w for w, hs in by_workload.items()
+            if any(h.state is HealthState.UNHEALTHY for h in hs)}
     waiting = {r.workload for r in history.records if r.settled_at is None}
-    records = tuple(
-        dataclasses.replace(r, recovered_at=now)
-        if r.workload in well and r.recovered_at is None and r.settled_at is not None else r
-        for r in history.records
-    )
-    lifted = well - waiting
+
+    def updated(r: Record) -> Record:
+        if r.recovered_at is not None and r.workload in sick \
+                and now - r.recovered_at < settle_period:
+            return dataclasses.replace(r, recovered_at=None)  # relapsed: not recovered
+        if r.workload in well and r.recovered_at is None and r.settled_at is not None:
+            return dataclasses.replace(r, recovered_at=now)
+        return r
+
+    records = tuple(map(updated, history.records))
+    holding = {r.workload for r in records
+               if r.recovered_at is not None and now - r.recovered_at < settle_period}
+    lifted = well - waiting - holding
     return History(records, tuple(w for w in history.escalated if w not in lifted),
                    tuple(w for w in history.escalated_dry_run if w not in lifted))
 

@@ -81,7 +81,7 @@ def rails_from(settings: Settings) -> Rails:
     return Rails(mode=Mode(settings.remediation), cooldown=settings.cooldown,
                  max_per_hour=settings.max_restarts_per_hour, min_ready=settings.min_ready,
                  give_up_after=settings.give_up_after, min_pod_age=settings.min_pod_age,
-                 confirm=settings.confirm)
+                 confirm=settings.confirm, settle_period=settings.settle_period)
 
 
 class Remediator:
@@ -212,7 +212,8 @@ class Remediator:
             self._show_gave_up()
             return self.decision
         self._reload_if_edited()
-        self.history = recover(settle(self.history, targets, now), healths, now)
+        self.history = recover(settle(self.history, targets, now), healths, now,
+                               self.rails.settle_period)
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
                                       self._since)

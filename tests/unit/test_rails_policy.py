@@ -310,3 +310,57 @@ def test_an_endpoint_that_names_no_pod_is_never_restarted() -> None:
     refused = refusal(no_ref, fresh())
     assert refused is not None and refused[0] is Blocked.NOT_OURS
     assert "no targetRef" in refused[1]
+
+
+# -- issue 15/3: a replacement that relapses within the settle period did not recover -------
+
+def flapping(settle_period: float, restarts: int = 3, on: float = 8.0,
+             off: float = 4.0) -> tuple[History, float]:
+    """A pod slot that is sick ``on`` seconds and well ``off`` seconds, replacements too:
+    each restart is followed by a healthy spell, then the slot turns sick again."""
+    h, t = History(), NOW
+    for n in range(restarts):
+        h = h.add(Record(t, f"coredns-abc-{n}", f"uid-{n}", WORKLOAD, Mode.EVICT, Result.DONE,
+                         ready_before=3, settled_at=t + 2), t)
+        t += off
+        h = recover(h, healths([], [P1, P2, P3]), t, settle_period)  # looks recovered
+        t += on
+        h = recover(h, healths([P2], [P1, P3]), t, settle_period)  # and relapses
+    return h, t
+
+
+def test_a_flapping_slot_gives_up_after_the_configured_restarts() -> None:
+    rails = Rails(give_up_after=3, settle_period=300.0, cooldown=0.0, max_per_hour=100)
+    h, t = flapping(rails.settle_period)
+    assert all(r.recovered_at is None for r in h.records)
+    d = RemediationPolicy(rails).decide(pod_problem(P2), healths([P2], [P1, P3]),
+                                        [P1, P2, P3], h, t)
+    assert (d.verdict, d.reason, d.escalate) == (Verdict.BLOCKED, Blocked.GAVE_UP, WORKLOAD)
+    assert "3 remediations" in d.detail
+
+
+def test_without_a_settle_period_each_healthy_spell_reset_the_count() -> None:
+    """What the settle period closes: every off phase looked like recovery."""
+    rails = Rails(give_up_after=3, settle_period=0.0, cooldown=0.0, max_per_hour=100)
+    h, t = flapping(0.0)
+    d = RemediationPolicy(rails).decide(pod_problem(P2), healths([P2], [P1, P3]),
+                                        [P1, P2, P3], h, t)
+    assert d.verdict is Verdict.ACT
+
+
+def test_health_held_for_the_settle_period_is_a_recovery_a_later_fault_does_not_undo() -> None:
+    h = History((done(400, settled=True),))
+    h = recover(h, healths([], [P1, P2]), NOW - 390, 300.0)
+    assert h.records[0].recovered_at == NOW - 390
+    h = recover(h, healths([P2], [P1]), NOW, 300.0)  # 390 s later: a new fault
+    assert h.records[0].recovered_at == NOW - 390
+
+
+def test_an_escalation_is_lifted_only_once_health_has_held_for_the_settle_period() -> None:
+    h = History((done(400, settled=True),), escalated=(WORKLOAD,))
+    h = recover(h, healths([], [P1, P2]), NOW, 300.0)
+    assert h.escalated == (WORKLOAD,)  # healthy for a moment only
+    h = recover(h, healths([], [P1, P2]), NOW + 299, 300.0)
+    assert h.escalated == (WORKLOAD,)
+    h = recover(h, healths([], [P1, P2]), NOW + 300, 300.0)
+    assert h.escalated == ()
