@@ -31,10 +31,17 @@ from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
 from corednsprobe.kube.view import workload_of as controller_of
 from corednsprobe.metrics import Metrics
-from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
+from corednsprobe.model import Diagnosis, DiagnosisState, Health, PodRef, Target, TargetKey
 from corednsprobe.remedy import actions
 from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
-from corednsprobe.remedy.history import DISRUPTIVE, History, Mode, Record, Result
+from corednsprobe.remedy.history import (
+    DISRUPTIVE,
+    UNCONFIRMED,
+    History,
+    Mode,
+    Record,
+    Result,
+)
 from corednsprobe.remedy.policy import (
     Blocked,
     Decision,
@@ -212,8 +219,9 @@ class Remediator:
             self._show_gave_up()
             return self.decision
         self._reload_if_edited()
-        self.history = recover(settle(self.history, targets, now), healths, now,
-                               self.rails.settle_period)
+        settled = settle(self.history, targets, now)
+        await self._announce_confirmed(self.history, settled, now)
+        self.history = recover(settled, healths, now, self.rails.settle_period)
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
                                       self._since)
@@ -325,7 +333,7 @@ class Remediator:
         for key in current.keys() - self._candidates:
             target = current[key]
             evidence = dict(diagnosis.evidence).get(f"pod/{target.name}", "")
-            await self._event(target, Reason.PROBE_FAILED,
+            await self._event(target.pod, Reason.PROBE_FAILED,
                               f"DNS probes of {target.name} ({target.address}) failed: "
                               f"{evidence}. {diagnosis.reason}", warning=True, now=now)
         self._candidates = set(current)
@@ -344,7 +352,7 @@ class Remediator:
         if decision.target is not None and not decision.escalate \
                 and decision.reason not in QUIET_BLOCKS \
                 and (decision.target.pod is None or decision.target.pod.uid):
-            await self._event(decision.target, Reason.BLOCKED,
+            await self._event(decision.target.pod, Reason.BLOCKED,
                               f"not restarted ({decision.reason.value}): {decision.detail}",
                               warning=True, now=now)
 
@@ -358,16 +366,16 @@ class Remediator:
         log.error("remediation_gave_up", workload=workload, pod=decision.pod or None,
                   dry_run=dry, detail=decision.detail)
         if decision.target is not None:
-            await self._event(decision.target, Reason.MANUAL,
+            await self._event(decision.target.pod, Reason.MANUAL,
                               f"{'dry-run: ' if dry else ''}{decision.detail}", warning=True,
                               now=now, workload=workload)
 
-    async def _event(self, target: Target, reason: str, message: str, *, warning: bool,
+    async def _event(self, pod: PodRef | None, reason: str, message: str, *, warning: bool,
                      now: float, workload: str = "") -> None:
         """An Event on the pod, and on ``workload`` (e.g. the Deployment) when named."""
-        if not self.events_allowed or target.pod is None:
+        if not self.events_allowed or pod is None:
             return
-        about = [Involved.pod(target.pod, self.namespace)]
+        about = [Involved.pod(pod, self.namespace)]
         owner = Involved.workload(workload, self.namespace) if workload else None
         if owner is not None:
             about.append(owner)
@@ -433,7 +441,7 @@ class Remediator:
         verb = self.configured.value if self.configured is not Mode.DRY_RUN else "restart"
         log.warning("remediation_dry_run", pod=target.name, would=verb, detail=decision.detail,
                     downgraded=self.downgraded or None)
-        await self._event(target, Reason.DRY_RUN,
+        await self._event(target.pod, Reason.DRY_RUN,
                           f"dry-run: would {verb} {target.name}. {decision.detail}",
                           warning=False, now=now)
 
@@ -456,6 +464,18 @@ class Remediator:
                                            now if disruptive else None)
         await self._announce(done, target, outcome, now)
 
+    async def _announce_confirmed(self, before: History, after: History, now: float) -> None:
+        """A restart whose answer never came (or that a crash left ``started``) and that
+        the pods now show took effect: say so, as if the answer had come."""
+        for old, new in zip(before.records, after.records, strict=True):
+            if old.result in UNCONFIRMED and new.result is Result.DONE:
+                log.warning("pod_restarted", pod=new.pod, action=new.action.value,
+                            status=None, message=new.detail, confirmed_by="the pod")
+                await self._event(PodRef(new.pod, uid=new.uid), Reason.RESTARTED,
+                                  f"{new.action.value}: {new.pod} restarted; the attempt's "
+                                  f"answer never came, the pod shows it: {new.detail}",
+                                  warning=False, now=now, workload=new.workload)
+
     async def _announce(self, done: Record, target: Target, outcome: ActionOutcome,
                         now: float) -> None:
         fields = {"pod": target.name, "action": done.action.value, "status": outcome.status,
@@ -464,13 +484,13 @@ class Remediator:
             how = "restarted" if done.result is Result.DONE else "already gone or replaced"
             log.warning("pod_restarted" if done.result is Result.DONE else "pod_already_gone",
                         **fields)
-            await self._event(target, Reason.RESTARTED,
+            await self._event(target.pod, Reason.RESTARTED,
                               f"{done.action.value}: {target.name} {how}", warning=False,
                               now=now, workload=done.workload)
         elif done.result is Result.PDB_BLOCKED:
             log.warning("eviction_refused_by_pdb", causes=list(outcome.causes),
                         retry_after=outcome.retry_after, retry_at=done.retry_at, **fields)
-            await self._event(target, Reason.BLOCKED,
+            await self._event(target.pod, Reason.BLOCKED,
                               f"not restarted (pdb): {outcome.message} "
                               f"{'; '.join(outcome.causes)}".strip(), warning=True, now=now)
         elif done.result is Result.FORBIDDEN:

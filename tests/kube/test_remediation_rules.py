@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from kubernetes_asyncio import client
 
+from corednsprobe.remedy.history import History, Mode, Record, Result
 from corednsprobe.remedy.policy import Blocked, Verdict
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import PODS
 from tests.kube.conftest import eventually
-from tests.kube.test_rails_remediation import make, terminating
+from tests.kube.test_rails_remediation import WORKLOAD, make, terminating
 from tests.kube.test_remediation import (
     NS,
     Clock,
     counter,
     events,
     live_pods,
+    reasons,
     verdict,
     watching,
 )
@@ -109,3 +111,35 @@ async def test_an_endpoint_without_a_target_ref_is_probed_but_never_acted_on(
     assert (decision.verdict, decision.reason) == (Verdict.BLOCKED, Blocked.NOT_OURS)
     assert "no targetRef" in decision.detail
     assert live_pods(sandbox) == before and remediator.history.records == ()
+
+
+# -- a restart left "started" by a crash is announced when it settles -----------------------
+
+async def test_a_restart_a_crash_left_started_is_announced_when_the_pod_shows_it(
+        sandbox: Sandbox, api: client.ApiClient) -> None:
+    """The prober wrote its record, evicted, and was killed before the answer: the next
+    one finds the record ``started`` and the pod gone, settles it ``done``, and posts the
+    CoreDNSPodRestarted Event the killed one never did."""
+    clock = Clock()
+    async with watching(api) as view:
+        victim = sorted(live_pods(sandbox))[0]
+        target = next(t for t in view.current.pods if t.name == victim)
+        assert target.pod is not None
+        remediator = make(api, clock)
+        remediator.history = History((Record(clock.now, victim, target.pod.uid, WORKLOAD,
+                                             Mode.EVICT, Result.STARTED, ready_before=3),))
+        await client.CoreV1Api(api).create_namespaced_pod_eviction(
+            victim, NS, {"metadata": {"name": victim, "namespace": NS}})
+        await eventually(lambda: victim not in {t.name for t in view.current.pods}
+                         or any(t.name == victim and t.pod and t.pod.terminating
+                                for t in view.current.pods))
+        assert "CoreDNSPodRestarted" not in reasons(sandbox, victim)
+        clock.now += 5
+        await remediator.step(*verdict(view, set()))
+        assert remediator.history.records[0].result is Result.DONE
+        restarted = [e for e in events(sandbox, victim) if e["reason"] == "CoreDNSPodRestarted"]
+        assert len(restarted) == 1 and "never came" in restarted[0]["message"]
+        assert "CoreDNSPodRestarted" in reasons(sandbox, "coredns")  # on the Deployment too
+        clock.now += 5
+        await remediator.step(*verdict(view, set()))  # once, not every round
+    assert [e["reason"] for e in events(sandbox, victim)].count("CoreDNSPodRestarted") == 1
