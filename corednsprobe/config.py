@@ -192,6 +192,18 @@ class Settings:
         _integer(1, 100),
         "Remediations of one workload that brought no recovery before it stops and escalates.",
     )
+    confirm: float = setting(
+        10.0,
+        _seconds(0, 3600),
+        "A pod verdict must hold this long, the pod the only sick one throughout, before the "
+        "pod is restarted; any other verdict meanwhile starts it afresh.",
+    )
+    settle_period: float = setting(
+        300.0,
+        _seconds(0, 86400),
+        "Health must hold this long after a restart for it to count as having brought health "
+        "back; a relapse sooner counts towards giving up.",
+    )
     lease_name: str = setting(
         "corednsprobe", _k8s_name(), "Lease for leader election and the remediation history."
     )

@@ -69,7 +69,8 @@ async def serve(
         elector = LeaderElector(api, lease_ns, settings.lease_name, timing=lease_timing,
                                 on_change=lambda leading: metrics.leader.set(int(leading)))
         remediator = Remediator(api, settings.namespace, rails_from(settings),
-                                leadership=elector, metrics=metrics, lease_namespace=lease_ns)
+                                leadership=elector, metrics=metrics, lease_namespace=lease_ns,
+                                service=settings.service)
 
     def after_round(diagnosis: Diagnosis, healths: dict[TargetKey, Health]) -> None:
         if remediator is not None:
