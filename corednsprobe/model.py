@@ -182,13 +182,63 @@ class DiagnosisState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class PodEvidence:
+    """What the window of one unhealthy pod showed."""
+
+    name: str
+    samples: int
+    failures: int
+    udp_only: int
+    outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count), as in Health
+
+    @property
+    def summary(self) -> str:
+        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``."""
+        outcomes = " ".join(f"{name}={count}" for name, count in self.outcomes)
+        return f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The counts a verdict rests on."""
+
+    pods: int = 0  # pods in the TargetSet that have a Health
+    pods_judged: int = 0  # healthy or unhealthy (not unknown, not in grace)
+    pods_unhealthy: int = 0
+    pods_in_grace: int = 0
+    service: tuple[str, ...] = ()  # HealthState value of each Service target
+    unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
+
+    def pod(self, name: str) -> PodEvidence | None:
+        """The evidence against the pod called ``name``, if it is unhealthy."""
+        return next((p for p in self.unhealthy if p.name == name), None)
+
+    def as_dict(self) -> dict[str, str]:
+        """The flat string map /status shows under ``diagnosis.evidence``."""
+        out = {
+            "pods": str(self.pods),
+            "pods_judged": str(self.pods_judged),
+            "pods_unhealthy": str(self.pods_unhealthy),
+            "pods_in_grace": str(self.pods_in_grace),
+            "service": ",".join(self.service) or "none",
+        }
+        out.update((f"pod/{p.name}", p.summary) for p in self.unhealthy)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Diagnosis:
     """The verdict of one round across all targets, with its evidence."""
 
     state: DiagnosisState
     reason: str
     candidates: tuple[Target, ...] = ()  # pods that may be restarted
-    evidence: tuple[tuple[str, str], ...] = ()
+    evidence: Evidence | None = None  # None before any target is judged (syncing, no service)
+
+    def evidence_of(self, name: str) -> str:
+        """The one-line evidence against pod ``name``, or "" when there is none."""
+        found = self.evidence.pod(name) if self.evidence is not None else None
+        return found.summary if found is not None else ""
 
 
 @dataclass(frozen=True, slots=True)

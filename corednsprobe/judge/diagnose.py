@@ -21,8 +21,10 @@ from corednsprobe.model import (
     ClusterState,
     Diagnosis,
     DiagnosisState,
+    Evidence,
     Health,
     HealthState,
+    PodEvidence,
     TargetKey,
     TargetSet,
 )
@@ -94,18 +96,13 @@ def _upstream_failing(h: Health, policy: Policy) -> bool:
 
 def _evidence(
     pods: list[Health], judged: list[Health], sick: list[Health], services: list[Health]
-) -> tuple[tuple[str, str], ...]:
-    items = [
-        ("pods", str(len(pods))),
-        ("pods_judged", str(len(judged))),
-        ("pods_unhealthy", str(len(sick))),
-        ("pods_in_grace", str(sum(1 for h in pods if h.state is HealthState.GRACE))),
-        ("service", ",".join(h.state.value for h in services) or "none"),
-    ]
-    for h in sick:
-        outcomes = " ".join(f"{name}={count}" for name, count in h.outcomes)
-        items.append(
-            (f"pod/{h.target.name}",
-             f"{h.failures}/{h.samples} failed, udp_only={h.udp_only}, {outcomes}")
-        )
-    return tuple(items)
+) -> Evidence:
+    return Evidence(
+        pods=len(pods),
+        pods_judged=len(judged),
+        pods_unhealthy=len(sick),
+        pods_in_grace=sum(1 for h in pods if h.state is HealthState.GRACE),
+        service=tuple(h.state.value for h in services),
+        unhealthy=tuple(PodEvidence(h.target.name, h.samples, h.failures, h.udp_only,
+                                    h.outcomes) for h in sick),
+    )

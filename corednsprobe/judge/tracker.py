@@ -26,6 +26,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from corednsprobe.judge.eligibility import pod_grace
 from corednsprobe.model import Health, HealthState, ProbeResult, Target, TargetKey
 from corednsprobe.stats import failure_lower_bound
 
@@ -57,17 +58,9 @@ class _Window:
 
 
 def grace_reason(target: Target, now: float, min_pod_age: float) -> str:
-    """Why a pod must not be judged now, or "" when it may be."""
-    pod = target.pod
-    if pod is None:
-        return ""
-    if pod.terminating:
-        return "terminating"
-    if not pod.ready:
-        return "not_ready"
-    if pod.created_at is not None and now - pod.created_at < min_pod_age:
-        return "too_young"
-    return ""
+    """Why a pod must not be judged now, or "" when it may be (a Service always may)."""
+    grace = pod_grace(target.pod, now, min_pod_age) if target.pod is not None else None
+    return grace.reason.value if grace is not None else ""
 
 
 class Tracker:

@@ -261,7 +261,7 @@ class ProberService:
                 "state": st.diagnosis.state.value,
                 "reason": st.diagnosis.reason,
                 "candidates": [t.name for t in st.diagnosis.candidates],
-                "evidence": dict(st.diagnosis.evidence),
+                "evidence": st.diagnosis.evidence.as_dict() if st.diagnosis.evidence else {},
             },
             "targets": [self._target_status(t) for t in st.targets.targets],
             "rounds": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from corednsprobe.model import DiagnosisState, HealthState
-from tests.e2e.conftest import Start, health_of
+from tests.e2e.conftest import Start, health_of, pods_judged
 
 pytestmark = pytest.mark.root
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.root
 async def test_one_pod_with_udp_dropped_is_the_only_candidate(start: Start) -> None:
     c = await start(replicas=3)
     await c.until(lambda s: s.state.diagnosis.state is DiagnosisState.HEALTHY
-                  and s.state.diagnosis.evidence[1] == ("pods_judged", "3"), within=20)
+                  and pods_judged(s) == 3, within=20)
     sick = c.pod_names()[0]
     await c.sandbox.set_pod_fault(sick, "drop")
     s = c.service.settings
@@ -47,7 +47,7 @@ async def test_every_pod_broken_is_widespread_and_restarts_none(start: Start) ->
 
 async def test_broken_service_path_restarts_none(start: Start) -> None:
     c = await start(replicas=3)
-    await c.until(lambda s: s.state.diagnosis.evidence[1] == ("pods_judged", "3"), within=20)
+    await c.until(lambda s: pods_judged(s) == 3, within=20)
     await c.sandbox.set_service_broken(True)
     await c.until(lambda s: s.state.diagnosis.state is DiagnosisState.SERVICE_PATH, within=30)
     d = c.service.state.diagnosis

@@ -83,10 +83,10 @@ def test_max_fraction_is_tunable() -> None:
 
 def test_evidence_names_sick_pods_with_udp_only() -> None:
     d = verdict([U, H, H])
-    evidence = dict(d.evidence)
-    assert evidence["pods_unhealthy"] == "1"
-    assert "udp_only=8" in evidence["pod/coredns-1"]
-    assert "timeout=8" in evidence["pod/coredns-1"]
+    assert d.evidence is not None
+    assert d.evidence.pods_unhealthy == 1
+    assert "udp_only=8" in d.evidence_of("coredns-1")
+    assert "timeout=8" in d.evidence_of("coredns-1")
 
 
 @pytest.mark.parametrize(
