@@ -151,6 +151,15 @@ class HealthState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CheckWindow:
+    """The outcomes of one check against one target in its window."""
+
+    check: str  # Check.name
+    samples: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """One target judged over its window at one moment."""
 
@@ -164,6 +173,7 @@ class Health:
     upstream_failures: int = 0
     since: float = 0.0  # when the state last changed
     grace_reason: str = ""
+    checks: tuple[CheckWindow, ...] = ()  # per non-upstream check, by name; () when unknown
 
     @property
     def ratio(self) -> float:
