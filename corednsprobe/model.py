@@ -186,6 +186,7 @@ class DiagnosisState(StrEnum):
     POD = "pod"  # a minority of pods sick: they may be restarted
     SERVICE_PATH = "service_path"  # ClusterIP sick while pods are healthy
     WIDESPREAD = "widespread"  # most pods sick: a shared cause
+    SUSPECT = "suspect"  # a minority sick, but the other pods not yet confidently healthy
     UPSTREAM = "upstream"  # only the external name fails, everywhere
     NO_SERVICE = "no_service"
     NO_ENDPOINTS = "no_endpoints"
@@ -200,6 +201,7 @@ class PodEvidence:
     failures: int
     udp_only: int
     outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count), as in Health
+    since: float = 0.0  # when the pod turned unhealthy (Health.since)
 
     @property
     def summary(self) -> str:
@@ -218,6 +220,7 @@ class Evidence:
     pods_in_grace: int = 0
     service: tuple[str, ...] = ()  # HealthState value of each Service target
     unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
+    unconfirmed: tuple[str, ...] = ()  # pods not sick whose windows are not confidently healthy
 
     def pod(self, name: str) -> PodEvidence | None:
         """The evidence against the pod called ``name``, if it is unhealthy."""
@@ -233,6 +236,8 @@ class Evidence:
             "service": ",".join(self.service) or "none",
         }
         out.update((f"pod/{p.name}", p.summary) for p in self.unhealthy)
+        if self.unconfirmed:
+            out["pods_unconfirmed"] = ",".join(self.unconfirmed)
         return out
 
 
