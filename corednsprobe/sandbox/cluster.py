@@ -1,7 +1,7 @@
 """``Sandbox``: a whole stand-in cluster in one async context manager.
 
 Owns: composing a DNS backend, the store, the API server, the controllers
-and the control API; the seed objects (namespaces, the ``coredns``
+and the control API; the seed objects (namespaces, the nodes, the ``coredns``
 Deployment, the ``kube-dns`` and ``default/kubernetes`` Services, an optional
 PDB); the fault hooks as a Python API; writing kubeconfigs. Never does:
 leave anything running after ``__aexit__``, even when startup failed half-way.
@@ -41,9 +41,10 @@ from corednsprobe.sandbox.controllers import (
     Timings,
     slot_of,
 )
+from corednsprobe.sandbox.nodes import MAX_NODES, default_node_count, node_body
 from corednsprobe.sandbox.nullbackend import NullBackend
-from corednsprobe.sandbox.registry import NAMESPACES, Registry, pod_ready
-from corednsprobe.sandbox.store import Store
+from corednsprobe.sandbox.registry import NAMESPACES, NODES, Registry, pod_ready
+from corednsprobe.sandbox.store import Store, now_iso
 from corednsprobe.sandbox.tls import make_certificate, server_context
 
 Obj = dict[str, Any]
@@ -57,6 +58,7 @@ POD_LOG = (".:53\n[INFO] plugin/reload: Running configuration SHA512 = sandbox\n
 @dataclass
 class SandboxConfig:
     replicas: int = 2
+    nodes: int | None = None  # None: the backend's default (1 inprocess, 3 otherwise)
     domain: str = "cluster.local"
     host: str = "127.0.0.1"
     port: int = 0
@@ -133,6 +135,9 @@ class Sandbox:
                  ) -> None:
         self.config = config or SandboxConfig()
         self.backend: DnsBackend = backend or NullBackend(domain=self.config.domain)
+        self.node_count = self.config.nodes or default_node_count(self.backend.name)
+        if not 1 <= self.node_count <= MAX_NODES:
+            raise ValueError(f"nodes: {self.node_count}: expected 1 to {MAX_NODES}")
         self.admin_token = self.config.admin_token or f"sandbox-admin-{secrets.token_hex(12)}"
         self.store = Store(self.config.history_limit)
         self.registry = Registry(self.store, self.backend.allocate_service_ip)
@@ -208,8 +213,11 @@ class Sandbox:
         log.info("sandbox_stopped")
 
     def _seed(self) -> None:
-        for name in ("default", "kube-system", "kube-public"):
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.registry.create(NAMESPACES, "", {"metadata": {"name": name}})
+        for index in range(self.node_count):
+            self.registry.create(NODES, "", node_body(index, self.backend.allocate_node_ip(),
+                                                      now_iso()))
         self.registry.create(SERVICES, "default", _KUBERNETES_SERVICE)
         self.registry.create(SERVICES, "kube-system", _kube_dns_service(self.backend.port))
         self.registry.create(DEPLOYMENTS, "kube-system",
@@ -222,6 +230,14 @@ class Sandbox:
                          "selector": {"matchLabels": dict(DNS_LABELS)}}})
 
     # reading ---------------------------------------------------------------
+
+    def nodes(self) -> list[Obj]:
+        return list(self.store.items(NODES))
+
+    def node_addresses(self) -> dict[str, str]:
+        """Node name → InternalIP."""
+        return {n["metadata"]["name"]: a["address"] for n in self.nodes()
+                for a in n["status"]["addresses"] if a["type"] == "InternalIP"}
 
     @property
     def url(self) -> str:
@@ -269,10 +285,12 @@ class Sandbox:
             name = pod["metadata"]["name"]
             pods.append({
                 "name": name, "slot": slot_of(pod), "ip": pod["status"].get("podIP"),
+                "node": pod["spec"].get("nodeName"),
                 "ready": pod_ready(pod), "terminating": bool(pod["metadata"].get(
                     "deletionTimestamp")),
                 "fault": str(self.pod_faults.effective(name, slot_of(pod)))})
         return {"url": self.url, "backend": self.backend.name, "port": self.backend.port,
+                "nodes": self.node_addresses(),
                 "clusterIP": self.service("kube-system", "kube-dns")["spec"].get("clusterIP"),
                 "pods": pods, "serviceBroken": self._service_broken,
                 "resourceVersion": self.store.rv}

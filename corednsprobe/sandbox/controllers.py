@@ -37,6 +37,7 @@ log = logs.get(__name__)
 
 
 PODS = R.require("", "pods")
+NODES = R.require("", "nodes")
 SERVICES = R.require("", "services")
 ENDPOINTS = R.require("", "endpoints")
 EVENTS = R.require("", "events")
@@ -49,7 +50,6 @@ SLOT_ANNOTATION = "sandbox.corednsprobe.io/slot"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 SERVICE_NAME = "kubernetes.io/service-name"
 SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
-NODES = ("sandbox-node-a", "sandbox-node-b", "sandbox-node-c")
 _HASH_CHARS = "bcdfghjkmnpqrstvwxz2456789"
 
 
@@ -458,9 +458,26 @@ class Controllers:
             self._serving.discard(name)
             await self.backend.remove_pod(name)
 
+    def _nodes(self) -> list[Obj]:
+        return [n for n in self.store.items(NODES) if not n["spec"].get("unschedulable")]
+
+    def _pick_node(self, pod: Obj) -> str:
+        """A slot's pods go to node slot mod N (so replicas spread and a replacement
+        lands where its predecessor was); other pods to the node with fewest pods."""
+        nodes: list[str] = [meta(n)["name"] for n in self._nodes()]
+        if not nodes:
+            raise RuntimeError("no schedulable node")
+        slot = slot_of(pod)
+        if slot is not None:
+            return nodes[slot % len(nodes)]
+        load = {name: 0 for name in nodes}
+        for other in self.store.items(PODS):
+            if (placed := other["spec"].get("nodeName")) in load:
+                load[placed] += 1
+        return min(nodes, key=lambda name: (load[name], name))
+
     def _schedule(self, pod: Obj) -> None:
-        slot = slot_of(pod) or 0
-        node = NODES[slot % len(NODES)]
+        node = pod["spec"].get("nodeName") or self._pick_node(pod)
         body = copy.deepcopy(pod)
         body["spec"]["nodeName"] = node
         conditions = set_condition(body["status"].get("conditions") or [], "PodScheduled", True)
@@ -493,10 +510,11 @@ class Controllers:
         self.record_event(pod, "Started", "Started container coredns", "kubelet")
         return True
 
-    @staticmethod
-    def _host_ip(node: str) -> str:
-        """Documentation addresses (RFC 5737): data only, never contacted."""
-        return f"192.0.2.{NODES.index(node) + 10}"
+    def _host_ip(self, node: str) -> str:
+        """The node's InternalIP (where its NodePorts answer)."""
+        found = self.store.get(NODES, "", node)
+        addresses = ((found or {}).get("status") or {}).get("addresses") or ()
+        return next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "")
 
     async def _probe_until_deleted(self, namespace: str, name: str, uid: str) -> None:
         while True:

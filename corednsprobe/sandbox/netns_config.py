@@ -131,15 +131,29 @@ def _service_rule(cluster_ip: str, backends: Sequence[str], broken: bool,
     return f"    ip daddr {cluster_ip} meta l4proto {{ udp, tcp }} th dport 53 dnat to {target}"
 
 
+def _frontend_rule(address: str, port: int, backends: Sequence[str]) -> str:
+    """The nat rule for a NodePort on one node address, or a LoadBalancer address."""
+    if len(backends) == 1:
+        target = f"{backends[0]}:{DNS_PORT}"
+    else:
+        spread = ", ".join(f"{index} : {ip}" for index, ip in enumerate(backends))
+        target = f"numgen random mod {len(backends)} map {{ {spread} }} : {DNS_PORT}"
+    return f"    ip daddr {address} meta l4proto {{ udp, tcp }} th dport {port} dnat to {target}"
+
+
 def service_ruleset(table: str, services: Mapping[str, Sequence[str]], broken: bool,
-                    sinks: tuple[str, str], supernet: str, pods: str) -> str:
+                    sinks: tuple[str, str], supernet: str, pods: str,
+                    frontends: Mapping[tuple[str, int], Sequence[str]] | None = None) -> str:
     """The host table: DNAT each ClusterIP to a random ready pod (conntrack keeps the
-    flow on it), to the rejecting sink when there are none, and to the dropping sink
-    when the path is broken. ``sinks`` is (dropping, rejecting). A forward guard
-    keeps anything the namespaces send from being routed off this host, should
-    forwarding be on."""
+    flow on it), each frontend (node address and nodePort, LoadBalancer address and
+    port) to a random one of its pods at port 53, to the rejecting sink when there
+    are none, and to the dropping sink when the path is broken. ``sinks`` is
+    (dropping, rejecting). A forward guard keeps anything the namespaces send from
+    being routed off this host, should forwarding be on."""
     rules = [_service_rule(ip, backends, broken, sinks)
              for ip, backends in sorted(services.items())]
+    rules += [_frontend_rule(address, port, backends)
+              for (address, port), backends in sorted((frontends or {}).items()) if backends]
     body = ["  chain clusterip {", "    type nat hook output priority -100; policy accept;",
             *rules, "  }",
             "  chain egress_guard {", "    type filter hook forward priority 0; policy accept;",

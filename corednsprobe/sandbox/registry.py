@@ -26,6 +26,7 @@ from corednsprobe.sandbox.store import Store, now_iso
 Obj = dict[str, Any]
 
 PODS = R.require("", "pods")
+NODES = R.require("", "nodes")
 NAMESPACES = R.require("", "namespaces")
 SERVICES = R.require("", "services")
 PDBS = R.require("policy", "poddisruptionbudgets")
@@ -132,6 +133,8 @@ class Registry:
             obj["status"] = {"phase": "Active"}
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = \
                 obj["metadata"]["name"]
+        elif res is NODES:
+            pass  # "Nodes allow *all* fields, including status, to be set on create."
         elif res.has_status:
             obj["status"] = {}
 

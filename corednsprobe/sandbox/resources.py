@@ -77,6 +77,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", namespaced=False,
              verbs=("create", "get", "list", "watch"), short_names=("ns",), has_status=True,
              extra_fields=("status.phase",)),
+    Resource("", "v1", "nodes", "Node", namespaced=False, short_names=("no",),
+             has_status=True, extra_fields=("spec.unschedulable",)),
     Resource("", "v1", "pods", "Pod", short_names=("po",), has_status=True,
              subresources=(Subresource("eviction", "Eviction", ("create",), "policy", "v1"),
                            Subresource("log", "Pod", ("get",))),
