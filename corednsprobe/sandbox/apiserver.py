@@ -22,6 +22,7 @@ from aiohttp import web
 from corednsprobe import logs
 from corednsprobe.sandbox import resources as R
 from corednsprobe.sandbox import status as S
+from corednsprobe.sandbox import tables
 from corednsprobe.sandbox.auth import Attributes, Authorizer, Principal, forbidden_reason
 from corednsprobe.sandbox.protobuf import ProtobufError, decode_access_review
 from corednsprobe.sandbox.registry import Registry
@@ -255,18 +256,47 @@ class ApiServer:
         if verb not in allowed_verbs:
             raise S.method_not_allowed(verb)
 
+    @staticmethod
+    def _table_version(request: web.Request, target: Target) -> str | None:
+        """The Table version asked for (``as=Table;v=v1;g=meta.k8s.io``), or None."""
+        if target.subresource:
+            return None
+        try:
+            version = tables.wants_table(request.headers.get("Accept"))
+        except tables.NotAcceptable:
+            raise S.not_acceptable() from None
+        include = request.query.get("includeObject", "Metadata") or "Metadata"
+        if version is not None and include not in ("Metadata", "Object", "None"):
+            raise S.bad_request(f'unrecognized includeObject value: "{include}"')
+        return version
+
+    def _as_table(self, request: web.Request, target: Target, objects: list[Obj], rv: str,
+                  version: str) -> Obj:
+        return tables.table(target.res.plural, objects, rv,
+                            request.query.get("includeObject") or "Metadata", version=version)
+
     async def _dispatch(self, request: web.Request, target: Target, verb: str,
                         headers: dict[str, str]) -> web.StreamResponse:
         res, ns, name = target.res, target.namespace or "", target.name
+        table = self._table_version(request, target) if verb in ("get", "list", "watch") \
+            else None
         if verb == "watch":
-            return await self._watch(request, target, headers)
+            return await self._watch(request, target, headers, table)
         if verb == "list":
-            return json_response(self._list(request, target), headers=headers)
+            listing = self._list(request, target)
+            if table is not None:
+                listing = self._as_table(request, target, listing["items"],
+                                         listing["metadata"]["resourceVersion"], table)
+            return json_response(listing, headers=headers)
         if verb == "get" and target.subresource == "log":
             self.store.must_get(res, ns, name)
             return web.Response(text=self.pod_log, content_type="text/plain")
         if verb == "get":
-            return json_response(self.store.must_get(res, ns, name), headers=headers)
+            obj = self.store.must_get(res, ns, name)
+            if table is not None:
+                obj = self._as_table(request, target, [obj], obj["metadata"]["resourceVersion"],
+                                     table)
+            return json_response(obj, headers=headers)
         if verb == "delete":
             grace = request.query.get("gracePeriodSeconds")
             body = await self._body(request, required=False)
@@ -350,7 +380,7 @@ class ApiServer:
                 "items": [strip_type(o) for o in items]}
 
     async def _watch(self, request: web.Request, target: Target,
-                     headers: dict[str, str]) -> web.StreamResponse:
+                     headers: dict[str, str], table: str | None = None) -> web.StreamResponse:
         labels, fields = self._selectors(request, target.res)
         raw_rv = request.query.get("resourceVersion", "")
         try:
@@ -365,7 +395,7 @@ class ApiServer:
         assert task is not None
         self._open_watches[task] = request.transport
         try:
-            return await self._stream(request, target.res, watcher, headers)
+            return await self._stream(request, target, watcher, headers, table)
         finally:
             self._open_watches.pop(task, None)
             self.store.unwatch(watcher)
@@ -412,8 +442,9 @@ class ApiServer:
         before_end = deadline - self.timings.bookmark_lead
         return before_end if now < before_end < regular else regular
 
-    async def _stream(self, request: web.Request, res: Resource, watcher: Watcher,
-                      headers: dict[str, str]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, target: Target, watcher: Watcher,
+                      headers: dict[str, str], table: str | None) -> web.StreamResponse:
+        res = target.res
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout(request)
         bookmarks = truthy(request.query.get("allowWatchBookmarks"))
@@ -440,6 +471,9 @@ class ApiServer:
                         next_bookmark = self._next_bookmark(loop.time(), deadline)
                     continue
                 await self.faults.flowing.wait()
+                if table is not None:  # each event's object: a Table of one row
+                    obj = self._as_table(request, target, [obj],
+                                         obj["metadata"]["resourceVersion"], table)
                 await self._send(response, kind, obj)
             await response.write_eof()
         except ConnectionError:

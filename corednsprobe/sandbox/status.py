@@ -177,3 +177,11 @@ def internal_error(message: str, code: int = 500) -> ApiError:
         return ApiError(status_body(503, "ServiceUnavailable", message, {}))
     return ApiError(status_body(code, "InternalError", f"Internal error occurred: {message}",
                                 {"causes": [{"message": message}]}))
+
+
+def not_acceptable() -> ApiError:
+    """406, as asTable in apiserver/pkg/endpoints/handlers/response.go answers an
+    unknown Table group/version."""
+    return ApiError(status_body(406, "NotAcceptable",
+                                "only the following media types are accepted: application/json, "
+                                "application/yaml, application/vnd.kubernetes.protobuf", {}))
