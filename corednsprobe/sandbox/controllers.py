@@ -163,6 +163,7 @@ class Controllers:
         self._pod_wakeups: dict[str, asyncio.Event] = {}
         self._pod_tasks: dict[str, asyncio.Task[None]] = {}
         self._routed: dict[str, tuple[str, ...]] = {}
+        self._frontends: dict[tuple[str, int], tuple[str, ...]] = {}
         self._serving: set[str] = set()
         self._endpoints_owned: set[tuple[str, str]] = set()
         self._group: asyncio.TaskGroup | None = None
@@ -174,6 +175,7 @@ class Controllers:
             "deployments": ("deployments",), "replicasets": ("deployments", "replicasets"),
             "pods": ("deployments", "replicasets", "kubelet", "slices", "pdb"),
             "services": ("slices", "zone"), "poddisruptionbudgets": ("pdb",),
+            "nodes": ("slices",),
             "endpointslices": ("slices",),
         }.get(plural, ())
         for name in wake:
@@ -564,11 +566,83 @@ class Controllers:
 
     async def _sync_slices(self) -> None:
         services = list(self.store.items(SERVICES))
+        wanted: dict[tuple[str, int], tuple[str, ...]] = {}
         for svc in services:
+            svc = self._ensure_load_balancer(svc)
             if svc["spec"].get("selector"):
                 await self._publish_service(svc)
+                wanted.update(self._wanted_frontends(svc))
         await self._forget_gone_services({(meta(s)["namespace"], meta(s)["name"])
                                           for s in services})
+        await self._route_frontends(wanted)
+
+    # exposed services (kube-proxy's NodePorts, the sandbox "cloud") ----------
+
+    def _ensure_load_balancer(self, svc: Obj) -> Obj:
+        """The cloud provider's service controller: a LoadBalancer Service gets an
+        ingress address from the backend's "cloud" once, with its events."""
+        if svc["spec"].get("type") != "LoadBalancer":
+            return svc
+        if ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+            return svc
+        self.record_event(svc, "EnsuringLoadBalancer", "Ensuring load balancer",
+                          "service-controller")
+        address = self.backend.allocate_external_ip()
+        status = {"loadBalancer": {"ingress": [{"ip": address, "ipMode": "VIP"}]}}
+        updated = self.registry.write_status(SERVICES, {**svc, "status": status})
+        self.record_event(updated, "EnsuredLoadBalancer", "Ensured load balancer",
+                          "service-controller")
+        log.info("load_balancer_ensured", service=meta(svc)["name"], address=address)
+        return updated
+
+    def _node_addresses(self) -> dict[str, str]:
+        found = {}
+        for node in self.store.items(NODES):
+            address = self._host_ip(meta(node)["name"])
+            if address:
+                found[meta(node)["name"]] = address
+        return found
+
+    def _wanted_frontends(self, svc: Obj) -> dict[tuple[str, int], tuple[str, ...]]:
+        """Where kube-proxy makes this Service answer outside its ClusterIP: each
+        node address at each nodePort, and each LoadBalancer address at each port,
+        for the ports that lead to the pods' DNS port. With externalTrafficPolicy
+        Local a node sends only to its own pods (none: nothing answers there)."""
+        spec = svc["spec"]
+        kind = spec.get("type", "ClusterIP")
+        if kind not in ("NodePort", "LoadBalancer"):
+            return {}
+        pairs = [(p, e) for p, e in self._endpoints_for(svc) if e["conditions"]["ready"]]
+        pods = [p for p, _ in pairs]
+        local = spec.get("externalTrafficPolicy") == "Local"
+        everyone = tuple(sorted(e["addresses"][0] for _, e in pairs))
+        wanted: dict[tuple[str, int], tuple[str, ...]] = {}
+        for port in spec.get("ports") or ():
+            # The pods serve DNS at the backend's port; a manifest's 53 means that port
+            # (the in-process backend, without root, cannot bind 53 itself).
+            if self._target_port(port, pods) not in (53, self.backend.port):
+                continue
+            if port.get("nodePort"):
+                for node, address in self._node_addresses().items():
+                    backends = tuple(sorted(e["addresses"][0] for _, e in pairs
+                                            if e.get("nodeName") == node)) if local else everyone
+                    wanted[(address, int(port["nodePort"]))] = backends
+            if kind == "LoadBalancer":
+                for ingress in ((svc.get("status") or {}).get("loadBalancer") or {}).get(
+                        "ingress") or ():
+                    if ingress.get("ip"):
+                        wanted[(ingress["ip"], int(port["port"]))] = everyone
+        return wanted
+
+    async def _route_frontends(self, wanted: dict[tuple[str, int], tuple[str, ...]]) -> None:
+        for key in [k for k in self._frontends if k not in wanted]:
+            del self._frontends[key]
+            await self.backend.set_frontend(*key, ())
+        for key, backends in wanted.items():
+            if self._frontends.get(key) != backends:
+                self._frontends[key] = backends
+                await self.backend.set_frontend(*key, backends)
+                log.info("frontend_routed", address=key[0], port=key[1], backends=len(backends))
 
     def _endpoints_for(self, svc: Obj) -> list[tuple[Obj, Obj]]:
         """(pod, endpoint) for every pod with an IP that the Service selects."""
@@ -590,18 +664,27 @@ class Controllers:
         return found
 
     @staticmethod
-    def _slice_ports(svc: Obj, pods: list[Obj]) -> list[Obj]:
+    def _target_port(port: Obj, pods: list[Obj]) -> int | None:
+        """A Service port's targetPort as a number (a name is looked up in the pods)."""
+        target: Any = port.get("targetPort", port["port"])
+        if isinstance(target, str):
+            if target.isdigit():
+                return int(target)
+            found = next((p["containerPort"] for pod in pods
+                          for c in pod["spec"].get("containers") or ()
+                          for p in c.get("ports") or () if p.get("name") == target), None)
+            return None if found is None else int(found)
+        return int(target)
+
+    @classmethod
+    def _slice_ports(cls, svc: Obj, pods: list[Obj]) -> list[Obj]:
         ports = []
         for port in svc["spec"].get("ports") or ():
-            target = port.get("targetPort", port["port"])
-            if isinstance(target, str):
-                target = next((p["containerPort"] for pod in pods
-                               for c in pod["spec"].get("containers") or ()
-                               for p in c.get("ports") or () if p.get("name") == target), None)
-                if target is None:
-                    continue
+            target = cls._target_port(port, pods)
+            if target is None:
+                continue
             ports.append({"name": port.get("name", ""), "protocol": port.get("protocol", "TCP"),
-                          "port": int(target)})
+                          "port": target})
         return ports
 
     async def _publish_service(self, svc: Obj) -> None:
