@@ -79,6 +79,7 @@ class DnsBackend(Protocol):
 
     name: str  # "inprocess" or "netns"
     port: int  # the DNS port every pod serves and the Service exposes
+    nsid: bool  # pods started from now on answer EDNS NSID with their pod name
 
     async def start(self) -> None:
         """Create shared plumbing (bridge, client-side nft table, relays)."""

@@ -69,6 +69,7 @@ class SandboxConfig:
     watch: WatchTimings = field(default_factory=WatchTimings)
     admin_token: str = ""  # empty: a random one
     tls: bool = True  # kubectl sends bearer tokens only over HTTPS
+    nsid: bool = False  # DNS pods answer EDNS NSID with their pod name
     # Group versions the API does not serve (404), as on a cluster older than they are:
     # ("discovery.k8s.io/v1",) leaves only legacy v1 Endpoints.
     unserved_group_versions: tuple[str, ...] = ()
@@ -135,6 +136,8 @@ class Sandbox:
                  ) -> None:
         self.config = config or SandboxConfig()
         self.backend: DnsBackend = backend or NullBackend(domain=self.config.domain)
+        if self.config.nsid:
+            self.backend.nsid = True
         self.node_count = self.config.nodes or default_node_count(self.backend.name)
         if not 1 <= self.node_count <= MAX_NODES:
             raise ValueError(f"nodes: {self.node_count}: expected 1 to {MAX_NODES}")

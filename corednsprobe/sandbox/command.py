@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
                    help="also create a PodDisruptionBudget with this minAvailable")
     p.add_argument("--grace", type=int, default=30, metavar="SECONDS",
                    help="the pods' terminationGracePeriodSeconds (30)")
+    p.add_argument("--nsid", action="store_true",
+                   help="DNS pods answer EDNS NSID with their pod name (off by default, as "
+                   "CoreDNS without its nsid plugin)")
     p.add_argument("--no-tls", action="store_true",
                    help="serve plain HTTP (kubectl then sends no token: use a client that does)")
     p.set_defaults(handler=_handler)
@@ -94,7 +97,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int, backend: Any) -
                            host=host, port=port,
                            termination_grace_seconds=args.grace,
                            pdb_min_available=_min_available(args.pdb_min_available),
-                           tls=not args.no_tls)
+                           tls=not args.no_tls, nsid=args.nsid)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

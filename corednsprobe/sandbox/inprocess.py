@@ -236,6 +236,7 @@ class InProcessBackend:
     """``DnsBackend`` on loopback addresses inside this process; no root needed."""
 
     name = "inprocess"
+    nsid = False
 
     def __init__(self, domain: str = "cluster.local", port: int | None = None,
                  instance: int | None = None) -> None:
@@ -298,7 +299,7 @@ class InProcessBackend:
 
     async def add_pod(self, pod: str, ip: str, zone: ZoneData) -> None:
         await self.remove_pod(pod)
-        responder = Responder(ip, self.port, zone)
+        responder = Responder(ip, self.port, zone, pod.encode() if self.nsid else None)
         started = time.perf_counter()
         await responder.start()
         self._pods[pod] = responder

@@ -396,6 +396,7 @@ class NetnsBackend:
 
     name = "netns"
     port = config.DNS_PORT
+    nsid = False
 
     def __init__(self, domain: str = "cluster.local", server: str = "unbound",
                  prefix: str = "cdps") -> None:
@@ -576,7 +577,7 @@ class NetnsBackend:
     async def _start_processes(self, pod: _Pod) -> None:
         pod.directory.mkdir(mode=0o700)
         pod.config_path.write_text(config.unbound_config(pod.ip, pod.directory, self._zone,
-                                                         pod.mode))
+                                                         pod.mode, self._nsid_of(pod)))
         pod.server = await _spawn_in(pod.netns, ["unbound", "-d", "-p", "-c", str(pod.config_path)],
                                      pod.directory / "server.log")
         pod.health = await _spawn_in(
@@ -594,6 +595,9 @@ class NetnsBackend:
             _poll(lambda: tcp_accepts(pod.ip, HEALTH_PORT, 0.2), f"health port of {pod.name}",
                   START_TIMEOUT_SECONDS),
         )
+
+    def _nsid_of(self, pod: _Pod) -> str | None:
+        return pod.name if self.nsid else None
 
     async def _teardown(self, pod: _Pod) -> None:
         await asyncio.gather(_stop(pod.relay), _stop(pod.health), _stop(pod.server))
@@ -623,7 +627,7 @@ class NetnsBackend:
 
     async def _reconfigure(self, pod: _Pod) -> None:
         pod.config_path.write_text(config.unbound_config(pod.ip, pod.directory, self._zone,
-                                                         pod.mode))
+                                                         pod.mode, self._nsid_of(pod)))
         await run("unbound-control", "-c", str(pod.config_path), "reload")
 
     async def update_zone(self, zone: ZoneData) -> None:

@@ -57,8 +57,10 @@ def _local_data(zone: ZoneData) -> list[str]:
     return lines
 
 
-def unbound_config(ip: str, directory: Path, zone: ZoneData, mode: ServerMode) -> str:
-    """An authoritative-only unbound for one pod, answering ``zone`` at ``ip``:53."""
+def unbound_config(ip: str, directory: Path, zone: ZoneData, mode: ServerMode,
+                   nsid: str | None = None) -> str:
+    """An authoritative-only unbound for one pod, answering ``zone`` at ``ip``:53;
+    with ``nsid`` (the pod name) it answers EDNS NSID queries with it."""
     domain = zone.domain.strip(".").lower()
     server = [
         f"interface: {ip}@{DNS_PORT}", f"port: {DNS_PORT}", 'username: ""', 'chroot: ""',
@@ -67,6 +69,10 @@ def unbound_config(ip: str, directory: Path, zone: ZoneData, mode: ServerMode) -
         "access-control: 0.0.0.0/0 allow", 'module-config: "iterator"',
         "do-not-query-localhost: yes", 'local-zone: "." refuse',
     ]
+    if nsid is not None:
+        if not _PLAIN_NAME.match(nsid):
+            raise ValueError(f"NSID {nsid!r}: a pod name of [a-z0-9.-] was expected")
+        server.append(f'nsid: "ascii_{nsid}"')
     tail: list[str] = []
     if mode is ServerMode.SERVFAIL:
         # The zone is resolved by forwarding to loopback, which unbound never queries:

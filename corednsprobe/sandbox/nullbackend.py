@@ -18,6 +18,7 @@ from corednsprobe.sandbox.backend import Fault, ZoneData
 
 class NullBackend:
     name = "none"
+    nsid = False
 
     def __init__(self, domain: str = "cluster.local", port: int = 53) -> None:
         self.domain = domain
