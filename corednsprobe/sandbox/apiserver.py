@@ -14,7 +14,9 @@ import asyncio
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -135,7 +137,9 @@ def verb_of(method: str, target: Target, watch: bool) -> str:
 class ApiServer:
     def __init__(self, store: Store, registry: Registry, authorizer: Authorizer,
                  timings: WatchTimings | None = None, faults: ApiFaults | None = None,
-                 pod_log: str = "", unserved: frozenset[str] = frozenset()) -> None:
+                 pod_log: str = "", unserved: frozenset[str] = frozenset(),
+                 token_minter: Callable[[str, str], str] | None = None) -> None:
+        self.token_minter = token_minter  # (namespace, account) → a ServiceAccount token
         self.unserved = unserved  # group versions ("discovery.k8s.io/v1") answered with 404
         self.store = store
         self.registry = registry
@@ -231,7 +235,8 @@ class ApiServer:
             raise S.path_not_found()
         watch = truthy(request.query.get("watch"))
         verb = verb_of(request.method, target, watch)
-        self._authorize(self._principal(request), target, verb)
+        self._authorize(self._principal(request), target, verb,
+                        self._name_from_selector(request, verb))
         headers = {"Warning": ENDPOINTS_WARNING} if target.res.plural == "endpoints" else {}
         try:
             return await self._dispatch(request, target, verb, headers)
@@ -245,10 +250,22 @@ class ApiServer:
             raise S.unauthorized()
         return principal
 
-    def _authorize(self, principal: Principal, target: Target, verb: str) -> None:
+    @staticmethod
+    def _name_from_selector(request: web.Request, verb: str) -> str:
+        """A list or watch names one object through ``fieldSelector=metadata.name=x``
+        (requestinfo.go), so that a rule's resourceNames can allow it."""
+        if verb not in ("list", "watch"):
+            return ""
+        terms = (request.query.get("fieldSelector") or "").split(",")
+        names = [t.split("=", 1)[1].lstrip("=") for t in terms
+                 if t.startswith("metadata.name=") and "!" not in t]
+        return names[0] if len(names) == 1 and len(terms) == 1 else ""
+
+    def _authorize(self, principal: Principal, target: Target, verb: str,
+                   selected: str = "") -> None:
         sub = target.res.subresource(target.subresource) if target.subresource else None
         attrs = Attributes(verb, target.res.group, target.res.plural, target.subresource,
-                           target.namespace or "", target.name)
+                           target.namespace or "", target.name or selected)
         if not Authorizer.decide(principal, attrs).allowed:
             raise S.forbidden(target.res.plural, target.name, target.res.group,
                               forbidden_reason(principal.user, attrs))
@@ -297,13 +314,18 @@ class ApiServer:
                 obj = self._as_table(request, target, [obj], obj["metadata"]["resourceVersion"],
                                      table)
             return json_response(obj, headers=headers)
+        body: Any
         if verb == "delete":
             grace = request.query.get("gracePeriodSeconds")
             body = await self._body(request, required=False)
             result = self.registry.delete(res, ns, name, body,
                                           int(grace) if grace is not None else None)
             return json_response(result, headers=headers)
-        body = await self._body(request)
+        if target.subresource == "token" and \
+                request.content_type == "application/vnd.kubernetes.protobuf":
+            body = {}  # kubectl create token: a protobuf TokenRequest; defaults suffice
+        else:
+            body = await self._body(request)
         if verb == "create":
             return self._create(request, target, body, headers)
         if verb == "update":
@@ -319,6 +341,8 @@ class ApiServer:
         if target.subresource == "eviction":
             return json_response(self.registry.evict(target.namespace or "", target.name, body),
                                  201)
+        if target.subresource == "token":
+            return json_response(self._token_request(target, body), 201)
         if target.res.plural == "selfsubjectaccessreviews":
             return json_response(self._review(self._principal(request), body), 201)
         obj = self.registry.create(target.res, target.namespace or "", body)
@@ -340,6 +364,23 @@ class ApiServer:
             return json.loads(raw)
         except ValueError as exc:
             raise S.bad_request(f"the body of the request could not be decoded: {exc}") from None
+
+    def _token_request(self, target: Target, body: Obj) -> Obj:
+        """TokenRequest (``kubectl create token``): a token of the ServiceAccount."""
+        namespace, name = target.namespace or "", target.name
+        self.store.must_get(target.res, namespace, name)
+        if self.token_minter is None:
+            raise S.method_not_allowed("create")
+        spec = dict(body.get("spec") or {})
+        spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local"])
+        spec.setdefault("expirationSeconds", 3600)
+        spec.setdefault("boundObjectRef", None)
+        expires = datetime.now(UTC) + timedelta(seconds=int(spec["expirationSeconds"]))
+        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
+                "spec": spec,
+                "status": {"token": self.token_minter(namespace, name),
+                           "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
     def _review(self, principal: Principal, body: Obj) -> Obj:
         spec = body.get("spec") or {}

@@ -3,8 +3,10 @@
 Owns: composing a DNS backend, the store, the API server, the controllers
 and the control API; the seed objects (namespaces, the nodes, the ``coredns``
 Deployment, the ``kube-dns`` and ``default/kubernetes`` Services, an optional
-PDB); the fault hooks as a Python API; writing kubeconfigs. Never does:
-leave anything running after ``__aexit__``, even when startup failed half-way.
+PDB, the ``default`` ServiceAccounts and the bootstrap ``system:basic-user``
+RBAC); minting ServiceAccount tokens; the fault hooks as a Python API;
+writing kubeconfigs. Never does: leave anything running after ``__aexit__``,
+even when startup failed half-way.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ from corednsprobe.sandbox.controllers import (
 )
 from corednsprobe.sandbox.nodes import MAX_NODES, default_node_count, node_body
 from corednsprobe.sandbox.nullbackend import NullBackend
+from corednsprobe.sandbox.rbac import (
+    BASIC_USER_BINDING,
+    BASIC_USER_ROLE,
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    SERVICE_ACCOUNTS,
+    Rbac,
+    service_account_user,
+)
 from corednsprobe.sandbox.registry import NAMESPACES, NODES, Registry, pod_ready
 from corednsprobe.sandbox.store import Store, now_iso
 from corednsprobe.sandbox.tls import make_certificate, server_context
@@ -146,11 +157,14 @@ class Sandbox:
         self.registry = Registry(self.store, self.backend.allocate_service_ip)
         self.authorizer = Authorizer()
         self.authorizer.add_token(self.admin_token, "sandbox-admin", ADMIN_RULES)
+        self.rbac = Rbac(self.store)
+        self.authorizer.add_resolver(self._service_account_principal)
         self.api_faults = ApiFaults()
         self.pod_faults = PodFaults()
         self.api = ApiServer(self.store, self.registry, self.authorizer, self.config.watch,
                              self.api_faults, POD_LOG,
-                             frozenset(self.config.unserved_group_versions))
+                             frozenset(self.config.unserved_group_versions),
+                             token_minter=self.rbac.mint)
         self.controllers = Controllers(self.store, self.registry, self.backend,
                                        self.config.timings, self.config.domain, self.pod_faults)
         self.port = 0
@@ -218,6 +232,11 @@ class Sandbox:
     def _seed(self) -> None:
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.registry.create(NAMESPACES, "", {"metadata": {"name": name}})
+        for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.registry.create(SERVICE_ACCOUNTS, namespace, {"metadata": {"name": "default"}})
+        self.registry.create(SERVICE_ACCOUNTS, "kube-system", {"metadata": {"name": "coredns"}})
+        self.registry.create(CLUSTER_ROLES, "", BASIC_USER_ROLE)
+        self.registry.create(CLUSTER_ROLE_BINDINGS, "", BASIC_USER_BINDING)
         for index in range(self.node_count):
             self.registry.create(NODES, "", node_body(index, self.backend.allocate_node_ip(),
                                                       now_iso()))
@@ -318,6 +337,28 @@ class Sandbox:
         target.write_text(text)
         target.chmod(0o600)
         return target
+
+    # service accounts ------------------------------------------------------
+
+    def _service_account_principal(self, token: str) -> tuple[str, Any] | None:
+        identity = self.rbac.identity(token)
+        if identity is None:
+            return None
+        return identity.user, lambda: self.rbac.rules_for(identity)
+
+    def mint_token(self, namespace: str, name: str) -> str:
+        """A token of the ServiceAccount ``namespace/name`` (which must exist): it is
+        authorized by exactly the RBAC rules bound to that account, read live."""
+        return self.rbac.mint(namespace, name)
+
+    def write_service_account_kubeconfig(self, path: str | os.PathLike[str], namespace: str,
+                                         name: str) -> Path:
+        """A kubeconfig that acts as ``system:serviceaccount:<namespace>:<name>``."""
+        written = self.write_kubeconfig(path, token=self.mint_token(namespace, name),
+                                        namespace=namespace)
+        log.info("service_account_kubeconfig", user=service_account_user(namespace, name),
+                 path=str(written))
+        return written
 
     # faults ----------------------------------------------------------------
 

@@ -101,6 +101,15 @@ RESOURCES: tuple[Resource, ...] = (
                            "regarding.namespace", "regarding.uid")),
     Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
              "SelfSubjectAccessReview", namespaced=False, verbs=("create",)),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",),
+             subresources=(Subresource("token", "TokenRequest", ("create",),
+                                       "authentication.k8s.io", "v1"),)),
+    Resource("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole",
+             namespaced=False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding",
+             namespaced=False),
 )
 
 GROUP_VERSIONS: tuple[str, ...] = tuple(
