@@ -11,6 +11,7 @@ registry does) or run controllers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -31,6 +32,7 @@ from corednsprobe.sandbox.registry import Registry
 from corednsprobe.sandbox.resources import Resource
 from corednsprobe.sandbox.selectors import FieldSelector, LabelSelector, SelectorError
 from corednsprobe.sandbox.store import Store, TooOld, Watcher
+from corednsprobe.sandbox.workloads import PodKind, ProcessPods, log_refusal, pod_kind
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
@@ -138,7 +140,9 @@ class ApiServer:
     def __init__(self, store: Store, registry: Registry, authorizer: Authorizer,
                  timings: WatchTimings | None = None, faults: ApiFaults | None = None,
                  pod_log: str = "", unserved: frozenset[str] = frozenset(),
-                 token_minter: Callable[[str, str], str] | None = None) -> None:
+                 token_minter: Callable[[str, str], str] | None = None,
+                 processes: ProcessPods | None = None) -> None:
+        self.processes = processes  # the logs of project-image pods that run for real
         self.token_minter = token_minter  # (namespace, account) → a ServiceAccount token
         self.unserved = unserved  # group versions ("discovery.k8s.io/v1") answered with 404
         self.store = store
@@ -306,8 +310,7 @@ class ApiServer:
                                          listing["metadata"]["resourceVersion"], table)
             return json_response(listing, headers=headers)
         if verb == "get" and target.subresource == "log":
-            self.store.must_get(res, ns, name)
-            return web.Response(text=self.pod_log, content_type="text/plain")
+            return await self._log(request, self.store.must_get(res, ns, name))
         if verb == "get":
             obj = self.store.must_get(res, ns, name)
             if table is not None:
@@ -364,6 +367,42 @@ class ApiServer:
             return json.loads(raw)
         except ValueError as exc:
             raise S.bad_request(f"the body of the request could not be decoded: {exc}") from None
+
+    async def _log(self, request: web.Request, pod: Obj) -> web.StreamResponse:
+        """pods/log: the container's output (CoreDNS pods: their banner), or the
+        kubelet's 400 while the container is waiting; ``follow`` streams to its exit."""
+        name = pod["metadata"]["name"]
+        containers = [c.get("name", "") for c in pod["spec"].get("containers") or ()]
+        container = request.query.get("container") or ""
+        if not container:
+            if len(containers) != 1:
+                raise S.bad_request(f"a container name must be specified for pod {name}, "
+                                    f"choose one of: [{' '.join(containers)}]")
+            container = containers[0]
+        elif container not in containers:
+            raise S.bad_request(f"container {container} is not valid for pod {name}")
+        if pod_kind(pod) is PodKind.DNS:
+            return web.Response(text=self.pod_log, content_type="text/plain")
+        namespace = pod["metadata"]["namespace"]
+        processes = self.processes
+        if processes is None or (namespace, name) not in processes.logs:
+            raise S.bad_request(log_refusal(pod, container) or
+                                f'container "{container}" in pod "{name}" is waiting to '
+                                "start: ContainerCreating")
+        raw_tail = request.query.get("tailLines")
+        tail = int(raw_tail) if raw_tail and raw_tail.lstrip("-").isdigit() else None
+        if not truthy(request.query.get("follow")):
+            return web.Response(body=processes.read(namespace, name, tail),
+                                content_type="text/plain")
+        response = web.StreamResponse(status=200)
+        response.content_type = "text/plain"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            async for chunk in processes.follow(namespace, name, pod["metadata"]["uid"], tail):
+                await response.write(chunk)
+            await response.write_eof()
+        return response
 
     def _token_request(self, target: Target, body: Obj) -> Obj:
         """TokenRequest (``kubectl create token``): a token of the ServiceAccount."""

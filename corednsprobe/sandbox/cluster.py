@@ -57,6 +57,7 @@ from corednsprobe.sandbox.rbac import (
 from corednsprobe.sandbox.registry import NAMESPACES, NODES, Registry, pod_ready
 from corednsprobe.sandbox.store import Store, now_iso
 from corednsprobe.sandbox.tls import make_certificate, server_context
+from corednsprobe.sandbox.workloads import ProcessPods
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
@@ -159,14 +160,18 @@ class Sandbox:
         self.authorizer.add_token(self.admin_token, "sandbox-admin", ADMIN_RULES)
         self.rbac = Rbac(self.store)
         self.authorizer.add_resolver(self._service_account_principal)
+        self._work_dir = Path(tempfile.mkdtemp(prefix="cdpa-sandbox-pods-"))
+        self.processes = ProcessPods(self._work_dir / "logs")
         self.api_faults = ApiFaults()
         self.pod_faults = PodFaults()
         self.api = ApiServer(self.store, self.registry, self.authorizer, self.config.watch,
                              self.api_faults, POD_LOG,
                              frozenset(self.config.unserved_group_versions),
-                             token_minter=self.rbac.mint)
+                             token_minter=self.rbac.mint, processes=self.processes)
         self.controllers = Controllers(self.store, self.registry, self.backend,
                                        self.config.timings, self.config.domain, self.pod_faults)
+        self.controllers.processes = self.processes
+        self.controllers.credentials = self._pod_credentials
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._controllers_task: asyncio.Task[None] | None = None
@@ -223,7 +228,9 @@ class Sandbox:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.processes.close()
         await self.backend.close()
+        shutil.rmtree(self._work_dir, ignore_errors=True)
         if self._tls_dir is not None:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
             self._tls_dir = None
@@ -345,6 +352,19 @@ class Sandbox:
         if identity is None:
             return None
         return identity.user, lambda: self.rbac.rules_for(identity)
+
+    def _pod_credentials(self, pod: Obj) -> dict[str, str]:
+        """A project-image pod acts as its ServiceAccount: KUBECONFIG with its token
+        (unless automountServiceAccountToken is false or the account is missing)."""
+        spec, namespace = pod["spec"], pod["metadata"]["namespace"]
+        account = spec.get("serviceAccountName") or "default"
+        if spec.get("automountServiceAccountToken") is False or \
+                self.store.get(SERVICE_ACCOUNTS, namespace, account) is None:
+            return {}
+        path = self._work_dir / f"{namespace}_{pod['metadata']['name']}.kubeconfig"
+        self.write_kubeconfig(path, token=self.mint_token(namespace, account),
+                              namespace=namespace)
+        return {"KUBECONFIG": str(path)}
 
     def mint_token(self, namespace: str, name: str) -> str:
         """A token of the ServiceAccount ``namespace/name`` (which must exist): it is

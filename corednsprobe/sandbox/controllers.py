@@ -31,6 +31,14 @@ from corednsprobe.sandbox.backend import DnsBackend, Fault, FaultKind, ZoneData
 from corednsprobe.sandbox.registry import Registry, pod_ready
 from corednsprobe.sandbox.selectors import LabelSelector
 from corednsprobe.sandbox.store import Change, Store, now_iso, random_suffix
+from corednsprobe.sandbox.workloads import (
+    DEADLINE_MESSAGE,
+    PodKind,
+    ProcessPods,
+    pod_kind,
+    pull_failure,
+    waiting_status,
+)
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
@@ -167,6 +175,9 @@ class Controllers:
         self._serving: set[str] = set()
         self._endpoints_owned: set[tuple[str, str]] = set()
         self._group: asyncio.TaskGroup | None = None
+        self.processes: ProcessPods | None = None  # set by the Sandbox: project-image pods
+        # The environment a project-image pod gets for its ServiceAccount (KUBECONFIG).
+        self.credentials: Callable[[Obj], dict[str, str]] | None = None
         store.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
@@ -447,6 +458,13 @@ class Controllers:
         if terminating(pod):  # deleted before it ever started
             self.store.remove(PODS, namespace, name)
             return
+        kind = pod_kind(pod)
+        if kind is PodKind.UNPULLABLE or (kind is PodKind.PROCESS and self.processes is None):
+            await self._never_pulled(namespace, name, uid)
+            return
+        if kind is PodKind.PROCESS:
+            await self._run_process(namespace, name, uid)
+            return
         ip = self.backend.allocate_pod_ip()
         self._schedule(pod)
         await self.backend.add_pod(name, ip, self.zone)
@@ -454,6 +472,174 @@ class Controllers:
         await self.backend.set_pod_fault(name, self.faults.effective(name, slot_of(pod)))
         if self._mark_running(namespace, name, uid, ip):
             await self._probe_until_deleted(namespace, name, uid)
+
+    # pods that are not DNS servers --------------------------------------------
+
+    def _write_pod_status(self, namespace: str, name: str, uid: str, **changes: Any) -> Obj | None:
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return None
+        status = {**pod["status"], **changes}
+        if status == pod["status"]:
+            return pod
+        return self.registry.write_status(PODS, {**pod, "status": status})
+
+    def _admit(self, namespace: str, name: str, uid: str) -> Obj | None:
+        """Scheduled and admitted by the node's kubelet: hostIP, startTime, conditions."""
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return None
+        self._schedule(pod)
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return None
+        node = pod["spec"]["nodeName"]
+        conditions = pod["status"].get("conditions") or []
+        for kind, value in (("PodReadyToStartContainers", True), ("Initialized", True),
+                            ("Ready", False), ("ContainersReady", False)):
+            conditions = set_condition(conditions, kind, value)
+        host = self._host_ip(node)
+        return self._write_pod_status(namespace, name, uid, conditions=conditions, hostIP=host,
+                                      hostIPs=[{"ip": host}], startTime=now_iso())
+
+    def _deadline(self, pod: Obj) -> float:
+        """Loop time at which activeDeadlineSeconds runs out (inf: none)."""
+        seconds = pod["spec"].get("activeDeadlineSeconds")
+        if seconds is None:
+            return math.inf
+        return asyncio.get_running_loop().time() + float(seconds) * self.timings.grace_scale
+
+    def _deadline_exceeded(self, namespace: str, name: str, uid: str,
+                           containers: list[Obj]) -> None:
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return
+        self.record_event(pod, "DeadlineExceeded", DEADLINE_MESSAGE, "kubelet", "Warning")
+        conditions = pod["status"].get("conditions") or []
+        for kind in ("Ready", "ContainersReady"):
+            conditions = set_condition(conditions, kind, False)
+        self._write_pod_status(namespace, name, uid, phase="Failed", reason="DeadlineExceeded",
+                               message=DEADLINE_MESSAGE, conditions=conditions,
+                               containerStatuses=containers)
+
+    async def _until_deleted(self, namespace: str, name: str, uid: str, deadline: float,
+                             on_deadline: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Wait for deletion (then honour the grace period) or the active deadline."""
+        loop = asyncio.get_running_loop()
+        while (pod := self._live_pod(namespace, name, uid)) is not None:
+            if terminating(pod):
+                grace = float(meta(pod).get("deletionGracePeriodSeconds") or 0)
+                await self._pod_wait(uid, grace * self.timings.grace_scale)
+                if self._live_pod(namespace, name, uid) is not None:
+                    self.store.remove(PODS, namespace, name)
+                return
+            if loop.time() >= deadline and on_deadline is not None:
+                await on_deadline()
+                on_deadline, deadline = None, math.inf
+                continue
+            await self._pod_wait(uid, min(deadline - loop.time(), self.timings.resync_period))
+
+    async def _never_pulled(self, namespace: str, name: str, uid: str) -> None:
+        """An image the sandbox cannot have: Pending, ErrImagePull, then ImagePullBackOff."""
+        pod = self._admit(namespace, name, uid)
+        if pod is None:
+            return
+        image = pod["spec"]["containers"][0].get("image", "")
+        self.record_event(pod, "Pulling", f'Pulling image "{image}"', "kubelet")
+        self.record_event(pod, "Failed", f'Failed to pull image "{image}": '
+                          f"{pull_failure(image)}", "kubelet", "Warning")
+        self.record_event(pod, "Failed", "Error: ErrImagePull", "kubelet", "Warning")
+        self._write_pod_status(namespace, name, uid,
+                               containerStatuses=waiting_status(pod, "ErrImagePull"))
+        deadline = self._deadline(pod)
+        await self._pod_wait(uid, self.timings.readiness_period)
+        pod = self._live_pod(namespace, name, uid)
+        if pod is not None and not terminating(pod):
+            self.record_event(pod, "BackOff", f'Back-off pulling image "{image}"', "kubelet")
+            self.record_event(pod, "Failed", "Error: ImagePullBackOff", "kubelet", "Warning")
+            self._write_pod_status(namespace, name, uid,
+                                   containerStatuses=waiting_status(pod, "ImagePullBackOff"))
+
+        async def expire() -> None:
+            current = self._live_pod(namespace, name, uid)
+            if current is not None:
+                self._deadline_exceeded(namespace, name, uid,
+                                        current["status"].get("containerStatuses") or [])
+
+        await self._until_deleted(namespace, name, uid, deadline, expire)
+
+    def _container_status(self, pod: Obj, state: Obj, ready: bool = False,
+                          started: bool = True) -> list[Obj]:
+        container = pod["spec"]["containers"][0]
+        return [{"name": container.get("name", ""), "image": container.get("image", ""),
+                 "imageID": f"sandbox://{container.get('image', '')}",
+                 "containerID": f"containerd://{meta(pod)['uid'].replace('-', '')}",
+                 "ready": ready, "started": started, "restartCount": 0, "state": state,
+                 "lastState": {}}]
+
+    async def _run_process(self, namespace: str, name: str, uid: str) -> None:
+        """The project's image: its command as a local process, to its exit code."""
+        assert self.processes is not None
+        pod = self._admit(namespace, name, uid)
+        if pod is None:
+            return
+        ip = self.backend.allocate_pod_ip()
+        env = self.credentials(pod) if self.credentials is not None else {}
+        running = await self.processes.start(pod, env)
+        started = now_iso()
+        self.record_event(pod, "Started", f"Started container "
+                          f"{pod['spec']['containers'][0].get('name', '')}", "kubelet")
+        conditions = pod["status"].get("conditions") or []
+        for kind in ("Ready", "ContainersReady"):
+            conditions = set_condition(conditions, kind, True)
+        self._write_pod_status(namespace, name, uid, phase="Running", podIP=ip,
+                               podIPs=[{"ip": ip}], conditions=conditions,
+                               containerStatuses=self._container_status(
+                                   pod, {"running": {"startedAt": started}}, ready=True))
+        deadline = self._deadline(pod)
+        loop = asyncio.get_running_loop()
+        while (pod := self._live_pod(namespace, name, uid)) is not None:
+            if running.exited.is_set():
+                break
+            if terminating(pod):
+                grace = float(meta(pod).get("deletionGracePeriodSeconds") or 0)
+                await self.processes.stop(uid, grace * self.timings.grace_scale)
+                if self._live_pod(namespace, name, uid) is not None:
+                    self.store.remove(PODS, namespace, name)
+                self.processes.forget(namespace, name)
+                return
+            if loop.time() >= deadline:
+                code = await self.processes.stop(uid, 0.0)
+                self._deadline_exceeded(namespace, name, uid, self._container_status(
+                    pod, {"terminated": {"exitCode": code if code and code > 0 else 137,
+                                         "reason": "Error", "startedAt": started,
+                                         "finishedAt": now_iso()}}))
+                break
+            waiters = [asyncio.ensure_future(running.exited.wait()),
+                       asyncio.ensure_future(self._pod_wait(
+                           uid, min(deadline - loop.time(), self.timings.resync_period)))]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        pod = self._live_pod(namespace, name, uid)
+        if pod is not None and running.exited.is_set() and pod["status"].get("phase") == "Running":
+            code = running.process.returncode or 0
+            conditions = pod["status"].get("conditions") or []
+            for kind in ("Ready", "ContainersReady"):
+                conditions = set_condition(conditions, kind, False)
+            self._write_pod_status(
+                namespace, name, uid, phase="Succeeded" if code == 0 else "Failed",
+                conditions=conditions, containerStatuses=self._container_status(
+                    pod, {"terminated": {"exitCode": code,
+                                         "reason": "Completed" if code == 0 else "Error",
+                                         "startedAt": started, "finishedAt": now_iso()}},
+                    started=False))
+        await self.processes.stop(uid, 0.0)
+        while self._live_pod(namespace, name, uid) is not None:
+            await self._pod_wait(uid, self.timings.resync_period)
+        self.processes.forget(namespace, name)
 
     async def _stop_server(self, name: str) -> None:
         if name in self._serving:
