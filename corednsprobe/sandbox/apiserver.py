@@ -23,9 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from corednsprobe import logs
+from corednsprobe.sandbox import portforward, tables
 from corednsprobe.sandbox import resources as R
 from corednsprobe.sandbox import status as S
-from corednsprobe.sandbox import tables
 from corednsprobe.sandbox.auth import Attributes, Authorizer, Principal, forbidden_reason
 from corednsprobe.sandbox.protobuf import ProtobufError, decode_access_review
 from corednsprobe.sandbox.registry import Registry
@@ -143,6 +143,7 @@ class ApiServer:
                  token_minter: Callable[[str, str], str] | None = None,
                  processes: ProcessPods | None = None) -> None:
         self.processes = processes  # the logs of project-image pods that run for real
+        self.dns_port = 53  # where a pod's port 53 really listens (the DNS backend's port)
         self.token_minter = token_minter  # (namespace, account) → a ServiceAccount token
         self.unserved = unserved  # group versions ("discovery.k8s.io/v1") answered with 404
         self.store = store
@@ -309,6 +310,9 @@ class ApiServer:
                 listing = self._as_table(request, target, listing["items"],
                                          listing["metadata"]["resourceVersion"], table)
             return json_response(listing, headers=headers)
+        if target.subresource == "portforward" and verb in ("get", "create"):
+            return await portforward.serve(request, self.store.must_get(res, ns, name),
+                                           self.dns_port)
         if verb == "get" and target.subresource == "log":
             return await self._log(request, self.store.must_get(res, ns, name))
         if verb == "get":

@@ -170,6 +170,7 @@ class Sandbox:
                              token_minter=self.rbac.mint, processes=self.processes)
         self.controllers = Controllers(self.store, self.registry, self.backend,
                                        self.config.timings, self.config.domain, self.pod_faults)
+        self.api.dns_port = self.backend.port
         self.controllers.processes = self.processes
         self.controllers.credentials = self._pod_credentials
         self.port = 0
