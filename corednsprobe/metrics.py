@@ -29,6 +29,7 @@ from corednsprobe.model import (
     DiagnosisState,
     Health,
     HealthState,
+    IgnoredReply,
     ProbeResult,
     RoundReport,
     Target,
@@ -59,7 +60,7 @@ class _Live(Collector):
     """Values computed at scrape time."""
 
     def __init__(self, last_event_at: Callable[[], float | None], now: Callable[[], float]) -> None:
-        self._last_event_at = last_event_at
+        self.last_event_at = last_event_at
         self._now = now
 
     def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
@@ -70,7 +71,7 @@ class _Live(Collector):
             "corednsprobe_watch_last_event_age_seconds",
             "Seconds since any API watch delivered an event or bookmark (or a list).",
         )
-        last = self._last_event_at()
+        last = self.last_event_at()
         age.add_metric([], float("nan") if last is None else max(0.0, self._now() - last))
         yield age
 
@@ -99,6 +100,10 @@ class Metrics:
         self.udp_only = Counter("corednsprobe_udp_only_failures_total",
                                 "Failures over UDP while the same question over TCP answered.",
                                 ["pod"], registry=r)
+        self.replies_ignored = Counter(
+            "corednsprobe_replies_ignored",
+            "Datagrams on a probe's socket not taken as its reply (spoofed or stray), by reason.",
+            ["reason"], registry=r)
         self.diagnosis = Gauge("corednsprobe_diagnosis", "1 for the current diagnosis state.",
                                ["state"], registry=r)
         self.candidates = Gauge("corednsprobe_restart_candidates",
@@ -130,12 +135,19 @@ class Metrics:
         self.gave_up = Gauge("corednsprobe_gave_up",
                              "1 while a workload is escalated to people (remediation stopped).",
                              registry=r)
-        r.register(_Live(last_event_at, now))
+        self._live = _Live(last_event_at, now)
+        r.register(self._live)
         for state in DiagnosisState:
             self.diagnosis.labels(state.value).set(0)
         for kind in TargetKind:
             self.targets.labels(kind.value).set(0)
+        for reason in IgnoredReply:
+            self.replies_ignored.labels(reason.value)
         self._labelled: dict[TargetKey, Target] = {}
+
+    def follow_watches(self, last_event_at: Callable[[], float | None]) -> None:
+        """Where the watch-age gauge reads the time of the API's last event from."""
+        self._live.last_event_at = last_event_at
 
     def observe(self, result: ProbeResult) -> None:
         t = result.target
@@ -180,6 +192,9 @@ class Metrics:
         self.round_duration.observe(report.duration)
         if report.overrun:
             self.overruns.inc()
+
+    def reply_ignored(self, reason: IgnoredReply) -> None:
+        self.replies_ignored.labels(reason.value).inc()
 
     def watch_restarted(self, informer: str, reason: str) -> None:
         self.watch_restarts.labels(informer, reason).inc()

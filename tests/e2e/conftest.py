@@ -27,7 +27,8 @@ from corednsprobe.kube.lease import LeaseTiming
 from corednsprobe.sandbox.backend import DnsBackend
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
-from corednsprobe.service.app import ProberService, serve
+from corednsprobe.service.app import serve
+from corednsprobe.service.prober import ProberService
 
 ROOT_TOOLS = ("ip", "nft", "unbound", "unbound-control")
 
@@ -165,3 +166,9 @@ def health_of(service: ProberService, name: str) -> Any:
         if h.target.name == name:
             return h
     raise KeyError(name)
+
+
+def pods_judged(service: ProberService) -> int:
+    """How many pods the last diagnosis judged (0 before the first)."""
+    evidence = service.state.diagnosis.evidence
+    return evidence.pods_judged if evidence is not None else 0

@@ -9,7 +9,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from corednsprobe.metrics import Metrics, rtt_buckets
-from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, Outcome, RoundReport
+from corednsprobe.model import (
+    Diagnosis,
+    DiagnosisState,
+    Health,
+    HealthState,
+    IgnoredReply,
+    Outcome,
+    RoundReport,
+)
 from tests.unit.helpers import SERVICE, pod, result, targetset
 
 EXPECTED = {
@@ -20,7 +28,7 @@ EXPECTED = {
     "corednsprobe_watch_restarts", "corednsprobe_watch_last_event_age_seconds",
     "corednsprobe_build_info", "corednsprobe_remediations", "corednsprobe_remediation_blocked",
     "corednsprobe_leader", "corednsprobe_last_remediation_timestamp_seconds",
-    "corednsprobe_gave_up",
+    "corednsprobe_gave_up", "corednsprobe_replies_ignored",
 }
 
 
@@ -38,6 +46,7 @@ def populated() -> Metrics:
     m.observe(result(p1, Outcome.OK, 1.0))
     m.observe(result(p2, Outcome.TIMEOUT, 1.0, udp_only=True))
     m.observe(result(SERVICE, Outcome.OK, 1.0))
+    m.reply_ignored(IgnoredReply.OTHER_ID)
     m.watch_restarted("endpointslices", "expired")
     m.set_health({p1.key: Health(p1, HealthState.HEALTHY, samples=5),
                   p2.key: Health(p2, HealthState.UNHEALTHY, samples=5, failures=5),
@@ -110,3 +119,14 @@ def test_rtt_histogram_counts_answered_probes_only() -> None:
     count = [v for n, _, v in families(m)["corednsprobe_probe_rtt_seconds"]
              if n == "corednsprobe_probe_rtt_seconds_count"]
     assert count == [2.0]
+
+
+def test_ignored_replies_are_counted_by_bounded_reason() -> None:
+    m = Metrics(1.0)
+    zero = {labels["reason"]: v for _, labels, v in families(m)["corednsprobe_replies_ignored"]}
+    assert zero == {reason.value: 0.0 for reason in IgnoredReply}  # every series from the start
+    m.reply_ignored(IgnoredReply.OTHER_QUESTION)
+    m.reply_ignored(IgnoredReply.OTHER_QUESTION)
+    got = {labels["reason"]: v for _, labels, v in families(m)["corednsprobe_replies_ignored"]}
+    assert got[IgnoredReply.OTHER_QUESTION.value] == 2.0
+    assert sum(got.values()) == 2.0
