@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from corednsprobe import __version__
@@ -17,7 +18,7 @@ from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
 from corednsprobe.sandbox.inprocess import InProcessBackend
 from corednsprobe.sandbox.registry import PODS
-from tests.kube.conftest import Kubectl, eventually
+from tests.kube.conftest import Http, Kubectl, eventually
 
 Obj = dict[str, Any]
 NS = "kube-system"
@@ -137,3 +138,31 @@ async def test_delete_stops_the_process(cluster: tuple[Sandbox, Kubectl]) -> Non
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(process.wait(), 5)
     assert process.returncode is not None
+
+
+async def test_pod_log_errors_golden(cluster: tuple[Sandbox, Kubectl]) -> None:
+    """The Status bodies of pods/log refusals: the kubelet's text
+    (validateContainerLogStatus) as a 400 BadRequest, and the container choice
+    errors of pkg/registry/core/pod/strategy.go."""
+    sandbox, _ = cluster
+    two = pod("two", "docker.io/library/nginx:1.27")
+    two["spec"]["containers"].append({"name": "side", "image": "busybox:1.36"})
+    sandbox.registry.create(PODS, NS, two)
+    await eventually(lambda: bool(sandbox.store.must_get(PODS, NS, "two")["status"].get(
+        "containerStatuses")))
+    async with aiohttp.ClientSession() as session:
+        http = Http(sandbox, session)
+        base = f"/api/v1/namespaces/{NS}/pods/two/log"
+        code, _, body = await http.call("GET", f"{base}?container=main")
+        assert code == 400
+        assert body["kind"] == "Status" and body["reason"] == "BadRequest"
+        assert body["message"] in (
+            'container "main" in pod "two" is waiting to start: image can\'t be pulled',
+            'container "main" in pod "two" is waiting to start: trying and failing to pull image')
+        code, _, body = await http.call("GET", base)
+        assert (code, body["message"]) == (
+            400, "a container name must be specified for pod two, choose one of: [main side]")
+        code, _, body = await http.call("GET", f"{base}?container=nope")
+        assert (code, body["message"]) == (400, "container nope is not valid for pod two")
+        code, _, body = await http.call("GET", f"/api/v1/namespaces/{NS}/pods/gone/log")
+        assert (code, body["message"]) == (404, 'pods "gone" not found')
