@@ -28,7 +28,7 @@ from corednsprobe import logs
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
 from corednsprobe.metrics import Metrics
-from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
+from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey, TargetKind
 from corednsprobe.remedy import actions
 from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
 from corednsprobe.remedy.policy import (
@@ -110,6 +110,7 @@ class Remediator:
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
         self._last_block: tuple[str, Blocked] | None = None
+        self._workloads: set[str] = set()  # of the pods in the latest verdict, for the gauge
         self.steps = 0
 
     @property
@@ -197,6 +198,7 @@ class Remediator:
         self.steps += 1
         now = self.wall()
         targets = [h.target for h in healths.values()]
+        self._workloads = {workload_of(t) for t in targets if t.kind is TargetKind.POD}
         leading = self._lead()
         self._check_lease_refused(leading)
         if not leading:
@@ -223,7 +225,7 @@ class Remediator:
     def _show_gave_up(self) -> None:
         """The gauge follows the history this replica holds or mirrors, leader or not."""
         dry = self.rails.mode is Mode.DRY_RUN
-        self.metrics.gave_up.set(1 if self.history.escalated_of(dry) else 0)
+        self.metrics.set_gave_up(self.history.escalated_of(dry), self._workloads)
 
     def _check_lease_refused(self, leading: bool) -> None:
         refused = self.leadership.refused if self.leadership is not None else ""

@@ -354,6 +354,7 @@ async def serve(
         on_restart=lambda name, reason: holder[0].metrics.watch_restarted(name, reason),
     )
     metrics = Metrics(settings.timeout, last_event_at=lambda: view.last_event_at, now=_loop_time)
+    metrics.set_remediation_mode(settings.remediation)
     elector: LeaderElector | None = None
     remediator: Remediator | None = None
     if settings.remediation != "off":
