@@ -21,6 +21,7 @@ import pytest
 
 from corednsprobe.model import DiagnosisState
 from tests.e2e.conftest import Running, Start
+from tests.monitoring import kit
 from tests.monitoring.prometheus import Prometheus, running
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -97,3 +98,25 @@ async def test_a_sick_pod_fires_its_alert_in_real_prometheus_and_it_outlives_the
     others = {a["labels"]["alertname"] for a in answer} - {"CoreDNSPodDNSUnhealthy",
                                                            "CoreDNSPodRestarted"}
     assert others == set(), others  # nothing else is wrong, and nothing says so
+
+
+async def test_every_dashboard_query_parses_and_returns_data_from_real_prometheus(
+        start: Start) -> None:
+    queries = kit.dashboard_queries(rate_interval="1m")
+    async with pod_fault_observed(start) as o:
+        await firing(o.prom, "CoreDNSPodDNSUnhealthy", within=60)
+        await o.c.until(lambda s: s.state.diagnosis.state is DiagnosisState.HEALTHY, within=40)
+        known = set(await o.prom.get("/api/v1/label/__name__/values"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60  # rates need two scrapes inside their range
+        while True:
+            empty = [(title, q) for title, q in queries if not await o.prom.query(q)]
+            if not empty or loop.time() > deadline:
+                break
+            await asyncio.sleep(1)
+        assert not empty, f"queries without data: {empty}"
+        print(f"\n{len(queries)} dashboard queries, each answered with data by "
+              f"{o.prom.url}/api/v1/query")
+    named = kit.metric_names(kit.DASHBOARD.read_text())
+    missing = {n for n in named if n not in known}
+    assert not missing, missing

@@ -8,6 +8,8 @@ the two disagree.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,29 @@ def load_rules() -> dict[str, Any]:
 
 def alerts() -> list[dict[str, Any]]:
     return [r for g in load_rules()["groups"] for r in g["rules"] if "alert" in r]
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def dashboard_queries(job: str = "corednsprobe",
+                      rate_interval: str = "1m") -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every query, Grafana's variables as Grafana would fill them."""
+    fill = {"$job": job, "$instance": ".+", "$__rate_interval": rate_interval}
+    out = []
+    for panel in dashboard()["panels"]:
+        for target in panel.get("targets", ()):
+            expr = target["expr"]
+            for var, value in fill.items():
+                expr = expr.replace(var, value)
+            out.append((panel["title"], expr))
+    return out
+
+
+def metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\bcorednsprobe_[a-z_]+\b", text))
 
 
 class _Dumper(yaml.SafeDumper):
