@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,9 @@ from tests.e2e.conftest import Running, Start
 from tests.monitoring import kit
 from tests.monitoring.prometheus import Prometheus, running
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("prometheus") is None,
+                                 reason="prometheus (Debian package prometheus) absent")]
 
 EVICT = {"COREDNSPROBE_REMEDIATION": "evict", "COREDNSPROBE_COOLDOWN": "1",
          "COREDNSPROBE_MAX_RESTARTS_PER_HOUR": "10"}

@@ -65,6 +65,8 @@ def populated() -> Metrics:
     m.remediation_attempted("evict", "done", 1_700_000_000.0)
     m.remediation_blocked_by("cooldown")
     m.leader.set(1)
+    m.set_remediation_mode("evict")
+    m.set_gave_up(("Deployment/coredns",), present=("Deployment/coredns",))
     return m
 
 
