@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from corednsprobe.addr import split_host_port
 from corednsprobe.stats import failure_lower_bound
 
 ENV_PREFIX = "COREDNSPROBE_"
@@ -103,23 +104,23 @@ def _optional(inner: Spec) -> Spec:
 
 
 def _listen() -> Spec:
-    def parse(raw: str) -> tuple[str, int]:
-        host, sep, port = raw.strip().rpartition(":")
-        if not sep or not host:
-            raise ValueError
-        number = int(port, 10)
-        if not 0 <= number <= 65535:
-            raise ValueError
-        return host.strip("[]"), number
-
-    return Spec(parse, "HOST:PORT, e.g. 0.0.0.0:9180 or [::]:9180", "")
+    return Spec(split_host_port, "HOST:PORT, e.g. 0.0.0.0:9180 or [::]:9180", "")
 
 
-def setting(default: Any, spec: Spec, doc: str) -> Any:
-    """Declare one setting: its default, how it is parsed, and what it does."""
+def setting(default: Any, spec: Spec, doc: str, unset: str = "") -> Any:
+    """Declare one setting: its default, how it is parsed, and what it does.
+
+    ``unset`` says, for a setting whose default is None, what holds when it is not set.
+    """
     return dataclasses.field(
-        default=default, metadata={"spec": Spec(spec.parse, spec.valid, doc)}
+        default=default, metadata={"spec": Spec(spec.parse, spec.valid, doc), "unset": unset}
     )
+
+
+# COREDNSPROBE_LISTEN when it is not set: every interface where the cluster's
+# Prometheus scrapes us, loopback elsewhere (/status shows pod IPs, nodes, history).
+LISTEN_IN_CLUSTER = ("0.0.0.0", 9180)
+LISTEN_ELSEWHERE = ("127.0.0.1", 9180)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,18 @@ class Settings:
         _integer(1, 100),
         "Remediations of one workload that brought no recovery before it stops and escalates.",
     )
+    confirm: float = setting(
+        10.0,
+        _seconds(0, 3600),
+        "A pod verdict must hold this long, the pod the only sick one throughout, before the "
+        "pod is restarted; any other verdict meanwhile starts it afresh.",
+    )
+    settle_period: float = setting(
+        300.0,
+        _seconds(0, 86400),
+        "Health must hold this long after a restart for it to count as having brought health "
+        "back; a relapse sooner counts towards giving up.",
+    )
     lease_name: str = setting(
         "corednsprobe", _k8s_name(), "Lease for leader election and the remediation history."
     )
@@ -200,8 +213,14 @@ class Settings:
         "Namespace of the prober (its Lease); empty: the service account's namespace in a "
         "pod, else COREDNSPROBE_NAMESPACE.",
     )
-    listen: tuple[str, int] = setting(
-        ("0.0.0.0", 9180), _listen(), "Address of the HTTP server (/metrics, /status, /healthz)."
+    listen: tuple[str, int] | None = setting(
+        None,
+        _listen(),
+        "Address of the HTTP server (/metrics, /status, /healthz). Unset: every interface "
+        "when running on the in-cluster service account, loopback only elsewhere (a "
+        "workstation with a kubeconfig does not expose /status).",
+        unset=f"{LISTEN_ELSEWHERE[0]}:{LISTEN_ELSEWHERE[1]}, in a cluster "
+        f"{LISTEN_IN_CLUSTER[0]}:{LISTEN_IN_CLUSTER[1]}",
     )
     log_level: str = setting(
         "info", _choice("debug", "info", "warning", "error"), "Lowest log level written."
@@ -263,6 +282,12 @@ class Settings:
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def listen_address(self, in_cluster: bool) -> tuple[str, int]:
+        """COREDNSPROBE_LISTEN if set, else by place: in a cluster or elsewhere."""
+        if self.listen is not None:
+            return self.listen
+        return LISTEN_IN_CLUSTER if in_cluster else LISTEN_ELSEWHERE
+
 
 # The kubelet injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_9180_TCP_ADDR and the
 # like for every Service in the pod's namespace; a Service named corednsprobe
@@ -323,13 +348,20 @@ def markdown_table() -> str:
     rows = ["| variable | default | valid values | what it does |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
         spec: Spec = f.metadata["spec"]
-        rows.append(f"| `{env_name(f.name)}` | `{_show(f.default)}` | {spec.valid} | {spec.doc} |")
+        rows.append(f"| `{env_name(f.name)}` | `{_default(f)}` | {spec.valid} | {spec.doc} |")
     return "\n".join(rows) + "\n"
+
+
+def _default(f: dataclasses.Field[Any], value: Any = dataclasses.MISSING) -> str:
+    """A setting's value (its default unless given) as people read it."""
+    value = f.default if value is dataclasses.MISSING else value
+    return str(f.metadata["unset"]) if value is None else _show(value)
 
 
 def effective(settings: Settings) -> list[tuple[str, str]]:
     """(variable, value) pairs of the settings in force, for `corednsprobe config`."""
-    return [(env_name(k), _show(v)) for k, v in settings.as_dict().items()]
+    return [(env_name(f.name), _default(f, getattr(settings, f.name)))
+            for f in dataclasses.fields(settings)]
 
 
 def troff_settings() -> str:
@@ -337,7 +369,7 @@ def troff_settings() -> str:
     out = []
     for f in dataclasses.fields(Settings):
         spec: Spec = f.metadata["spec"]
-        default = _show(f.default) or "(empty)"
+        default = _default(f) or "(empty)"
         out.append(f".TP\n.B {env_name(f.name)}\n{_troff(spec.doc)}\nDefault: {_troff(default)}; "
                    f"valid: {_troff(spec.valid)}.")
     return "\n".join(out) + "\n"

@@ -32,6 +32,7 @@ from corednsprobe.model import (
     DiagnosisState,
     Health,
     HealthState,
+    IgnoredReply,
     ProbeResult,
     RoundReport,
     Target,
@@ -49,7 +50,8 @@ REMEDIATION_MODES = ("evict", "delete", "dry-run", "off")
 ACTION_RESULTS = ("done", "gone", "no_answer", "pdb_blocked", "forbidden", "failed")
 BLOCK_REASONS = ("mode_off", "diagnosis_not_pod", "gave_up", "in_flight", "backoff", "cooldown",
                  "hourly_budget", "pod_terminating", "pod_not_ready", "pod_too_young",
-                 "min_ready", "internal_error")
+                 "min_ready", "confirming", "pod_gone", "pod_not_ours", "not_an_endpoint",
+                 "pod_unverified", "internal_error")
 
 
 def rtt_buckets(timeout: float) -> list[float]:
@@ -70,7 +72,7 @@ class _Live(Collector):
     """Values computed at scrape time."""
 
     def __init__(self, last_event_at: Callable[[], float | None], now: Callable[[], float]) -> None:
-        self._last_event_at = last_event_at
+        self.last_event_at = last_event_at
         self._now = now
 
     def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
@@ -81,7 +83,7 @@ class _Live(Collector):
             "corednsprobe_watch_last_event_age_seconds",
             "Seconds since any API watch delivered an event or bookmark (or a list).",
         )
-        last = self._last_event_at()
+        last = self.last_event_at()
         age.add_metric([], float("nan") if last is None else max(0.0, self._now() - last))
         yield age
 
@@ -123,6 +125,10 @@ class Metrics:
         self.udp_only = Counter("corednsprobe_udp_only_failures_total",
                                 "Failures over UDP while the same question over TCP answered.",
                                 ["pod"], registry=r)
+        self.replies_ignored = Counter(
+            "corednsprobe_replies_ignored",
+            "Datagrams on a probe's socket not taken as its reply (spoofed or stray), by reason.",
+            ["reason"], registry=r)
         self.diagnosis = Gauge("corednsprobe_diagnosis", "1 for the current diagnosis state.",
                                ["state"], registry=r)
         self.candidates = Gauge("corednsprobe_restart_candidates",
@@ -156,7 +162,8 @@ class Metrics:
                              ["workload"], registry=r)
         self.mode = Gauge("corednsprobe_remediation_mode",
                           "1 for the configured remediation mode.", ["mode"], registry=r)
-        r.register(_Live(last_event_at, now))
+        self._live = _Live(last_event_at, now)
+        r.register(self._live)
         for state in DiagnosisState:
             self.diagnosis.labels(state.value).set(0)
         for kind in TargetKind:
@@ -164,6 +171,8 @@ class Metrics:
             self.turned_unhealthy.labels(kind.value)
         for reason in BLOCK_REASONS:
             self.remediation_blocked.labels(reason)
+        for reason in IgnoredReply:
+            self.replies_ignored.labels(reason.value)
         self._labelled: dict[TargetKey, Target] = {}
         self._states: dict[TargetKey, tuple[HealthState, str]] = {}
         self._escalated: set[str] = set()
@@ -179,6 +188,10 @@ class Metrics:
                 self.remediations.labels(mode, result)
         if mode != "off":  # a missing permission downgrades to dry-run
             self.remediations.labels("dry-run", "dry_run")
+
+    def follow_watches(self, last_event_at: Callable[[], float | None]) -> None:
+        """Where the watch-age gauge reads the time of the API's last event from."""
+        self._live.last_event_at = last_event_at
 
     def observe(self, result: ProbeResult) -> None:
         t = result.target
@@ -261,6 +274,9 @@ class Metrics:
         self.round_duration.observe(report.duration)
         if report.overrun:
             self.overruns.inc()
+
+    def reply_ignored(self, reason: IgnoredReply) -> None:
+        self.replies_ignored.labels(reason.value).inc()
 
     def watch_restarted(self, informer: str, reason: str) -> None:
         self.watch_restarts.labels(informer, reason).inc()

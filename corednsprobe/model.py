@@ -199,3 +199,14 @@ class RoundReport:
     probes: int
     skipped: int  # jobs dropped because their target left during the round
     overrun: bool  # the round outlasted its interval
+    results: tuple[ProbeResult, ...] = ()  # in the order the probes ended
+
+
+class IgnoredReply(StrEnum):
+    """Why a datagram on a probe's socket was not taken as its reply (bounded labels)."""
+
+    OTHER_SOURCE = "other_source"  # not from the target's address and port
+    UNREADABLE = "unreadable"  # no whole header or question to tie it to the probe
+    OTHER_ID = "other_id"  # a readable ID, not the probe's
+    NOT_A_RESPONSE = "not_a_response"  # the QR bit is clear: a query, not a reply
+    OTHER_QUESTION = "other_question"  # no question, or another one

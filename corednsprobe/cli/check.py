@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from corednsprobe.addr import PortError, split_host_port
+from corednsprobe.cli.render import table
 from corednsprobe.config import Settings
 from corednsprobe.model import Check, ProbeResult, Target, TargetKind
 from corednsprobe.probe import wire
@@ -27,18 +29,11 @@ QUERY_TYPES = sorted(name for name in wire.TYPES if name != "OPT")
 
 def parse_server(text: str) -> tuple[str, int]:
     """``127.0.0.1``, ``127.0.0.1:5353``, ``[::1]:53``, ``::1`` → (address, port)."""
-    host, port = text.strip(), "53"
-    if host.startswith("["):
-        end = host.find("]")
-        rest = host[end + 1:] if end > 0 else "?"
-        if rest and not rest.startswith(":"):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected [IPv6]:PORT")
-        host, port = host[1:end], rest[1:] or "53"
-    elif host.count(":") == 1:
-        host, port = host.split(":")
     try:
+        host, number = split_host_port(text, default_port=53)
         address = ipaddress.ip_address(host)
-        number = int(port, 10)
+    except PortError:
+        raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535") from None
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected an IP address with an optional port, "
@@ -172,9 +167,7 @@ def render_table(results: Sequence[ProbeResult]) -> str:
         f"{r.rtt_seconds * 1000:.2f}" if r.rtt_seconds is not None else "-",
         ",".join(r.answers) or "-", "yes" if r.udp_only else "no", r.detail or "",
     ) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = table(rows)
     s = summary(results)
     lines.append(f"{s['ok']} of {s['probes']} probes ok")
     return "\n".join(lines) + "\n"

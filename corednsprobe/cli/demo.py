@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from corednsprobe import logs
+from corednsprobe.cli.render import table
 from corednsprobe.config import Settings, env_name
 from corednsprobe.model import HealthState, TargetKind
 from corednsprobe.sandbox.backend import Fault, FaultKind
@@ -40,7 +41,6 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "timeout": 0.5,
     "window": 20.0,
     "min_pod_age": 5.0,
-    "listen": ("127.0.0.1", 9180),
 }
 
 _FAULT = re.compile(r"^(?P<pod>[^=]+)=(?P<fault>[^@]+)@(?P<at>[0-9]+(\.[0-9]*)?)$")
@@ -86,8 +86,7 @@ def render(service: Any, started: float, remediation: dict[str, Any] | None = No
         lines.append("  restart candidates: " + ", ".join(t.name for t in d.candidates))
     if remediation:
         lines.append("  " + _remediation_line(remediation))
-    head = ("TARGET", "ADDRESS", "HEALTH", "FAIL%", "RTT ms")
-    lines.append(f"  {head[0]:<28} {head[1]:<22} {head[2]:<10} {head[3]:>6} {head[4]:>7}  LAST")
+    rows = [("TARGET", "ADDRESS", "HEALTH", "FAIL%", "RTT ms", "LAST")]
     for t in st.targets.targets:
         h = st.healths.get(t.key)
         last = list(st.last.get(t.key, ()))
@@ -97,9 +96,10 @@ def render(service: Any, started: float, remediation: dict[str, Any] | None = No
             outcome += " (udp only)"
         name = t.name if t.kind is TargetKind.POD else "service (ClusterIP)"
         state = h.state.value if h else HealthState.UNKNOWN.value
-        ratio = f"{100 * h.ratio:5.0f}%" if h and h.samples else "     -"
-        rtt = f"{1000 * rtts[-1]:7.2f}" if rtts else "      -"
-        lines.append(f"  {name:<28} {t.endpoint:<22} {state:<10} {ratio:>6} {rtt}  {outcome}")
+        ratio = f"{100 * h.ratio:.0f}%" if h and h.samples else "-"
+        rtt = f"{1000 * rtts[-1]:.2f}" if rtts else "-"
+        rows.append((name, t.endpoint, state, ratio, rtt, outcome))
+    lines += table(rows, right={3, 4}, min_widths=(27, 21, 9, 6, 6), indent="  ")
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +125,7 @@ async def run_demo(settings: Settings, pods: int, faults: list[ScriptedFault],
             access = await connect(str(kubeconfig))
 
             def listening(_service: Any, port: int) -> None:
-                host = settings.listen[0]
+                host = settings.listen_address(in_cluster=False)[0]
                 out.write(
                     f"sandbox API:  {sandbox.url}  (kubeconfig: {kubeconfig})\n"
                     f"metrics:      http://{host}:{port}/metrics\n"

@@ -78,7 +78,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> None:
         access = await open_cluster(ClusterArgs(args.kubeconfig, args.context), settings)
         try:
-            await serve(settings, access.api)
+            await serve(settings, access.api, in_cluster=access.in_cluster)
         finally:
             await access.close()
 

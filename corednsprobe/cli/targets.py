@@ -9,13 +9,13 @@ Never does: probe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from corednsprobe.cli.render import table
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import (
     Access,
@@ -90,8 +90,7 @@ def render_table(ts: TargetSet, now: float) -> str:
         rows.append((t.kind.value, t.name, t.address, str(t.port), p.node if p else "-",
                      _yn(p.ready) if p else "-", _yn(p.serving) if p else "-",
                      _yn(p.terminating) if p else "-", _age(p.created_at if p else None, now)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = table(rows)
     expected = ",".join(sorted(ts.expected)) or "unknown"
     lines.append(f"state: {ts.state.value}; kubernetes.default answers: {expected}")
     return "\n".join(lines) + "\n"
@@ -129,22 +128,33 @@ async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_
                       out: TextIO = sys.stdout) -> int:
     access = await open_cluster(args, settings)
     view = ClusterView(access.api, namespace=settings.namespace, service=settings.service)
-    runner = asyncio.create_task(view.run(), name="cluster-view")
     try:
-        ts = await _first(view, access)
-        while True:
-            if as_json:
-                out.write(json.dumps(targetset_json(ts), indent=None if watch else 2) + "\n")
-            elif watch:
-                out.write(summary_line(ts) + "\n")
-            else:
-                out.write(render_table(ts, time.time()))
-            out.flush()
-            if not watch:
-                return 0
-            ts = await view.changed(ts.generation)
+        # the view's task lives in the group: if the watch fails, so does the command
+        async with asyncio.TaskGroup() as tasks:
+            runner = tasks.create_task(view.run(), name="cluster-view")
+            await _print(view, access, watch=watch, as_json=as_json, out=out)
+            runner.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ClusterAccessError):
+            raise group.exceptions[0] from None
+        raise
     finally:
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
         await access.close()
+    return 0
+
+
+async def _print(view: ClusterView, access: Access, *, watch: bool, as_json: bool,
+                 out: TextIO) -> None:
+    """The TargetSet once, or every new one until cancelled with ``watch``."""
+    ts = await _first(view, access)
+    while True:
+        if as_json:
+            out.write(json.dumps(targetset_json(ts), indent=None if watch else 2) + "\n")
+        elif watch:
+            out.write(summary_line(ts) + "\n")
+        else:
+            out.write(render_table(ts, time.time()))
+        out.flush()
+        if not watch:
+            return
+        ts = await view.changed(ts.generation)

@@ -35,6 +35,11 @@ class Access:
     context: str
     auth: str  # how we authenticate, for people
 
+    @property
+    def in_cluster(self) -> bool:
+        """True when the credentials are the pod's own service account."""
+        return self.source == "in-cluster service account"
+
     def describe(self) -> str:
         ctx = f", context {self.context!r}" if self.context else ""
         return f"API {self.url} (credentials: {self.source}{ctx}; auth: {self.auth})"

@@ -158,40 +158,57 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Malformed:
-    """Bytes that are not a DNS reply we can read, and why."""
+    """Bytes that are not a DNS reply we can read, why, and what of it could be read.
+
+    ``id`` and ``qr`` are set only when the whole header was there, and
+    ``question`` only when the question section was read: a message cut short
+    in its header or question cannot be tied to a query.
+    """
 
     reason: str
-    id: int | None = None  # the ID, when at least the header was there
+    id: int | None = None
+    qr: bool = False
+    question: Question | None = None
+
+
+class _Seen:
+    """What the parser read before it failed."""
+
+    __slots__ = ("id", "qr", "question")
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+        self.qr = False
+        self.question: Question | None = None
 
 
 def parse(data: bytes) -> Reply | Malformed:
     """Read a DNS message. Never raises: anything unreadable is :class:`Malformed`."""
+    seen = _Seen()
     try:
-        return _parse(data)
+        return _parse(data, seen)
     except _Bad as exc:
-        return Malformed(str(exc), _peek_id(data))
+        return Malformed(str(exc), seen.id, seen.qr, seen.question)
     except (IndexError, ValueError, struct.error) as exc:  # a backstop; _parse checks bounds
-        return Malformed(f"unreadable: {exc}", _peek_id(data))
+        return Malformed(f"unreadable: {exc}", seen.id, seen.qr, seen.question)
 
 
 class _Bad(Exception):
     pass
 
 
-def _peek_id(data: bytes) -> int | None:
-    return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
-
-
-def _parse(data: bytes) -> Reply:
+def _parse(data: bytes, seen: _Seen) -> Reply:
     if len(data) < _HEADER.size:
         raise _Bad(f"short message: {len(data)} bytes")
     qid, flags, qdcount, ancount, _, _ = _HEADER.unpack_from(data, 0)
+    seen.id, seen.qr = qid, bool(flags & 0x8000)
     offset = _HEADER.size
     question: Question | None = None
     if qdcount > 1:
         raise _Bad(f"{qdcount} questions")
     if qdcount == 1:
         question, offset = _read_question(data, offset)
+        seen.question = question
     answers = []
     for _ in range(ancount):
         record, offset = _read_record(data, offset)

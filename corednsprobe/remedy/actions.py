@@ -1,4 +1,5 @@
-"""Actions: the writes remediation makes — evict, delete, post an Event — answers as values.
+"""Actions: the writes remediation makes — evict, delete, post an Event — answers as values,
+and the fresh read of a pod (with the DNS Service and its endpoints) before a restart.
 
 Owns: the requests through the kubernetes_asyncio client (an Eviction with a
 uid precondition, so a replacement that took the name is never evicted; a
@@ -27,7 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe import logs
 from corednsprobe.model import PodRef
-from corednsprobe.remedy.policy import Result
+from corednsprobe.remedy.history import Result
 
 log = logs.get(__name__)
 COMPONENT = "corednsprobe"
@@ -179,3 +180,51 @@ async def post_event(api: Any, about: Involved, reason: str, message: str, *, wa
                     error=str(exc) or type(exc).__name__)
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """What the API says right now, read just before a restart: the pod (None: 404),
+    the DNS Service, and the objects that list its endpoints (EndpointSlices, or the
+    legacy Endpoints where discovery.k8s.io/v1 is not served), each as its JSON."""
+
+    pod: dict[str, Any] | None
+    service: dict[str, Any]
+    endpoints: tuple[dict[str, Any], ...]
+
+
+async def read_fresh(api: Any, namespace: str, service: str, name: str) -> Fresh:
+    """Read the pod, the Service and its endpoints; raise on any answer but a pod's 404."""
+    core = client.CoreV1Api(api)
+    try:
+        pod = await core.read_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        pod = None
+    svc = await core.read_namespaced_service(service, namespace,
+                                             _request_timeout=REQUEST_TIMEOUT)
+    try:
+        slices = await client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}",
+            _request_timeout=REQUEST_TIMEOUT)
+        listed = tuple(api.sanitize_for_serialization(s) for s in slices.items or ())
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        legacy = await core.read_namespaced_endpoints(service, namespace,
+                                                      _request_timeout=REQUEST_TIMEOUT)
+        listed = (api.sanitize_for_serialization(legacy),)
+    as_json = api.sanitize_for_serialization
+    return Fresh(as_json(pod) if pod is not None else None, as_json(svc), listed)
+
+
+def endpoint_uids(objects: tuple[dict[str, Any], ...]) -> frozenset[str]:
+    """The pod uids that EndpointSlices (or legacy Endpoints) name as endpoints."""
+    refs: list[Any] = []
+    for obj in objects:
+        refs += [ep.get("targetRef") for ep in obj.get("endpoints") or ()]
+        for subset in obj.get("subsets") or ():
+            for field in ("addresses", "notReadyAddresses"):
+                refs += [a.get("targetRef") for a in subset.get(field) or ()]
+    return frozenset(str(r.get("uid")) for r in refs if isinstance(r, dict) and r.get("uid"))

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from corednsprobe.addr import split_host_port
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -48,10 +50,10 @@ def _handler(args: argparse.Namespace, settings: object) -> int:
 
 
 def _listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
-    return host.strip("[]"), int(port)
+    try:
+        return split_host_port(text)
+    except ValueError:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:0") from None
 
 
 def _min_available(text: str | None) -> int | str | None:

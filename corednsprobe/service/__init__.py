@@ -1,4 +1,5 @@
 """service: the long-running prober, composed from the layers below.
 
-The composition root, /status and liveness, the HTTP server. No business rules.
+The composition root (app), the prober service (prober), /status and liveness
+(status), the HTTP server (server). No business rules.
 """

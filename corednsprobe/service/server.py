@@ -1,51 +1,50 @@
 """The HTTP face of the service: /metrics, /healthz, /readyz, /status.
 
-Owns: routes and response shapes. Never does: compute anything itself — it
-renders what the ProberService and the Metrics already know.
+Owns: routes, response shapes and listening. Never does: compute anything
+itself — it renders what the Metrics and the status page already know.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from corednsprobe.metrics import CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from corednsprobe.service.app import ProberService
+from corednsprobe.metrics import CONTENT_TYPE, Metrics
 
 
-def build_app(
-    service: ProberService, extra_status: dict[str, Callable[[], Any]] | None = None
-) -> web.Application:
-    """``extra_status`` maps a /status key to a callable adding a section (remediation)."""
+class Page(Protocol):
+    """What /healthz, /readyz and /status read (service.status.StatusPage)."""
+
+    def live(self) -> bool: ...
+
+    def ready(self) -> bool: ...
+
+    def document(self) -> dict[str, Any]: ...
+
+
+def build_app(metrics: Metrics, page: Page) -> web.Application:
     app = web.Application()
 
-    async def metrics(_req: web.Request) -> web.Response:
-        body = service.metrics.render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    async def metrics_(_req: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(_req: web.Request) -> web.Response:
-        if service.live():
+        if page.live():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="rounds are not completing on time\n")
 
     async def readyz(_req: web.Request) -> web.Response:
-        if service.ready():
+        if page.ready():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="waiting for the first list of targets\n")
 
     async def status(_req: web.Request) -> web.Response:
-        doc = service.status()
-        for key, section in (extra_status or {}).items():
-            doc[key] = section()
-        return web.Response(text=json.dumps(doc, indent=2) + "\n",
+        return web.Response(text=json.dumps(page.document(), indent=2) + "\n",
                             content_type="application/json")
 
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)

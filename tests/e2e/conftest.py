@@ -27,7 +27,8 @@ from corednsprobe.kube.lease import LeaseTiming
 from corednsprobe.sandbox.backend import DnsBackend
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
-from corednsprobe.service.app import ProberService, serve
+from corednsprobe.service.app import serve
+from corednsprobe.service.prober import ProberService
 
 ROOT_TOOLS = ("ip", "nft", "unbound", "unbound-control")
 

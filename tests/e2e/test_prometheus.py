@@ -91,8 +91,10 @@ async def test_a_sick_pod_fires_its_alert_in_real_prometheus_and_it_outlives_the
               f" the pod is gone and replaced, and its own series with it ({gone} is empty)")
         print(f"GET {o.prom.url}/api/v1/alerts  (firing alerts):")
         print(json.dumps(answer, indent=2))
+        verdict = ("a scrape saw the pod at 0, but that series is gone now" if seen_at_zero
+                   else "no scrape ever saw the pod at 0")
         print(f"the old man-page example's condition, over the run: {old_example} -> "
-              f"{json.dumps(seen_at_zero)} (empty: no scrape ever saw the pod at 0)")
+              f"{json.dumps(seen_at_zero)} ({verdict})")
     pod_alert = next(a for a in answer if a["labels"]["alertname"] == "CoreDNSPodDNSUnhealthy")
     assert pod_alert["labels"] == {**alert["labels"], "alertname": "CoreDNSPodDNSUnhealthy"}
     assert pod_alert["labels"]["severity"] == "warning"

@@ -15,7 +15,8 @@ from kubernetes_asyncio import client
 
 from corednsprobe.kube.lease import LeaderElector, LeaseTiming
 from corednsprobe.metrics import Metrics
-from corednsprobe.remedy.policy import Blocked, History, Result, Verdict
+from corednsprobe.remedy.history import History, Result
+from corednsprobe.remedy.policy import Blocked, Verdict
 from corednsprobe.remedy.remediator import HISTORY_ANNOTATION, Remediator
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig

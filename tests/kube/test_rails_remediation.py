@@ -22,14 +22,11 @@ from kubernetes_asyncio import client
 
 from corednsprobe.kube.lease import LeaderElector
 from corednsprobe.metrics import Metrics
+from corednsprobe.remedy.history import History, Mode, Record, Result
 from corednsprobe.remedy.policy import (
     FAILURES_BEFORE_ESCALATION,
     UNANSWERED_GRACE,
     Blocked,
-    History,
-    Mode,
-    Record,
-    Result,
     Verdict,
 )
 from corednsprobe.remedy.remediator import HISTORY_ANNOTATION, Remediator

@@ -18,7 +18,8 @@ from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
 from corednsprobe.sandbox.inprocess import InProcessBackend
 from corednsprobe.sandbox.registry import R
-from corednsprobe.service.app import ProberService, serve
+from corednsprobe.service.app import serve
+from corednsprobe.service.prober import ProberService
 from tests.kube.conftest import api_client_for, eventually
 
 LEASES = R.require("coordination.k8s.io", "leases")

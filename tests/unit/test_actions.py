@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe.remedy.actions import Involved, outcome_of
-from corednsprobe.remedy.policy import Result
+from corednsprobe.remedy.history import Result
 
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 

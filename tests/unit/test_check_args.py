@@ -10,7 +10,7 @@ from corednsprobe.cli.check import build_check, parse_server, render_table
 from corednsprobe.cli.main import build_parser
 from corednsprobe.config import Settings
 from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetKind
-from corednsprobe.probe.engine import search_candidates
+from corednsprobe.probe.appview import search_candidates
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -23,6 +23,12 @@ from corednsprobe.probe.engine import search_candidates
 ])
 def test_server_syntax(text: str, expected: tuple[str, int]) -> None:
     assert parse_server(text) == expected
+
+
+def test_server_port_out_of_range_says_so() -> None:
+    for text in ("127.0.0.1:99999", "127.0.0.1:0", "[::1]:65536"):
+        with pytest.raises(argparse.ArgumentTypeError, match="port must be 1-65535"):
+            parse_server(text)
 
 
 @pytest.mark.parametrize("text", ["host:53", "127.0.0.1:0", "127.0.0.1:x", "[::1", "[::1]x",

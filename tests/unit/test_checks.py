@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corednsprobe.service.app import Checks
+from corednsprobe.probe.checks import Checks
 from tests.unit.helpers import SERVICE, pod
 
 C = Checks("cluster.local", "kube-system")

@@ -130,3 +130,12 @@ def test_defaults_can_judge_a_dead_target() -> None:
     s = Settings.from_env({})
     n = int(s.window / s.interval) * 2
     assert n >= s.min_samples and failure_lower_bound(s.min_samples, s.min_samples) >= 0.5
+
+
+def test_listen_defaults_to_loopback_off_cluster_and_an_explicit_address_wins() -> None:
+    unset = Settings.from_env({})
+    assert unset.listen_address(in_cluster=False) == ("127.0.0.1", 9180)
+    assert unset.listen_address(in_cluster=True) == ("0.0.0.0", 9180)
+    given = Settings.from_env({"COREDNSPROBE_LISTEN": "[::]:9000"})
+    assert given.listen_address(in_cluster=False) == given.listen_address(in_cluster=True)
+    assert given.listen_address(in_cluster=False) == ("::", 9000)

@@ -21,11 +21,13 @@ from corednsprobe.model import (
     DiagnosisState,
     Health,
     HealthState,
+    IgnoredReply,
     Outcome,
     RoundReport,
     Target,
 )
-from corednsprobe.remedy.policy import Blocked, Mode, Result
+from corednsprobe.remedy.history import Mode, Result
+from corednsprobe.remedy.policy import Blocked
 from tests.unit.helpers import SERVICE, pod, result, targetset
 
 EXPECTED = {
@@ -36,8 +38,9 @@ EXPECTED = {
     "corednsprobe_watch_restarts", "corednsprobe_watch_last_event_age_seconds",
     "corednsprobe_build_info", "corednsprobe_remediations", "corednsprobe_remediation_blocked",
     "corednsprobe_leader", "corednsprobe_last_remediation_timestamp_seconds",
-    "corednsprobe_gave_up", "corednsprobe_probe_success", "corednsprobe_target_health",
-    "corednsprobe_target_unhealthy_transitions", "corednsprobe_remediation_mode",
+    "corednsprobe_gave_up", "corednsprobe_replies_ignored", "corednsprobe_probe_success",
+    "corednsprobe_target_health", "corednsprobe_target_unhealthy_transitions",
+    "corednsprobe_remediation_mode",
 }
 
 
@@ -55,6 +58,7 @@ def populated() -> Metrics:
     m.observe(result(p1, Outcome.OK, 1.0))
     m.observe(result(p2, Outcome.TIMEOUT, 1.0, udp_only=True))
     m.observe(result(SERVICE, Outcome.OK, 1.0))
+    m.reply_ignored(IgnoredReply.OTHER_ID)
     m.watch_restarted("endpointslices", "expired")
     m.set_health({p1.key: Health(p1, HealthState.HEALTHY, samples=5),
                   p2.key: Health(p2, HealthState.UNHEALTHY, samples=5, failures=5),
@@ -228,3 +232,14 @@ def test_label_value_lists_match_the_remediation() -> None:
     assert set(ACTION_RESULTS) == {r.value for r in Result} - {"started", "dry_run"}
     assert set(BLOCK_REASONS) == ({b.value for b in Blocked} - {"not_leader"}) | {
         "internal_error"}
+
+
+def test_ignored_replies_are_counted_by_bounded_reason() -> None:
+    m = Metrics(1.0)
+    zero = {labels["reason"]: v for _, labels, v in families(m)["corednsprobe_replies_ignored"]}
+    assert zero == {reason.value: 0.0 for reason in IgnoredReply}  # every series from the start
+    m.reply_ignored(IgnoredReply.OTHER_QUESTION)
+    m.reply_ignored(IgnoredReply.OTHER_QUESTION)
+    got = {labels["reason"]: v for _, labels, v in families(m)["corednsprobe_replies_ignored"]}
+    assert got[IgnoredReply.OTHER_QUESTION.value] == 2.0
+    assert sum(got.values()) == 2.0

@@ -13,7 +13,8 @@ import pytest
 
 from corednsprobe.config import Settings
 from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetSet
-from corednsprobe.service.app import ProberService
+from corednsprobe.service.prober import ProberService
+from corednsprobe.service.status import StatusPage
 from tests.unit.helpers import pod, targetset
 
 pytestmark = pytest.mark.looptime
@@ -61,26 +62,29 @@ SETTINGS = Settings.from_env({"COREDNSPROBE_INTERVAL": "1", "COREDNSPROBE_TIMEOU
 
 async def test_waiting_for_the_api_is_live_but_not_ready() -> None:
     service = ProberService(SETTINGS, View(None), Engine(0.001))
+    page = StatusPage(service)
     await run_for(service, 600)
-    assert service.live()
-    assert not service.ready()
+    assert page.live()
+    assert not page.ready()
 
 
 async def test_rounds_completing_is_live_and_ready() -> None:
     service = ProberService(SETTINGS, View(targetset(pod(1), pod(2))), Engine(0.001))
+    page = StatusPage(service)
     await run_for(service, 30)
-    assert service.ready() and service.live()
+    assert page.ready() and page.live()
     assert service.state.rounds >= 29
 
 
 async def test_a_stuck_schedule_is_not_live() -> None:
     # a probe that never ends keeps its round from ever completing
     service = ProberService(SETTINGS, View(targetset(pod(1))), Engine(1e9))
+    page = StatusPage(service)
     task = asyncio.create_task(service.run())
     await asyncio.sleep(5)
-    assert service.live()  # within the grace of 3 intervals + 2 timeouts + 5 s
+    assert page.live()  # within the grace of 3 intervals + 2 timeouts + 5 s
     await asyncio.sleep(60)
-    assert not service.live()
+    assert not page.live()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -92,8 +96,8 @@ async def test_a_result_for_a_target_that_left_is_dropped() -> None:
     view.current = targetset(p1)
     service = ProberService(SETTINGS, view, Engine(0.001))
     check = Check("kubernetes", "kubernetes.default.svc.cluster.local.", "A")
-    service._on_result(ProbeResult(p2, check, Outcome.TIMEOUT, at=1.0))
-    service._on_result(ProbeResult(p1, check, Outcome.OK, rcode="NOERROR", at=1.0))
+    service.record(ProbeResult(p2, check, Outcome.TIMEOUT, at=1.0))
+    service.record(ProbeResult(p1, check, Outcome.OK, rcode="NOERROR", at=1.0))
     text = service.metrics.render().decode()
     assert 'pod="coredns-1"' in text and 'pod="coredns-2"' not in text
     assert set(service.state.last) == {p1.key}

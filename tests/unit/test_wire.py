@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from corednsprobe.model import Check, Outcome
 from corednsprobe.probe import wire
-from corednsprobe.probe.engine import classify
+from corednsprobe.probe.classify import classify
 
 NAME = "kubernetes.default.svc.cluster.local"
 

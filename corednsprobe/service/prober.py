@@ -1,0 +1,181 @@
+"""The prober service: probes every target on the Rounds and judges each round.
+
+Owns: following the ClusterView's TargetSets, feeding each round's results
+into the Tracker, the metrics and the recent-results ring, judging every
+target and the whole after each round (logging what changed) and handing the
+verdict on (``on_diagnosis``); the State that /status and liveness read.
+Never does: remediate, serve HTTP or decide what /status shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
+
+from corednsprobe import logs
+from corednsprobe.config import Settings
+from corednsprobe.judge.diagnose import Policy, diagnose
+from corednsprobe.judge.tracker import Thresholds, Tracker
+from corednsprobe.metrics import Metrics
+from corednsprobe.model import (
+    Diagnosis,
+    DiagnosisState,
+    Health,
+    HealthState,
+    ProbeResult,
+    RoundReport,
+    TargetKey,
+    TargetSet,
+)
+from corednsprobe.probe.checks import Checks
+from corednsprobe.probe.rounds import ProbeEngine, Rounds
+
+log = logs.get(__name__)
+LAST_RESULTS = 10  # per target, for /status
+
+
+class TargetSource(Protocol):
+    @property
+    def current(self) -> TargetSet: ...
+
+    async def run(self) -> None: ...
+
+    async def changed(self, after: int) -> TargetSet: ...
+
+    @property
+    def last_event_at(self) -> float | None: ...
+
+
+@dataclass
+class State:
+    """What the service knows now; read by /status, /healthz and /readyz."""
+
+    targets: TargetSet = field(default_factory=TargetSet)
+    healths: dict[TargetKey, Health] = field(default_factory=dict)
+    diagnosis: Diagnosis = field(
+        default_factory=lambda: Diagnosis(DiagnosisState.SYNCING, "starting")
+    )
+    last: dict[TargetKey, deque[ProbeResult]] = field(default_factory=dict)
+    rounds: int = 0
+    overruns: int = 0
+    last_round: RoundReport | None = None
+    last_round_end: float | None = None  # loop time
+    started: float | None = None  # loop time the schedule began (after the first list)
+
+
+class ProberService:
+    """Probes, judges and reports. Remediation acts on its decisions (``on_diagnosis``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        view: TargetSource,
+        engine: ProbeEngine,
+        *,
+        metrics: Metrics | None = None,
+        wall: Callable[[], float] = time.time,
+        on_diagnosis: Callable[[Diagnosis, dict[TargetKey, Health]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.view = view
+        self.wall = wall
+        self.metrics = metrics or Metrics(
+            settings.timeout, last_event_at=lambda: view.last_event_at, now=loop_time
+        )
+        self.checks = Checks(settings.cluster_domain, settings.namespace, settings.external_name)
+        self.tracker = Tracker(Thresholds(settings.window, settings.failure_ratio,
+                                          settings.min_samples, settings.recovery_successes,
+                                          settings.min_pod_age))
+        self.policy = Policy(settings.max_unhealthy_fraction, settings.failure_ratio)
+        self.state = State()
+        self._on_diagnosis = on_diagnosis
+        self.rounds = Rounds(view, self.checks, engine, self.round_done,
+                             interval=settings.interval, timeout=settings.timeout,
+                             max_in_flight=settings.max_in_flight)
+
+    async def run(self) -> NoReturn:
+        """Run until cancelled: the watch, the schedule and the TargetSet follower."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.view.run(), name="cluster-view")
+            tasks.create_task(self._follow_targets(), name="targets")
+            await self.view.changed(0)
+            self.state.started = loop_time()
+            tasks.create_task(self.rounds.run(), name="rounds")
+        raise AssertionError("unreachable: the prober's tasks never end")
+
+    async def _follow_targets(self) -> NoReturn:
+        seen = 0
+        while True:
+            ts = await self.view.changed(seen)
+            seen = ts.generation
+            self.state.targets = ts
+            self.metrics.set_targets(ts)
+            current = {t.key for t in ts.targets}
+            for key in [k for k in self.state.last if k not in current]:
+                del self.state.last[key]
+
+    def round_done(self, report: RoundReport) -> None:
+        """Take in one round's results, count it, and judge."""
+        for result in report.results:
+            self.record(result)
+        st = self.state
+        st.rounds += 1
+        st.overruns = self.rounds.overruns
+        st.last_round, st.last_round_end = report, loop_time()
+        self.metrics.round_done(report)
+        if report.overrun:
+            log.warning("round_overran", round=report.number, duration=round(report.duration, 3),
+                        interval=self.settings.interval, probes=report.probes)
+        self.judge()
+
+    def record(self, result: ProbeResult) -> None:
+        """One probe's outcome into the window, the metrics and the ring of recent results."""
+        if not self.rounds.is_current(result.target):
+            return  # it left while the probe was out: no window, no series to revive
+        self.tracker.record(result, self.wall())
+        self.metrics.observe(result)
+        ring = self.state.last.setdefault(result.target.key, deque(maxlen=LAST_RESULTS))
+        ring.append(result)
+
+    def judge(self) -> Diagnosis:
+        """Evaluate every target and the whole; log what changed."""
+        st = self.state
+        ts = self.view.current
+        healths = self.tracker.evaluate(ts.targets, self.wall())
+        for key, h in healths.items():
+            old = st.healths.get(key)
+            if old is not None and old.state is not h.state:
+                _log_health_change(old, h)
+        verdict = diagnose(ts, healths, self.policy)
+        if verdict.state is not st.diagnosis.state or verdict.candidates != st.diagnosis.candidates:
+            log.info("diagnosis_changed", state=verdict.state.value,
+                     previous=st.diagnosis.state.value, reason=verdict.reason,
+                     would_restart=[t.name for t in verdict.candidates])
+        st.healths, st.diagnosis = healths, verdict
+        self.metrics.set_health(healths)
+        self.metrics.set_diagnosis(verdict)
+        if self._on_diagnosis is not None:
+            self._on_diagnosis(verdict, healths)
+        return verdict
+
+
+def _log_health_change(old: Health, new: Health) -> None:
+    fields = {"target": new.target.name, "kind": new.target.kind.value,
+              "address": new.target.address, "previous": old.state.value,
+              "failures": new.failures, "samples": new.samples, "udp_only": new.udp_only,
+              "outcomes": dict(new.outcomes)}
+    if new.state is HealthState.UNHEALTHY:
+        log.warning("target_unhealthy", **fields)
+    elif old.state is HealthState.UNHEALTHY and new.state is HealthState.HEALTHY:
+        log.info("target_recovered", **fields)
+    else:
+        log.debug("target_state_changed", state=new.state.value, **fields)
+
+
+def loop_time() -> float:
+    """The running loop's clock (the clock every deadline and tick is on)."""
+    return asyncio.get_running_loop().time()

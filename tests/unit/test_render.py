@@ -1,0 +1,68 @@
+"""The one table renderer, and the commands' tables that must not change byte for byte."""
+
+from __future__ import annotations
+
+from corednsprobe.cli.check import render_table as check_table
+from corednsprobe.cli.render import table
+from corednsprobe.cli.targets import render_table as targets_table
+from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetKind
+from tests.unit.helpers import pod, targetset
+
+
+def test_columns_are_two_spaces_apart_and_trailing_blanks_trimmed() -> None:
+    assert table([("A", "BB", "C"), ("long", "x", "")]) == ["A     BB  C", "long  x"]
+
+
+def test_right_aligned_columns_and_minimum_widths() -> None:
+    lines = table([("NAME", "MS"), ("a", "1.50"), ("b", "12.25")], right={1},
+                  min_widths=(6,), indent="  ")
+    assert lines == ["  NAME       MS", "  a        1.50", "  b       12.25"]
+
+
+def test_check_table_is_unchanged() -> None:
+    t = Target(TargetKind.SERVICE, "127.0.0.1", 5353)
+    results = [
+        ProbeResult(t, Check("c", "a.b"), Outcome.OK, "NOERROR", ("10.0.0.1",), 0.00123),
+        ProbeResult(t, Check("c", "much.longer.name"), Outcome.TIMEOUT, detail="x y"),
+        ProbeResult(t, Check("c", "z"), Outcome.SERVFAIL, "SERVFAIL", (), 0.5, udp_only=True),
+    ]
+    assert check_table(results) == (
+        "SERVER          NAME              OUTCOME   RCODE     RTT_MS  ANSWERS   UDP_ONLY  DETAIL\n"
+        "127.0.0.1:5353  a.b               ok        NOERROR   1.23    10.0.0.1  no\n"
+        "127.0.0.1:5353  much.longer.name  timeout   -         -       -         no        x y\n"
+        "127.0.0.1:5353  z                 servfail  SERVFAIL  500.00  -         yes\n"
+        "1 of 3 probes ok\n")
+
+
+def test_targets_table_is_unchanged() -> None:
+    assert targets_table(targetset(pod(1), pod(2)), 1e9).splitlines() == [
+        "KIND     NAME       ADDRESS     PORT  NODE    READY  SERVING  TERMINATING  AGE",
+        "pod      coredns-1  10.244.0.1  53    node-1  yes    yes      no           278055h",
+        "pod      coredns-2  10.244.0.2  53    node-2  yes    yes      no           278055h",
+        "service  service    10.96.0.10  53    -       -      -        -            -",
+        "state: ok; kubernetes.default answers: 10.96.0.1"]
+
+
+def test_demo_table_is_unchanged() -> None:
+    from types import SimpleNamespace
+
+    from corednsprobe.cli.demo import render
+    from corednsprobe.model import DiagnosisState, Health, HealthState
+    from tests.unit.helpers import result
+
+    p1, p2 = pod(1), pod(2)
+    diagnosis = SimpleNamespace(state=DiagnosisState.HEALTHY, reason="all fine",
+                                candidates=(p1,))
+    state = SimpleNamespace(
+        diagnosis=diagnosis, rounds=3, targets=targetset(p1, p2),
+        healths={p1.key: Health(p1, HealthState.HEALTHY, samples=12, failures=3)},
+        last={p1.key: [result(p1, Outcome.OK, 1.0)],
+              p2.key: [result(p2, Outcome.TIMEOUT, 1.0, udp_only=True)]})
+    lines = render(SimpleNamespace(state=state), 0.0).splitlines()
+    assert lines[1:] == [
+        "  restart candidates: coredns-1",
+        "  TARGET                       ADDRESS                HEALTH      FAIL%  RTT ms  LAST",
+        "  coredns-1                    10.244.0.1:53          healthy       25%    1.00  ok",
+        "  coredns-2                    10.244.0.2:53          unknown         -       -  "
+        "timeout (udp only)",
+        "  service (ClusterIP)          10.96.0.10:53          unknown         -       -  -"]
