@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corednsprobe.addr import split_host_port
-from corednsprobe.stats import failure_lower_bound
+from corednsprobe.stats import Z_CHECK, failure_lower_bound
 
 ENV_PREFIX = "COREDNSPROBE_"
 
@@ -261,22 +261,26 @@ class Settings:
         return settings
 
     def _contradictions(self) -> list[Problem]:
-        """Values valid alone that together would never judge a dead target."""
-        # every target gets at least two checks a round (kubernetes, nxdomain)
-        n = int(self.window / self.interval) * 2
-        held = (f"the window holds {n} outcomes per target ({env_name('window')} / "
-                f"{env_name('interval')} x 2 checks)")
+        """Values valid alone that together would never judge a dead target.
+
+        Each check is judged on its own window as well (``judge.tracker``), so
+        that a check failing every time is caught while the others pass: its
+        window holds window / interval outcomes, and all of them failing must
+        reach the ratio at the per-check confidence.
+        """
+        n = int(self.window / self.interval)
+        held = (f"the window holds {n} outcomes of each check ({env_name('window')} / "
+                f"{env_name('interval')})")
         problems = []
         if self.min_samples > n:
             problems.append(Problem(env_name("min_samples"), str(self.min_samples),
                                     f"at most {n}: {held}"))
-        elif failure_lower_bound(n, n) < self.failure_ratio:
+        elif failure_lower_bound(n, n, Z_CHECK) < self.failure_ratio:
             problems.append(Problem(
                 env_name("failure_ratio"), f"{self.failure_ratio:g}",
-                f"at most {math.floor(failure_lower_bound(n, n) * 100) / 100:.2f}: {held}, "
-                "and even all of them "
-                "failing shows no more than that with 95% confidence; widen the window or "
-                "lower the ratio"))
+                f"at most {math.floor(failure_lower_bound(n, n, Z_CHECK) * 100) / 100:.2f}: "
+                f"{held}, and even all of them failing shows no more than that with 99% "
+                "confidence; widen the window or lower the ratio"))
         return problems
 
     def as_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from corednsprobe.judge.eligibility import GraceReason, pod_grace
 from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
@@ -189,14 +190,15 @@ def pod_block(target: Target, now: float, min_pod_age: float) -> tuple[Blocked, 
     pod = target.pod
     if pod is None:
         return Blocked.POD_NOT_READY, "not a pod"
-    if pod.terminating:
-        return Blocked.POD_TERMINATING, f"{pod.name} is already terminating"
-    if not pod.ready:
-        return Blocked.POD_NOT_READY, f"{pod.name} is not ready"
-    if pod.created_at is not None and now - pod.created_at < min_pod_age:
-        age = now - pod.created_at
-        return Blocked.POD_TOO_YOUNG, f"{pod.name} is {age:.0f}s old (< {min_pod_age:g}s)"
-    return None
+    grace = pod_grace(pod, now, min_pod_age)
+    return (_GRACE_BLOCK[grace.reason], grace.detail) if grace is not None else None
+
+
+_GRACE_BLOCK = {
+    GraceReason.TERMINATING: Blocked.POD_TERMINATING,
+    GraceReason.NOT_READY: Blocked.POD_NOT_READY,
+    GraceReason.TOO_YOUNG: Blocked.POD_TOO_YOUNG,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -342,7 +342,7 @@ class Remediator:
         current = {t.pod.uid or t.name: t for t in diagnosis.candidates if t.pod}
         for key in current.keys() - self._candidates:
             target = current[key]
-            evidence = dict(diagnosis.evidence).get(f"pod/{target.name}", "")
+            evidence = diagnosis.evidence_of(target.name)
             await self._event(target.pod, Reason.PROBE_FAILED,
                               f"DNS probes of {target.name} ({target.address}) failed: "
                               f"{evidence}. {diagnosis.reason}", warning=True, now=now)

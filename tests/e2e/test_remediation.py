@@ -12,7 +12,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from corednsprobe.model import DiagnosisState, HealthState
-from tests.e2e.conftest import Running, Start, health_of
+from tests.e2e.conftest import Running, Start, pods_judged
 
 pytestmark = pytest.mark.root
 
@@ -51,7 +51,7 @@ async def rounds(c: Running, n: int) -> None:
 
 async def test_one_pod_with_udp_dropped_is_evicted_once_and_replaced(start: Start) -> None:
     c = await start(replicas=3, **EVICT)
-    await c.until(lambda s: dict(s.state.diagnosis.evidence).get("pods_judged") == "3",
+    await c.until(lambda s: pods_judged(s) == 3,
                   within=20)
     pods = PodLog(c)
     sick = c.pod_names()[0]
@@ -60,8 +60,9 @@ async def test_one_pod_with_udp_dropped_is_evicted_once_and_replaced(start: Star
     await c.until(lambda _s: sick in pods.removed(), within=40)
     t_evicted = time.monotonic()
     replacement = next(p for p in c.pod_names() if p not in pods.seen or pods.seen[p] > t_fault)
-    await c.until(lambda s: replacement in {h.target.name for h in s.state.healths.values()}
-                  and health_of(s, replacement).state is HealthState.HEALTHY
+    # the replacement may not be judged yet in the round that shows it: wait for it
+    await c.until(lambda s: any(h.target.name == replacement and h.state is HealthState.HEALTHY
+                                for h in s.state.healths.values())
                   and s.state.diagnosis.state is DiagnosisState.HEALTHY, within=30)
     t_recovered = time.monotonic()
     await rounds(c, 10)  # and then nothing else is touched
@@ -102,7 +103,7 @@ async def test_a_fault_that_survives_restarts_is_escalated_not_chased(start: Sta
     c = await start(replicas=3, COREDNSPROBE_REMEDIATION="evict", COREDNSPROBE_COOLDOWN="1",
                     COREDNSPROBE_MAX_RESTARTS_PER_HOUR="10", COREDNSPROBE_GIVE_UP_AFTER="2",
                     COREDNSPROBE_WINDOW="3")
-    await c.until(lambda s: dict(s.state.diagnosis.evidence).get("pods_judged") == "3",
+    await c.until(lambda s: pods_judged(s) == 3,
                   within=20)
     pods = PodLog(c)
     await c.sandbox.set_slot_fault(0, "drop")  # every pod of slot 0, replacements too
@@ -128,7 +129,7 @@ async def test_a_flapping_slot_is_escalated_after_give_up_after_restarts(start: 
                     COREDNSPROBE_MAX_RESTARTS_PER_HOUR="10", COREDNSPROBE_GIVE_UP_AFTER="2",
                     COREDNSPROBE_WINDOW="3", COREDNSPROBE_CONFIRM="1",
                     COREDNSPROBE_SETTLE_PERIOD="120")
-    await c.until(lambda s: dict(s.state.diagnosis.evidence).get("pods_judged") == "3",
+    await c.until(lambda s: pods_judged(s) == 3,
                   within=20)
     pods = PodLog(c)
 
@@ -161,7 +162,7 @@ async def test_a_flapping_slot_is_escalated_after_give_up_after_restarts(start: 
 async def test_dry_run_reports_without_evicting_and_off_does_neither(
         start: Start, mode: str) -> None:
     c = await start(replicas=3, COREDNSPROBE_REMEDIATION=mode)
-    await c.until(lambda s: dict(s.state.diagnosis.evidence).get("pods_judged") == "3",
+    await c.until(lambda s: pods_judged(s) == 3,
                   within=20)
     pods = PodLog(c)
     sick = c.pod_names()[0]
