@@ -49,3 +49,12 @@ def test_the_dashboard_shows_what_the_operator_looks_for() -> None:
     assert variables == {"datasource", "job", "instance"}
     for _, query in kit.dashboard_queries():
         assert "$" not in query, query  # every variable is one the tests can fill
+
+
+def test_diagnosis_over_time_names_every_diagnosis_state() -> None:
+    panel = next(p for p in kit.dashboard()["panels"] if p["title"] == "Diagnosis over time")
+    mapped = {o["text"] for m in panel["fieldConfig"]["defaults"]["mappings"]
+              for o in m["options"].values()}
+    query = panel["targets"][0]["expr"]
+    for state in DiagnosisState:
+        assert state.value in mapped and f'state="{state.value}"' in query, state
