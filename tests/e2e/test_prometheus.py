@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from corednsprobe.model import DiagnosisState
-from tests.e2e.conftest import Running, Start
+from tests.e2e.conftest import Running, Start, pods_judged
 from tests.monitoring import kit
 from tests.monitoring.prometheus import Prometheus, running
 
@@ -45,8 +45,7 @@ async def pod_fault_observed(start: Start) -> AsyncIterator[Observed]:
     """The service with remediation on, scraped by Prometheus, one pod's UDP dropped."""
     c = await start(replicas=3, **EVICT)
     async with running([f"127.0.0.1:{c.port}"]) as prom:
-        await c.until(lambda s: dict(s.state.diagnosis.evidence).get("pods_judged") == "3",
-                      within=20)
+        await c.until(lambda s: pods_judged(s) == 3, within=20)
         await until(prom, 'up{job="corednsprobe"} == 1', within=20)
         sick = c.pod_names()[0]
         await c.sandbox.set_pod_fault(sick, "drop")
