@@ -410,23 +410,27 @@ def recover(history: History, healths: Mapping[TargetKey, Health], now: float,
     """Mark workloads whose every pod is judged healthy as recovered; lift their escalation,
     unless a restart of theirs is still in flight (its replacement is not there yet).
 
-    A recovery holds only after ``settle_period``: a pod of the workload judged unhealthy
-    sooner (a replacement that flaps) takes it back, so those restarts count as ones that
-    did not bring health back, and an escalation is lifted only once health has held that
-    long."""
+    A recovery holds only after ``settle_period``: a replacement (a pod of the workload
+    created after the restart) judged unhealthy sooner takes it back, so the restarts of a
+    flapping slot count as ones that did not bring health back, and an escalation is lifted
+    only once health has held that long. A pod that was there before the restart and falls
+    sick later is a fault of its own: it takes back nothing, else independent single-pod
+    faults a few minutes apart would add up to a give-up."""
     by_workload: dict[str, list[Health]] = {}
     for h in healths.values():
         if h.target.kind is TargetKind.POD and h.target.pod is not None:
             by_workload.setdefault(workload_of(h.target), []).append(h)
     well = {w for w, hs in by_workload.items()
             if hs and all(h.state is HealthState.HEALTHY for h in hs)}
-    sick = {w for w, hs in by_workload.items()
-            if any(h.state is HealthState.UNHEALTHY for h in hs)}
     waiting = {r.workload for r in history.records if r.settled_at is None}
 
+    def relapsed(r: Record) -> bool:
+        return any(h.state is HealthState.UNHEALTHY and _born_after(h.target, r.at)
+                   for h in by_workload.get(r.workload, ()))
+
     def updated(r: Record) -> Record:
-        if r.recovered_at is not None and r.workload in sick \
-                and now - r.recovered_at < settle_period:
+        if r.recovered_at is not None and now - r.recovered_at < settle_period \
+                and relapsed(r):
             return dataclasses.replace(r, recovered_at=None)  # relapsed: not recovered
         if r.workload in well and r.recovered_at is None and r.settled_at is not None:
             return dataclasses.replace(r, recovered_at=now)
@@ -438,6 +442,18 @@ def recover(history: History, healths: Mapping[TargetKey, Health], now: float,
     lifted = well - waiting - holding
     return History(records, tuple(w for w in history.escalated if w not in lifted),
                    tuple(w for w in history.escalated_dry_run if w not in lifted))
+
+
+CREATION_RESOLUTION = 1.0  # creationTimestamp is RFC 3339 in whole seconds
+
+
+def _born_after(target: Target, at: float) -> bool:
+    """Whether the pod was created after ``at`` (unknown: assume it may be a replacement).
+
+    creationTimestamp drops the fraction of its second, so a replacement created in the
+    same second as the restart reads up to a second earlier than it."""
+    created = target.pod.created_at if target.pod is not None else None
+    return created is None or created > at - CREATION_RESOLUTION
 
 
 def budget(history: History, rails: Rails, now: float) -> dict[str, Any]:

@@ -322,10 +322,11 @@ def flapping(settle_period: float, restarts: int = 3, on: float = 8.0,
     for n in range(restarts):
         h = h.add(Record(t, f"coredns-abc-{n}", f"uid-{n}", WORKLOAD, Mode.EVICT, Result.DONE,
                          ready_before=3, settled_at=t + 2), t)
+        replacement = pod(10 + n, age=NOW - t - 1)  # created a second after the eviction
         t += off
-        h = recover(h, healths([], [P1, P2, P3]), t, settle_period)  # looks recovered
+        h = recover(h, healths([], [P1, replacement, P3]), t, settle_period)  # looks recovered
         t += on
-        h = recover(h, healths([P2], [P1, P3]), t, settle_period)  # and relapses
+        h = recover(h, healths([replacement], [P1, P3]), t, settle_period)  # and relapses
     return h, t
 
 
@@ -346,6 +347,23 @@ def test_without_a_settle_period_each_healthy_spell_reset_the_count() -> None:
     d = RemediationPolicy(rails).decide(pod_problem(P2), healths([P2], [P1, P3]),
                                         [P1, P2, P3], h, t)
     assert d.verdict is Verdict.ACT
+
+
+def test_a_pod_older_than_the_restart_falling_sick_is_a_fault_of_its_own() -> None:
+    """Independent single-pod faults minutes apart must not add up to a give-up."""
+    rails = Rails(give_up_after=3, settle_period=300.0, cooldown=0.0, max_per_hour=100)
+    h, t = History(), NOW
+    for n in range(3):  # each restart repairs its pod; then another old pod falls sick
+        h = h.add(Record(t, f"coredns-abc-{n}", f"uid-{n}", WORKLOAD, Mode.EVICT, Result.DONE,
+                         ready_before=3, settled_at=t + 2), t)
+        t += 10
+        h = recover(h, healths([], [P1, P2, P3]), t, rails.settle_period)
+        t += 30
+        h = recover(h, healths([P2], [P1, P3]), t, rails.settle_period)  # P2 predates it
+    assert all(r.recovered_at is not None for r in h.records)
+    d = RemediationPolicy(rails).decide(pod_problem(P2), healths([P2], [P1, P3]),
+                                        [P1, P2, P3], h, t)
+    assert d.verdict is Verdict.ACT, d
 
 
 def test_health_held_for_the_settle_period_is_a_recovery_a_later_fault_does_not_undo() -> None:
