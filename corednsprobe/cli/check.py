@@ -51,6 +51,8 @@ def parse_ip(text: str) -> str:
 
 
 def parse_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; the root is '.'")
     try:
         wire.encode_name(text)
     except (ValueError, UnicodeError):
@@ -92,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     view.add_argument("--tcp", action="store_true",
                       help="ask over TCP only (through kubectl port-forward, which carries "
                       "no UDP)")
-    parser.add_argument("--ndots", type=_number(0, 15, int), default=5,
+    parser.add_argument("--ndots", type=_number(0, 15, int), default=None,
                         help="ndots for --search (default 5, as in a pod's resolv.conf)")
     parser.add_argument("--timeout", type=_number(0.01, 30),
                         help="deadline of one probe in seconds (default COREDNSPROBE_TIMEOUT)")
@@ -103,12 +105,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+DEFAULT_NDOTS = 5
+
+
+def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options that mean nothing without another are usage errors (exit 2), not ignored."""
+    if args.ndots is not None and args.search is None:
+        parser.error("--ndots applies only to --search (a stub resolver's search list); "
+                     "add --search DOM,DOM or drop --ndots")
+
+
 def build_check(args: argparse.Namespace, settings: Settings) -> Check:
     name = args.name or f"kubernetes.default.svc.{settings.cluster_domain}"
     return Check(
         name="check", qname=name, qtype=args.type,
         expect_addresses=frozenset(args.expect) if args.expect else None,
-        expect_rcode=args.expect_rcode, search=args.search or (), ndots=args.ndots,
+        expect_rcode=args.expect_rcode, search=args.search or (),
+        ndots=DEFAULT_NDOTS if args.ndots is None else args.ndots,
         application_view=args.search is not None,
     )
 
