@@ -206,7 +206,17 @@ async def _prove(access: Access) -> None:
     try:
         await ssar(access.api, Permission("get", "namespaces", "default"))
     except ApiError as exc:
-        if exc.status in (401, 403):
+        if exc.status == 403:
+            raise ClusterAccessError(
+                f"reached {access.describe()}, and it knows who we are, but we may not "
+                f"create selfsubjectaccessreviews (authorization.k8s.io): {exc.status} "
+                f"{exc.reason}: {exc.message}. This is a missing permission, not bad "
+                "credentials: every authenticated user has it through the built-in "
+                "ClusterRole system:basic-user (bound to system:authenticated); restore that "
+                "binding, or grant: ClusterRole: apiGroups: [\"authorization.k8s.io\"], "
+                "resources: [\"selfsubjectaccessreviews\"], verbs: [\"create\"]"
+            ) from None
+        if exc.status == 401:
             raise ClusterAccessError(
                 f"reached {access.describe()}, but the API server refused the "
                 f"credentials: {exc.status} {exc.reason}: {exc.message}. Check that the token "
