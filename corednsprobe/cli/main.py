@@ -1,6 +1,7 @@
 """The `corednsprobe` command: argument parsing and exit codes, nothing else.
 
-Exit codes: 0 success; 1 a probe or check failed; 2 bad usage or settings;
+Exit codes: 0 success; 1 a probe or check failed, or (targets) the DNS Service
+does not exist; 2 bad usage or settings;
 3 the cluster cannot be reached or authenticated to.
 """
 
