@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("targets", help="print what would be probed (the CoreDNS pods and Service)")
-    p.add_argument("--watch", action="store_true", help="print one line per change until ^C")
+    p.add_argument("--watch", action="store_true",
+                   help="print the targets, then each change as it happens, every line "
+                   "stamped with the time, until ^C")
     p.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_targets)

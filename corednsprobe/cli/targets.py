@@ -115,6 +115,40 @@ def summary_line(ts: TargetSet) -> str:
     return f"#{ts.generation} state={ts.state.value} service={svc} pods: {pods or '-'}"
 
 
+def _pod_state(t: Target) -> str:
+    if t.pod is None:
+        return "ready"
+    return "terminating" if t.pod.terminating else "ready" if t.pod.ready else "not-ready"
+
+
+def changes(old: TargetSet, new: TargetSet) -> list[str]:
+    """What differs from ``old`` to ``new``, one phrase per change, for --watch:
+    ``state=…``, ``service=…``, ``expected=…``, ``+ pod NAME IP STATE`` (added),
+    ``- pod NAME IP`` (gone), ``~ pod NAME IP STATE`` (ready, not-ready, terminating)."""
+    out: list[str] = []
+    if old.state != new.state:
+        out.append(f"state={new.state.value}")
+    if [t.address for t in old.services] != [t.address for t in new.services]:
+        out.append(f"service={','.join(t.address for t in new.services) or '-'}")
+    if old.expected != new.expected:
+        out.append(f"expected={','.join(sorted(new.expected)) or '-'}")
+    before = {(t.name, t.address): t for t in old.pods}
+    after = {(t.name, t.address): t for t in new.pods}
+    for key in sorted(before.keys() - after.keys()):
+        out.append(f"- pod {key[0]} {key[1]}")
+    for key in sorted(after):
+        state = _pod_state(after[key])
+        if key not in before:
+            out.append(f"+ pod {key[0]} {key[1]} {state}")
+        elif _pod_state(before[key]) != state:
+            out.append(f"~ pod {key[0]} {key[1]} {state}")
+    return out
+
+
+def _stamp(now: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(now))
+
+
 FIRST_LIST_WITHIN = 30.0  # seconds
 
 
@@ -212,15 +246,25 @@ async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_
 
 async def _print(view: ClusterView, ts: TargetSet, *, watch: bool, as_json: bool,
                  out: TextIO) -> None:
-    """The TargetSet once, or every new one until cancelled with ``watch``."""
+    """The TargetSet once; with ``watch``, then each change until cancelled, every
+    line stamped with the time: the whole set first, then only what changed."""
+    previous: TargetSet | None = None
     while True:
+        now = time.time()
         if as_json:
-            out.write(json.dumps(targetset_json(ts), indent=None if watch else 2) + "\n")
-        elif watch:
-            out.write(summary_line(ts) + "\n")
+            document = targetset_json(ts)
+            if watch:
+                document["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            out.write(json.dumps(document, indent=None if watch else 2) + "\n")
+        elif watch and previous is None:
+            out.write(f"{_stamp(now)} {summary_line(ts)}\n")
+        elif watch and previous is not None:
+            for change in changes(previous, ts):
+                out.write(f"{_stamp(now)} #{ts.generation} {change}\n")
         else:
-            out.write(render_table(ts, time.time()))
+            out.write(render_table(ts, now))
         out.flush()
         if not watch:
             return
+        previous = ts
         ts = await view.changed(ts.generation)
