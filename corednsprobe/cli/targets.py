@@ -27,6 +27,7 @@ from corednsprobe.kube.access import (
     explain_missing,
     read_permissions,
 )
+from corednsprobe.kube.client import ApiError, request
 from corednsprobe.kube.view import ClusterView, endpointslices_served
 from corednsprobe.model import ClusterState, Target, TargetSet
 
@@ -184,17 +185,13 @@ def _describe_service(service: dict[str, Any]) -> str:
 
 
 async def list_services(api: Any, namespace: str) -> list[dict[str, Any]]:
-    """The Services of ``namespace`` as the API lists them (one request)."""
-    resp = await api.call_api(
-        f"/api/v1/namespaces/{namespace}/services", "GET",
-        header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-        _preload_content=False, _request_timeout=aiohttp.ClientTimeout(total=15))
-    async with resp:
-        raw = await resp.read()
-        if resp.status != 200:
-            return []
-    items = json.loads(raw).get("items") or []
-    return [item for item in items if isinstance(item, dict)]
+    """The Services of ``namespace`` as the API lists them (one request); none when the
+    list fails (the explanation then says so by listing nothing)."""
+    try:
+        listed = await request(api, "GET", f"/api/v1/namespaces/{namespace}/services")
+    except (ApiError, aiohttp.ClientError, TimeoutError, ValueError):
+        return []
+    return [item for item in listed.get("items") or [] if isinstance(item, dict)]
 
 
 def explain_no_service(namespace: str, service: str, found: list[dict[str, Any]]) -> str:
