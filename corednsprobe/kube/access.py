@@ -32,6 +32,14 @@ class ClusterAccessError(Exception):
     """The cluster cannot be reached or will not accept us; the CLI exits 3."""
 
 
+class ClusterBusy(ClusterAccessError):
+    """The API server answered, but with a server error or "too many requests" (5xx, 429).
+
+    Such an answer says nothing about our address, credentials or permissions:
+    a long-running command waits and asks again instead of exiting.
+    """
+
+
 @dataclass
 class Access:
     api: ApiClient
@@ -223,7 +231,8 @@ async def _prove(access: Access) -> None:
                 "or client certificate is current (an expired token, a deleted service "
                 "account, or a kubeconfig for another cluster all look like this)."
             ) from None
-        raise ClusterAccessError(
+        busy = exc.status == 429 or exc.status >= 500
+        raise (ClusterBusy if busy else ClusterAccessError)(
             f"reached {access.describe()}, but it answered "
             f"{exc.status} {exc.reason}: {exc.message}."
         ) from None

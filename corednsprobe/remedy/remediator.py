@@ -33,7 +33,15 @@ from corednsprobe.kube.access import PermissionReport, check_permissions, remedi
 from corednsprobe.kube.client import ApiClient
 from corednsprobe.kube.view import workload_of as controller_of
 from corednsprobe.metrics import Metrics
-from corednsprobe.model import Diagnosis, DiagnosisState, Health, PodRef, Target, TargetKey
+from corednsprobe.model import (
+    Diagnosis,
+    DiagnosisState,
+    Health,
+    PodRef,
+    Target,
+    TargetKey,
+    TargetKind,
+)
 from corednsprobe.remedy import actions
 from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
 from corednsprobe.remedy.history import (
@@ -132,6 +140,7 @@ class Remediator:
         self._candidates: set[str] = set()  # uids already reported as candidates
         self._since: dict[str, float] = {}  # candidate -> since when, without a break
         self._last_block: tuple[str, Blocked] | None = None
+        self._workloads: set[str] = set()  # of the pods in the latest verdict, for the gauge
 
     @property
     def rails(self) -> Rails:
@@ -219,6 +228,7 @@ class Remediator:
         now = self.wall()
         self._since = candidacy(self._since, diagnosis, now)
         targets = [h.target for h in healths.values()]
+        self._workloads = {workload_of(t) for t in targets if t.kind is TargetKind.POD}
         leading = self._lead()
         self._check_lease_refused(leading)
         if not leading:
@@ -250,7 +260,7 @@ class Remediator:
     def _show_gave_up(self) -> None:
         """The gauge follows the history this replica holds or mirrors, leader or not."""
         dry = self.rails.mode is Mode.DRY_RUN
-        self.metrics.gave_up.set(1 if self.history.escalated_of(dry) else 0)
+        self.metrics.set_gave_up(self.history.escalated_of(dry), self._workloads)
 
     def _check_lease_refused(self, leading: bool) -> None:
         refused = self.leadership.refused if self.leadership is not None else ""

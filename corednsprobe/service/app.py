@@ -63,6 +63,7 @@ async def serve(
                        timing=timing or DEFAULT_TIMING, on_restart=metrics.watch_restarted,
                        on_skip=metrics.object_skipped)
     metrics.follow_watches(lambda: view.last_event_at)
+    metrics.set_remediation_mode(settings.remediation)
     elector: LeaderElector | None = None
     remediator: Remediator | None = None
     if settings.remediation != "off":

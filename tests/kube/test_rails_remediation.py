@@ -179,7 +179,8 @@ def terminating(sandbox: Sandbox, name: str) -> bool:
 
 
 def gauge(remediator: Remediator) -> float:
-    value = remediator.metrics.registry.get_sample_value("corednsprobe_gave_up", {})
+    value = remediator.metrics.registry.get_sample_value("corednsprobe_gave_up",
+                                                         {"workload": WORKLOAD})
     assert value is not None
     return value
 
