@@ -86,14 +86,17 @@ def _domain() -> Spec:
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-def _k8s_name() -> Spec:
-    def parse(raw: str) -> str:
-        value = raw.strip()
-        if not _DNS1123.match(value):
-            raise ValueError
-        return value
+def parse_k8s_name(raw: str) -> str:
+    """A Kubernetes (DNS-1123 label) name, surrounding blanks trimmed; ValueError if not."""
+    value = raw.strip()
+    if not _DNS1123.match(value):
+        raise ValueError(f"{raw!r} is not a Kubernetes name")
+    return value
 
-    return Spec(parse, "a Kubernetes name: lower-case letters, digits and '-', 1-63 chars", "")
+
+def _k8s_name() -> Spec:
+    return Spec(parse_k8s_name,
+                "a Kubernetes name: lower-case letters, digits and '-', 1-63 chars", "")
 
 
 def _optional(inner: Spec) -> Spec:
@@ -362,9 +365,11 @@ def _default(f: dataclasses.Field[Any], value: Any = dataclasses.MISSING) -> str
     return str(f.metadata["unset"]) if value is None else _show(value)
 
 
-def effective(settings: Settings) -> list[tuple[str, str]]:
-    """(variable, value) pairs of the settings in force, for `corednsprobe config`."""
-    return [(env_name(f.name), _default(f, getattr(settings, f.name)))
+def effective(settings: Settings, environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(variable, value, source) of the settings in force, for `corednsprobe config`;
+    the source is "environment" when ``environ`` sets the variable, else "default"."""
+    return [(env_name(f.name), _default(f, getattr(settings, f.name)),
+             "environment" if env_name(f.name) in environ else "default")
             for f in dataclasses.fields(settings)]
 
 

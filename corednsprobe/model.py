@@ -109,6 +109,7 @@ class ProbeResult:
     qname: str = ""  # the name actually asked (canary names are fresh each round)
     detail: str = ""
     flags: tuple[str, ...] = field(default=())
+    records: tuple[str, ...] = field(default=())  # the answer section, as dig prints it
 
     @property
     def ok(self) -> bool:

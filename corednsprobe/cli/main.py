@@ -1,12 +1,15 @@
 """The `corednsprobe` command: argument parsing and exit codes, nothing else.
 
-Exit codes: 0 success; 1 a probe or check failed; 2 bad usage or settings;
+Exit codes: 0 success; 1 a probe or check failed, or (targets) the DNS Service
+does not exist; 2 bad usage or settings;
 3 the cluster cannot be reached or authenticated to.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import sys
@@ -14,11 +17,13 @@ from collections.abc import Callable, Sequence
 
 from corednsprobe import __version__, logs
 from corednsprobe.cli import check
+from corednsprobe.cli.render import table
 from corednsprobe.config import (
     Settings,
     SettingsError,
     effective,
     markdown_table,
+    parse_k8s_name,
     troff_settings,
 )
 from corednsprobe.sandbox import command as sandbox_command
@@ -46,12 +51,14 @@ def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     elif args.man:
         sys.stdout.write(troff_settings())
     elif args.json:
-        print(json.dumps(dict(effective(settings)), indent=2))
+        print(json.dumps({name: {"value": value, "source": source}
+                          for name, value, source in effective(settings, os.environ)},
+                         indent=2))
     else:
-        rows = effective(settings)
-        width = max(len(name) for name, _ in rows)
-        for name, value in rows:
-            print(f"{name:<{width}}  {value}")
+        rows = [("VARIABLE", "VALUE", "SOURCE")]
+        rows += [(name, value or "(empty)", source)
+                 for name, value, source in effective(settings, os.environ)]
+        print("\n".join(table(rows)))
     return EXIT_OK
 
 
@@ -126,10 +133,21 @@ def _single_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _namespace(text: str) -> str:
+    try:
+        return parse_k8s_name(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a namespace name (lower-case letters, digits and '-')") from None
+
+
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, "
-                   "~/.kube/config)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG "
+                   "(files merged as kubectl does), ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: its current context)")
+    p.add_argument("-n", "--namespace", type=_namespace,
+                   help="namespace of the CoreDNS Service and pods (default "
+                   "COREDNSPROBE_NAMESPACE, else kube-system)")
 
 
 def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probe CoreDNS over UDP, pod by pod and through its Service.",
         epilog="Settings come from COREDNSPROBE_* variables; `corednsprobe config` lists them.",
     )
+    parser.add_argument("--version", action="version", version=f"corednsprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("version", help="print the version")
@@ -149,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="ask DNS servers once and report each probe")
     check.add_arguments(p)
-    p.set_defaults(handler=_cmd_check)
+    p.set_defaults(handler=_cmd_check, usage_check=functools.partial(check.check_usage, p))
 
     p = sub.add_parser("config", help="print the settings in force (or the reference table)")
     group = p.add_mutually_exclusive_group()
@@ -174,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("targets", help="print what would be probed (the CoreDNS pods and Service)")
-    p.add_argument("--watch", action="store_true", help="print one line per change until ^C")
+    p.add_argument("--watch", action="store_true",
+                   help="print the targets, then each change as it happens, every line "
+                   "stamped with the time, until ^C")
     p.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_targets)
@@ -187,11 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if (usage_check := getattr(args, "usage_check", None)) is not None:
+        usage_check(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"corednsprobe: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "namespace", None):
+        settings = dataclasses.replace(settings, namespace=args.namespace)
     quiet = args.command not in LONG_RUNNING and ENV_LOG_LEVEL not in os.environ
     logs.configure("warning" if quiet else settings.log_level, settings.log_format)
     handler: Handler = args.handler

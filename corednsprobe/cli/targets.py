@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import aiohttp
+
 from corednsprobe import logs
 from corednsprobe.backoff import Backoff
 from corednsprobe.cli.render import table
@@ -28,9 +30,14 @@ from corednsprobe.kube.access import (
     explain_missing,
     read_permissions,
 )
-from corednsprobe.kube.client import ApiError
+from corednsprobe.kube.client import ApiError, request
 from corednsprobe.kube.view import ClusterView, endpointslices_served
-from corednsprobe.model import Target, TargetSet
+from corednsprobe.model import ClusterState, Target, TargetSet
+
+DNS_PORT = 53
+DNS_PORT_NAMES = frozenset({"dns", "dns-tcp", "dns-udp"})
+DNS_APP_LABELS = frozenset({"kube-dns", "coredns"})
+EXIT_NO_SERVICE = 1
 
 log = logs.get(__name__)
 START_PATIENCE = 120.0  # seconds `run` keeps asking a busy API server before exiting 3
@@ -147,6 +154,40 @@ def summary_line(ts: TargetSet) -> str:
     return f"#{ts.generation} state={ts.state.value} service={svc} pods: {pods or '-'}"
 
 
+def _pod_state(t: Target) -> str:
+    if t.pod is None:
+        return "ready"
+    return "terminating" if t.pod.terminating else "ready" if t.pod.ready else "not-ready"
+
+
+def changes(old: TargetSet, new: TargetSet) -> list[str]:
+    """What differs from ``old`` to ``new``, one phrase per change, for --watch:
+    ``state=…``, ``service=…``, ``expected=…``, ``+ pod NAME IP STATE`` (added),
+    ``- pod NAME IP`` (gone), ``~ pod NAME IP STATE`` (ready, not-ready, terminating)."""
+    out: list[str] = []
+    if old.state != new.state:
+        out.append(f"state={new.state.value}")
+    if [t.address for t in old.services] != [t.address for t in new.services]:
+        out.append(f"service={','.join(t.address for t in new.services) or '-'}")
+    if old.expected != new.expected:
+        out.append(f"expected={','.join(sorted(new.expected)) or '-'}")
+    before = {(t.name, t.address): t for t in old.pods}
+    after = {(t.name, t.address): t for t in new.pods}
+    for key in sorted(before.keys() - after.keys()):
+        out.append(f"- pod {key[0]} {key[1]}")
+    for key in sorted(after):
+        state = _pod_state(after[key])
+        if key not in before:
+            out.append(f"+ pod {key[0]} {key[1]} {state}")
+        elif _pod_state(before[key]) != state:
+            out.append(f"~ pod {key[0]} {key[1]} {state}")
+    return out
+
+
+def _stamp(now: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(now))
+
+
 FIRST_LIST_WITHIN = 30.0  # seconds
 
 
@@ -163,15 +204,71 @@ async def _first(view: ClusterView, access: Access) -> TargetSet:
         ) from None
 
 
+def looks_like_dns(service: dict[str, Any]) -> bool:
+    """A Service that serves port 53, names a port dns, or carries k8s-app=kube-dns/coredns."""
+    spec = service.get("spec") or {}
+    labels = (service.get("metadata") or {}).get("labels") or {}
+    selector = spec.get("selector") or {}
+    if {labels.get("k8s-app"), selector.get("k8s-app")} & DNS_APP_LABELS:
+        return True
+    return any(p.get("port") == DNS_PORT or p.get("targetPort") == DNS_PORT
+               or p.get("name") in DNS_PORT_NAMES for p in spec.get("ports") or ())
+
+
+def _describe_service(service: dict[str, Any]) -> str:
+    spec = service.get("spec") or {}
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol') or 'TCP'}"
+                     for p in spec.get("ports") or ())
+    return f"{(service.get('metadata') or {}).get('name')} ({spec.get('clusterIP')}, {ports})"
+
+
+async def list_services(api: Any, namespace: str) -> list[dict[str, Any]]:
+    """The Services of ``namespace`` as the API lists them (one request); none when the
+    list fails (the explanation then says so by listing nothing)."""
+    try:
+        listed = await request(api, "GET", f"/api/v1/namespaces/{namespace}/services")
+    except (ApiError, aiohttp.ClientError, TimeoutError, ValueError):
+        return []
+    return [item for item in listed.get("items") or [] if isinstance(item, dict)]
+
+
+def explain_no_service(namespace: str, service: str, found: list[dict[str, Any]]) -> str:
+    """What a wrong COREDNSPROBE_SERVICE looks like to people: what was looked for,
+    what DNS-looking Services there are instead, and the setting that names it."""
+    dns = [s for s in found if looks_like_dns(s)]
+    text = (f"corednsprobe: no Service {service!r} in namespace {namespace!r}, so there is "
+            "nothing to probe. ")
+    if dns:
+        names = "; ".join(_describe_service(s) for s in dns)
+        first = (dns[0].get("metadata") or {}).get("name")
+        text += (f"DNS-looking Services in {namespace}: {names}. Set COREDNSPROBE_SERVICE to "
+                 f"the CoreDNS Service's name (e.g. COREDNSPROBE_SERVICE={first}).")
+    else:
+        text += (f"No Service in {namespace} serves port 53 ({len(found)} Services listed). "
+                 "Set COREDNSPROBE_SERVICE to the CoreDNS Service's name and "
+                 "COREDNSPROBE_NAMESPACE (or -n) to its namespace.")
+    return text
+
+
 async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_json: bool,
-                      out: TextIO = sys.stdout) -> int:
+                      out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Print the targets; 1 when the Service is missing (one-shot), 0 otherwise."""
     access = await open_cluster(args, settings)
     view = ClusterView(access.api, namespace=settings.namespace, service=settings.service)
+    code = 0
     try:
         # the view's task lives in the group: if the watch fails, so does the command
         async with asyncio.TaskGroup() as tasks:
             runner = tasks.create_task(view.run(), name="cluster-view")
-            await _print(view, access, watch=watch, as_json=as_json, out=out)
+            first = await _first(view, access)
+            if first.state is ClusterState.NO_SERVICE:
+                found = await list_services(access.api, settings.namespace)
+                err.write(explain_no_service(settings.namespace, settings.service, found)
+                          + "\n")
+                err.flush()
+                code = 0 if watch else EXIT_NO_SERVICE
+            if watch or as_json or not code:
+                await _print(view, first, watch=watch, as_json=as_json, out=out)
             runner.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ClusterAccessError):
@@ -179,21 +276,30 @@ async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_
         raise
     finally:
         await access.close()
-    return 0
+    return code
 
 
-async def _print(view: ClusterView, access: Access, *, watch: bool, as_json: bool,
+async def _print(view: ClusterView, ts: TargetSet, *, watch: bool, as_json: bool,
                  out: TextIO) -> None:
-    """The TargetSet once, or every new one until cancelled with ``watch``."""
-    ts = await _first(view, access)
+    """The TargetSet once; with ``watch``, then each change until cancelled, every
+    line stamped with the time: the whole set first, then only what changed."""
+    previous: TargetSet | None = None
     while True:
+        now = time.time()
         if as_json:
-            out.write(json.dumps(targetset_json(ts), indent=None if watch else 2) + "\n")
-        elif watch:
-            out.write(summary_line(ts) + "\n")
+            document = targetset_json(ts)
+            if watch:
+                document["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            out.write(json.dumps(document, indent=None if watch else 2) + "\n")
+        elif watch and previous is None:
+            out.write(f"{_stamp(now)} {summary_line(ts)}\n")
+        elif watch and previous is not None:
+            for change in changes(previous, ts):
+                out.write(f"{_stamp(now)} #{ts.generation} {change}\n")
         else:
-            out.write(render_table(ts, time.time()))
+            out.write(render_table(ts, now))
         out.flush()
         if not watch:
             return
+        previous = ts
         ts = await view.changed(ts.generation)

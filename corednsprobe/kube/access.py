@@ -15,8 +15,13 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config.kube_config import KubeConfigLoader
 
 from corednsprobe.kube.client import ApiClient, ApiError, call
+from corednsprobe.kube.kubeconfig import KubeconfigError
+from corednsprobe.kube.kubeconfig import candidate_paths as kubeconfig_candidates
+from corednsprobe.kube.kubeconfig import existing as existing_kubeconfigs
+from corednsprobe.kube.kubeconfig import merge as merge_kubeconfigs
 
 TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 NAMESPACE_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -136,23 +141,20 @@ def remediation_permissions(mode: str, namespace: str, lease_namespace: str) -> 
     return wanted
 
 
-def _kubeconfig_path(kubeconfig: str | None) -> str:
-    if kubeconfig:
-        return kubeconfig
-    env = os.environ.get("KUBECONFIG", "")
-    first = next((p for p in env.split(os.pathsep) if p), "")
-    return first or str(Path("~/.kube/config").expanduser())
-
-
-def _require_file(path: str) -> None:
-    if not Path(path).is_file():
+def _kubeconfig_files(kubeconfig: str | None) -> list[str]:
+    """The kubeconfig files to merge; ClusterAccessError (exit 3) if none exists."""
+    wanted = kubeconfig_candidates(kubeconfig, os.environ)
+    found = existing_kubeconfigs(wanted)
+    if not found:
         in_pod = "set" if os.environ.get("KUBERNETES_SERVICE_HOST") else "unset"
+        named = ", ".join(repr(p) for p in wanted)
         raise ClusterAccessError(
-            f"found no cluster credentials: no kubeconfig at {path!r}, and no "
+            f"found no cluster credentials: no kubeconfig at {named}, and no "
             f"in-cluster service account (KUBERNETES_SERVICE_HOST is {in_pod}). Pass "
             "--kubeconfig PATH or set KUBECONFIG, run it in a pod with a service account, or "
             "try it without a cluster: `corednsprobe demo`."
         )
+    return found
 
 
 def _in_cluster(kubeconfig: str | None, context: str | None) -> bool:
@@ -171,12 +173,14 @@ async def connect(kubeconfig: str | None = None, context: str | None = None) -> 
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             source, ctx = "in-cluster service account", ""
         else:
-            source = _kubeconfig_path(kubeconfig)
-            _require_file(source)
-            loader = await config.load_kube_config(config_file=source, context=context,
-                                                   client_configuration=cfg)
+            files = _kubeconfig_files(kubeconfig)
+            source = os.pathsep.join(files)
+            loader = KubeConfigLoader(config_dict=merge_kubeconfigs(files),
+                                      config_base_path=None, active_context=context)
+            await loader.load_and_set(cfg)
             ctx = str((getattr(loader, "current_context", None) or {}).get("name", context or ""))
-    except (config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+    except (config.ConfigException, OSError, ValueError, KeyError, TypeError,
+            KubeconfigError) as exc:
         tried = "in-cluster service account" if in_cluster else f"kubeconfig {source!r}"
         raise ClusterAccessError(
             f"could not load cluster credentials from the {tried}"
@@ -210,7 +214,17 @@ async def _prove(access: Access) -> None:
     try:
         await ssar(access.api, Permission("get", "namespaces", "default"))
     except ApiError as exc:
-        if exc.status in (401, 403):
+        if exc.status == 403:
+            raise ClusterAccessError(
+                f"reached {access.describe()}, and it knows who we are, but we may not "
+                f"create selfsubjectaccessreviews (authorization.k8s.io): {exc.status} "
+                f"{exc.reason}: {exc.message}. This is a missing permission, not bad "
+                "credentials: every authenticated user has it through the built-in "
+                "ClusterRole system:basic-user (bound to system:authenticated); restore that "
+                "binding, or grant: ClusterRole: apiGroups: [\"authorization.k8s.io\"], "
+                "resources: [\"selfsubjectaccessreviews\"], verbs: [\"create\"]"
+            ) from None
+        if exc.status == 401:
             raise ClusterAccessError(
                 f"reached {access.describe()}, but the API server refused the "
                 f"credentials: {exc.status} {exc.reason}: {exc.message}. Check that the token "

@@ -89,7 +89,7 @@ def result_of(base: ProbeResult, check: Check, question: wire.Question,
     verdict = classify(check, event, question)
     return replace(base, outcome=verdict.outcome, rcode=event.rcode_text,
                    answers=verdict.answers, rtt_seconds=rtt, detail=verdict.detail,
-                   flags=event.flags)
+                   flags=event.flags, records=tuple(r.text for r in event.answers))
 
 
 def replace(result: ProbeResult, **changes: Any) -> ProbeResult:

@@ -115,6 +115,11 @@ class Record:
     ttl: int
     data: str
 
+    @property
+    def text(self) -> str:
+        """The record as dig prints it: owner, TTL, class, type and data."""
+        return f"{self.name} {self.ttl} IN {type_name(self.rtype)} {self.data}"
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -255,7 +260,58 @@ def _rdata_text(data: bytes, rtype: int, start: int, end: int) -> str:
         if after != end:
             raise _Bad("CNAME data length mismatch")
         return _name_text(wire)
-    return type_name(rtype)
+    try:
+        return _other_rdata(data, rtype, start, end)
+    except (_Bad, IndexError, struct.error):
+        return _generic_rdata(rdata)
+
+
+_H = struct.Struct("!H")
+_SRV = struct.Struct("!HHH")
+_SOA_TAIL = struct.Struct("!IIIII")
+
+
+def _other_rdata(data: bytes, rtype: int, start: int, end: int) -> str:
+    """The presentation form (RFC 1035 master file, as dig prints it) of the data of
+    NS, PTR, MX, SRV, TXT and SOA; RFC 3597's generic form for any other type."""
+    if rtype in (TYPES["NS"], TYPES["PTR"]):
+        return _name_until(data, start, end)
+    if rtype == TYPES["MX"]:
+        (preference,) = _H.unpack_from(data, start)
+        return f"{preference} {_name_until(data, start + _H.size, end)}"
+    if rtype == TYPES["SRV"]:
+        priority, weight, port = _SRV.unpack_from(data, start)
+        return f"{priority} {weight} {port} {_name_until(data, start + _SRV.size, end)}"
+    if rtype == TYPES["TXT"]:
+        strings, position = [], start
+        while position < end:
+            length = data[position]
+            if position + 1 + length > end:
+                raise _Bad("TXT string cut short")
+            raw = data[position + 1:position + 1 + length]
+            strings.append('"' + raw.decode("ascii", "backslashreplace").replace('"', '\\"')
+                           + '"')
+            position += 1 + length
+        return " ".join(strings)
+    if rtype == TYPES["SOA"]:
+        mname, after = _read_name(data, start)
+        rname, after = _read_name(data, after)
+        if after + _SOA_TAIL.size != end:
+            raise _Bad("SOA data length mismatch")
+        numbers = " ".join(str(n) for n in _SOA_TAIL.unpack_from(data, after))
+        return f"{_name_text(mname)} {_name_text(rname)} {numbers}"
+    return _generic_rdata(data[start:end])
+
+
+def _name_until(data: bytes, start: int, end: int) -> str:
+    wire, after = _read_name(data, start)
+    if after != end:
+        raise _Bad("name data length mismatch")
+    return _name_text(wire)
+
+
+def _generic_rdata(rdata: bytes) -> str:
+    return f"\\# {len(rdata)} {rdata.hex()}" if rdata else "\\# 0"
 
 
 def _read_name(data: bytes, offset: int) -> tuple[bytes, int]:

@@ -63,8 +63,10 @@ class Fault:
                 value = float(arg)
             except ValueError:
                 raise ValueError(f"fault {text!r} needs a number: {name}:<n>") from None
-            if value < 0 or (kind is FaultKind.LOSS and value > 100):
-                raise ValueError(f"fault {text!r} is out of range")
+            if kind is FaultKind.LOSS and not 0 <= value <= 100:
+                raise ValueError(f"fault {text!r}: loss is a percentage from 0 to 100")
+            if not 0 <= value < float("inf"):
+                raise ValueError(f"fault {text!r}: delay is milliseconds, 0 or more")
             return cls(kind, value)
         if arg:
             raise ValueError(f"fault {name!r} takes no argument")

@@ -1,4 +1,4 @@
-"""The HTTP face of the service: /metrics, /healthz, /readyz, /status.
+"""The HTTP face of the service: /, /metrics, /healthz, /readyz, /status.
 
 Owns: routes, response shapes and listening. Never does: compute anything
 itself — it renders what the Metrics and the status page already know.
@@ -24,8 +24,28 @@ class Page(Protocol):
     def document(self) -> dict[str, Any]: ...
 
 
+INDEX = """<!doctype html>
+<html>
+<head><meta charset="utf-8"><title>corednsprobe</title></head>
+<body>
+<h1>corednsprobe</h1>
+<p>Probes CoreDNS over UDP, pod by pod and through its Service.</p>
+<ul>
+<li><a href="metrics">/metrics</a> &mdash; Prometheus metrics</li>
+<li><a href="status">/status</a> &mdash; targets, verdicts, diagnosis and remediation (JSON)</li>
+<li><a href="healthz">/healthz</a> &mdash; liveness: rounds complete on time</li>
+<li><a href="readyz">/readyz</a> &mdash; readiness: the first list of targets arrived</li>
+</ul>
+</body>
+</html>
+"""
+
+
 def build_app(metrics: Metrics, page: Page) -> web.Application:
     app = web.Application()
+
+    async def index(_req: web.Request) -> web.Response:
+        return web.Response(text=INDEX, content_type="text/html")
 
     async def metrics_(_req: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -44,6 +64,7 @@ def build_app(metrics: Metrics, page: Page) -> web.Application:
         return web.Response(text=json.dumps(page.document(), indent=2) + "\n",
                             content_type="application/json")
 
+    app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics_)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

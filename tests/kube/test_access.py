@@ -87,3 +87,17 @@ async def test_without_endpointslices_only_the_legacy_rules_are_needed(
     assert code == 0, err
     ready = sorted(p["status"]["podIP"] for p in sandbox.dns_pods())
     assert sorted(t["address"] for t in json.loads(out)["pods"]) == ready
+
+
+async def test_a_token_that_may_not_review_its_own_access_is_a_missing_permission(
+        sandbox: Sandbox, tmp_path: Path, corednsprobe: Command) -> None:
+    sandbox.add_token("prober", PROBER, [Rule.of(["*"], ["*"])])
+    sandbox.deny("prober", "create", "selfsubjectaccessreviews", "authorization.k8s.io")
+    kubeconfig = sandbox.write_kubeconfig(tmp_path / "kc", token="prober")
+    code, out, err = await corednsprobe.run("targets", "--kubeconfig", str(kubeconfig))
+    assert code == EXIT_CLUSTER and out == ""
+    text = paragraph(err)
+    for part in (sandbox.url, "403 Forbidden", "may not create selfsubjectaccessreviews",
+                 "a missing permission, not bad credentials", "system:basic-user"):
+        assert part in text, part
+    assert "refused the credentials" not in text and "expired token" not in text

@@ -44,14 +44,41 @@ async def test_json_lists_the_pods_and_the_cluster_ip(sandbox: Sandbox, tmp_path
     assert doc["expected"] == [sandbox.service("default", "kubernetes")["spec"]["clusterIP"]]
 
 
-LINE = re.compile(r"^#(\d+) state=(\S+) service=(\S+) pods: (.*)$")
+LINE = re.compile(r"^(\d\d:\d\d:\d\d) #(\d+) state=(\S+) service=(\S+) pods: (.*)$")
+CHANGE = re.compile(r"^(\d\d:\d\d:\d\d) #(\d+) (.*)$")
+MARK = {"ready": "", "terminating": "(terminating)", "not-ready": "(not-ready)"}
 
 
-def pods_of(line: str) -> dict[str, str]:
-    """``name=ip`` pairs of a --watch line, the marks such as (terminating) kept."""
-    match = LINE.match(line)
+class WatchReader:
+    """The pods --watch describes: the whole set on its first line, then changes
+    (``+ pod NAME IP STATE``, ``- pod NAME IP``, ``~ pod NAME IP STATE``) applied in
+    turn. ``name=ip`` pairs keep the marks such as (terminating)."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, str] = {}
+        self.changed: list[str] = []  # pod names that change lines mention
+
+    def apply(self, line: str) -> dict[str, str]:
+        match = LINE.match(line)
+        if match is not None and not self.pods:
+            self.pods = dict(pair.split("=", 1) for pair in match.group(5).split())
+            return dict(self.pods)
+        change = CHANGE.match(line)
+        assert change is not None, line
+        words = change.group(3).split()
+        if words[0] in "+-~" and words[1] == "pod":
+            self.changed.append(words[2])
+            if words[0] == "-":
+                assert self.pods.pop(words[2]).startswith(words[3]), line
+            else:
+                self.pods[words[2]] = words[3] + MARK[words[4]]
+        return dict(self.pods)
+
+
+def generation(line: str) -> int:
+    match = CHANGE.match(line)
     assert match is not None, line
-    return dict(pair.split("=", 1) for pair in match.group(4).split())
+    return int(match.group(2))
 
 
 async def test_watch_shows_a_pod_replacement_after_kubectl_delete(
@@ -62,18 +89,21 @@ async def test_watch_shows_a_pod_replacement_after_kubectl_delete(
     process = await corednsprobe.start("targets", "--watch", "--kubeconfig", str(kubeconfig))
     assert process.stdout is not None
     lines: list[str] = []
+    reader = WatchReader()
+    seen: list[dict[str, str]] = []
 
-    async def line() -> str:
+    async def line() -> dict[str, str]:
         assert process.stdout is not None
         lines.append((await process.stdout.readline()).decode().rstrip("\n"))
-        return lines[-1]
+        seen.append(reader.apply(lines[-1]))
+        return seen[-1]
 
     try:
         async with asyncio.timeout(30):
-            assert pods_of(await line()) == before
+            assert await line() == before
             code, _, err = await kubectl.run("delete", "pod", "-n", NS, victim)
             assert code == 0, err
-            while victim in pods_of(lines[-1]) or len(pods_of(lines[-1])) != 2:
+            while victim in seen[-1] or len(seen[-1]) != 2:
                 await line()
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(10):
@@ -82,14 +112,17 @@ async def test_watch_shows_a_pod_replacement_after_kubectl_delete(
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-    seen = [pods_of(text) for text in lines]
     assert any(pods.get(victim) == f"{before[victim]}(terminating)" for pods in seen), lines
     after = seen[-1]
     assert after == live_pods(sandbox)
     (newcomer,) = set(after) - set(before)
     assert after[newcomer] not in before.values()
-    generations = [int(LINE.match(text).group(1)) for text in lines]  # type: ignore[union-attr]
-    assert generations == sorted(set(generations))
+    # only what changed is printed: the pod left alone is never mentioned again
+    (bystander,) = set(before) - {victim}
+    assert bystander not in reader.changed and victim in reader.changed, lines
+    generations = [generation(text) for text in lines]
+    assert generations == sorted(generations)
+    assert len(lines) == len(set(lines)), lines  # no line says the same thing twice
 
 
 async def test_an_api_that_never_completes_a_list_ends_with_exit_3_not_a_hang(

@@ -19,7 +19,7 @@ def test_right_aligned_columns_and_minimum_widths() -> None:
     assert lines == ["  NAME       MS", "  a        1.50", "  b       12.25"]
 
 
-def test_check_table_is_unchanged() -> None:
+def test_check_table_is_unchanged_but_for_the_per_server_line() -> None:
     t = Target(TargetKind.SERVICE, "127.0.0.1", 5353)
     results = [
         ProbeResult(t, Check("c", "a.b"), Outcome.OK, "NOERROR", ("10.0.0.1",), 0.00123),
@@ -31,6 +31,7 @@ def test_check_table_is_unchanged() -> None:
         "127.0.0.1:5353  a.b               ok        NOERROR   1.23    10.0.0.1  no\n"
         "127.0.0.1:5353  much.longer.name  timeout   -         -       -         no        x y\n"
         "127.0.0.1:5353  z                 servfail  SERVFAIL  500.00  -         yes\n"
+        "--- 127.0.0.1:5353: 3 sent, 1 ok, 66.7% loss, rtt min/avg/max 1.23/250.61/500.00 ms\n"
         "1 of 3 probes ok\n")
 
 
