@@ -15,7 +15,9 @@ policy.py does that; nor act unless this replica leads.
 
 ``on_diagnosis`` never blocks the probe loop: it hands the newest verdict to
 ``run``, which works through it one at a time, so at most one action is ever
-in flight and a slow API only means older verdicts are skipped.
+in flight and a slow API only means older verdicts are skipped. Its ``then``
+hears once per verdict: the decision made on it, or None when it was skipped
+(a newer verdict came first, or the remediator stopped).
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class Remediator:
         self.events_allowed = True
         self.downgraded = ""  # why the mode fell back to dry-run, if it did
         self._latest: tuple[Diagnosis, Mapping[TargetKey, Health]] | None = None
+        self._then: Callable[[Decision | None], None] | None = None
         self._wake = asyncio.Event()
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
@@ -135,29 +138,52 @@ class Remediator:
 
     # -- the hand-off from the probe loop ------------------------------------------------
 
-    def on_diagnosis(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> None:
+    def on_diagnosis(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health],
+                     then: Callable[[Decision | None], None] | None = None) -> None:
         """Keep only the newest verdict and wake ``run``; never blocks. Every verdict,
-        also one ``run`` skips, counts for whether a candidate stayed one throughout."""
+        also one ``run`` skips, counts for whether a candidate stayed one throughout.
+
+        ``then`` is called once: with the decision made on this verdict, or with
+        None when it is skipped."""
         self._since = candidacy(self._since, diagnosis, self.wall())
         self._latest = (diagnosis, dict(healths))
+        self._settle_then(None)
+        self._then = then
         self._wake.set()
+
+    def _settle_then(self, decision: Decision | None) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then(decision)
 
     async def run(self) -> None:
         """Check permissions once, then work through verdicts until cancelled.
 
         Never built in mode ``off`` (the service makes no Remediator then)."""
-        await self.self_check()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._latest is None:
-                continue
-            try:
-                await self.step(*self._latest)
-            except Exception:  # a fault here must never stop the probing beside it
-                log.exception("remediation_step_failed", retry_in=STEP_RETRY)
-                self.metrics.remediation_blocked_by("internal_error")
-                await asyncio.sleep(STEP_RETRY)
+        then: Callable[[Decision | None], None] | None = None
+        try:
+            await self.self_check()
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._latest is None:
+                    continue
+                then, self._then = self._then, None
+                try:
+                    decided: Decision | None = await self.step(*self._latest)
+                except Exception:  # a fault here must never stop the probing beside it
+                    log.exception("remediation_step_failed", retry_in=STEP_RETRY)
+                    self.metrics.remediation_blocked_by("internal_error")
+                    decided = None
+                told, then = then, None
+                if told is not None:
+                    told(decided)
+                if decided is None:
+                    await asyncio.sleep(STEP_RETRY)
+        finally:
+            if then is not None:
+                then(None)
+            self._settle_then(None)
 
     async def self_check(self) -> None:
         """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly.

@@ -35,6 +35,7 @@ log = logs.get(__name__)
 
 SERVICE_OCTET = 52  # ClusterIPs: 127.52.<instance>.<n>
 FIRST_POD_OCTET, LAST_POD_OCTET = 53, 55  # pod IPs: 127.53-55.<instance>.<n>
+POD_ADDRESSES = (LAST_POD_OCTET - FIRST_POD_OCTET + 1) * 254  # never handed out twice
 PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range, so clients never hold these
 UDP_FLOW_IDLE_SECONDS = 30.0  # like conntrack's UDP timeout
 MAX_UDP_FLOWS = 4096
