@@ -98,7 +98,8 @@ async def serve(
     host, port = settings.listen_address(in_cluster)
     runner, bound = await start(build_app(metrics, page), host, port)
     log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
-             service=settings.service, interval=settings.interval, timeout=settings.timeout)
+             service=settings.service, interval=settings.interval, timeout=settings.timeout,
+             **startup_mode(settings, elector))
     if on_listening is not None:
         on_listening(service, bound)
     try:
@@ -115,3 +116,18 @@ async def serve(
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         log.info("service_stopped", rounds=service.state.rounds)
+
+
+REACH = "direct"  # how the probes reach the pods: from this process, straight to each pod IP
+
+
+def startup_mode(settings: Settings, elector: LeaderElector | None) -> dict[str, str]:
+    """What the startup line says of how the service will act: the remediation mode,
+    the leader state (it acts only once it holds the Lease) and the reach strategy."""
+    if elector is None:
+        return {"remediation": settings.remediation, "leader": "none (remediation is off)",
+                "reach": REACH}
+    return {"remediation": settings.remediation,
+            "leader": f"electing: acts only once {elector.identity} holds Lease "
+                      f"{elector.namespace}/{elector.name}",
+            "reach": REACH}
