@@ -187,14 +187,18 @@ class Story:
         for a in ((status or {}).get("budget") or {}).get("last_actions") or ():
             if a.get("action") in ("evict", "delete"):
                 self.restarts[(a["at"], a["pod"])] = f"{a['action']} {a['pod']} → {a['result']}"
-            if a.get("recovered_at") and (a["at"], a["pod"]) not in self.recoveries:
-                self.recoveries.add((a["at"], a["pod"]))
-                if a.get("action") not in ("evict", "delete"):
-                    continue
-                if self.repaired is None:
-                    self.repaired = self.now()
-                said.append(f">>> recovered: after {a['action']} {a['pod']} every pod of "
-                            f"{a.get('workload') or 'the workload'} is judged healthy again")
+        for r in (status or {}).get("recoveries") or ():
+            if (r["restarted_at"], r["pod"]) in self.recoveries:
+                continue
+            self.recoveries.add((r["restarted_at"], r["pod"]))
+            if self.repaired is None:
+                self.repaired = self.now()
+            steps = ", ".join(f"{k.removesuffix('_seconds')} {r[k]:g}s" for k in
+                              ("detect_seconds", "act_seconds", "recover_seconds")
+                              if r.get(k) is not None)
+            instead = f" (replacement {', '.join(r['replacement'])})" if r["replacement"] else ""
+            said.append(f">>> recovered: after {r['action']} {r['pod']} every pod of "
+                        f"{r['workload'] or 'the workload'} is judged healthy{instead}; {steps}")
         return said
 
     def summary(self) -> str:

@@ -33,7 +33,15 @@ from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
 from corednsprobe.kube.view import workload_of as controller_of
 from corednsprobe.metrics import Metrics
-from corednsprobe.model import Diagnosis, DiagnosisState, Health, PodRef, Target, TargetKey
+from corednsprobe.model import (
+    Diagnosis,
+    DiagnosisState,
+    Health,
+    HealthState,
+    PodRef,
+    Target,
+    TargetKey,
+)
 from corednsprobe.remedy import actions
 from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
 from corednsprobe.remedy.history import (
@@ -43,6 +51,7 @@ from corednsprobe.remedy.history import (
     Mode,
     Record,
     Result,
+    iso,
 )
 from corednsprobe.remedy.policy import (
     Blocked,
@@ -127,6 +136,11 @@ class Remediator:
         self._candidates: set[str] = set()  # uids already reported as candidates
         self._since: dict[str, float] = {}  # candidate -> since when, without a break
         self._last_block: tuple[str, Blocked] | None = None
+        self._failing_since: dict[str, float] = {}  # pod uid -> first failure seen, unbroken
+        self._onsets: dict[str, tuple[float | None, float | None, frozenset[str]]] = {}
+        # restarted uid -> (first failure seen, judged unhealthy since, the uids of the
+        # pods there then), for the recovery's timeline and its replacement
+        self.recoveries: list[dict[str, Any]] = []  # the newest few, for /status
 
     @property
     def rails(self) -> Rails:
@@ -245,9 +259,11 @@ class Remediator:
             self._show_gave_up()
             return self.decision
         self._reload_if_edited()
+        self._note_failing(healths, now)
         settled = settle(self.history, targets, now)
         await self._announce_confirmed(self.history, settled, now)
         self.history = recover(settled, healths, now, self.rails.settle_period)
+        await self._announce_recovered(settled, self.history, healths, now)
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
                                       self._since)
@@ -262,6 +278,8 @@ class Remediator:
         if self.history.to_json() != self._written:
             await self._persist()
         if decision.verdict is Verdict.ACT:
+            assert decision.target is not None
+            self._onset(decision.target, healths)
             await self._act(decision, targets, now)
         return decision
 
@@ -502,6 +520,59 @@ class Remediator:
                                   f"answer never came, the pod shows it: {new.detail}",
                                   warning=False, now=now, workload=new.workload)
 
+    def _note_failing(self, healths: Mapping[TargetKey, Health], now: float) -> None:
+        """Since when each pod has shown failures without a clean window between."""
+        failing = {h.target.pod.uid: h for h in healths.values()
+                   if h.target.pod is not None and h.target.pod.uid
+                   and (h.failures or h.state is HealthState.UNHEALTHY)}
+        self._failing_since = {uid: self._failing_since.get(uid, now) for uid in failing}
+
+    def _onset(self, target: Target, healths: Mapping[TargetKey, Health]) -> None:
+        uid = target.pod.uid if target.pod is not None else ""
+        h = healths.get(target.key)
+        judged = h.since if h is not None and h.state is HealthState.UNHEALTHY and h.since \
+            else None
+        there = frozenset(h.target.pod.uid for h in healths.values() if h.target.pod)
+        self._onsets[uid] = (self._failing_since.get(uid), judged, there)
+        for old in list(self._onsets)[:-20]:  # a bounded memory
+            del self._onsets[old]
+
+    async def _announce_recovered(self, before: History, after: History,
+                                  healths: Mapping[TargetKey, Health], now: float) -> None:
+        """A restart whose workload is now wholly judged healthy: log it with the
+        timeline (first failure, verdict, restart, recovery) and post an Event."""
+        for old, new in zip(before.records, after.records, strict=True):
+            if old.recovered_at is not None or new.recovered_at is None or new.dry_run \
+                    or new.result not in (Result.DONE, Result.GONE):
+                continue
+            failing, judged, there = self._onsets.pop(new.uid, (None, None, None))
+            replacements = sorted(
+                (h.target for h in healths.values()
+                 if h.target.pod is not None and workload_of(h.target) == new.workload
+                 and (h.target.pod.uid not in there if there is not None
+                      else (h.target.pod.created_at or 0.0) >= new.at)),
+                key=lambda t: t.name)
+            steps = {"detect_seconds": _span(failing, judged),
+                     "act_seconds": _span(judged or failing, new.at),
+                     "recover_seconds": _span(new.at, new.recovered_at),
+                     "total_seconds": _span(failing or judged or new.at, new.recovered_at)}
+            said = {"pod": new.pod, "action": new.action.value, "workload": new.workload,
+                    "replacement": [t.name for t in replacements],
+                    "failing_since": iso(failing) if failing else None,
+                    "judged_unhealthy_at": iso(judged) if judged else None,
+                    "restarted_at": iso(new.at), "recovered_at": iso(new.recovered_at),
+                    **steps}
+            self.recoveries = [*self.recoveries[-4:], said]
+            log.info("remediation_recovered", **said)
+            timeline = ", ".join(f"{k.removesuffix('_seconds')} {v:g}s"
+                                 for k, v in steps.items() if v is not None)
+            about = replacements[0].pod if replacements else PodRef(new.pod, uid=new.uid)
+            which = f" (replacement {replacements[0].name})" if replacements else ""
+            await self._event(about, Reason.RECOVERED,
+                              f"after {new.action.value} of {new.pod} every pod of "
+                              f"{new.workload or 'the workload'} is judged healthy{which}; "
+                              f"{timeline}", warning=False, now=now, workload=new.workload)
+
     async def _announce(self, done: Record, target: Target, outcome: ActionOutcome,
                         now: float) -> None:
         fields = {"pod": target.name, "action": done.action.value, "status": outcome.status,
@@ -541,4 +612,9 @@ class Remediator:
             "holder": self.leadership.holder if self.leadership else self.identity,
             "decision": self.decision.as_dict(),
             "budget": budget(self.history, self.rails, now),
+            "recoveries": list(self.recoveries),
         }
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 1) if start is not None and end is not None else None

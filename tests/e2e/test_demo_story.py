@@ -66,7 +66,9 @@ def test_the_evicted_pod_shows_terminating_and_slots_are_shown(demo_output: str)
 
 
 def test_the_recovery_is_shown_and_summarised(demo_output: str) -> None:
-    assert ">>> recovered: after evict " in demo_output, demo_output
+    assert re.search(r"^>>> recovered: after evict \S+ every pod of Deployment/coredns is judged "
+                     r"healthy \(replacement \S+\); detect [0-9.]+s, act [0-9.]+s, "
+                     r"recover [0-9.]+s$", demo_output, re.M), demo_output
     summary = demo_output.split("summary after ", 1)[1]
     assert "faults injected: 1" in summary and "0=udp-drop" in summary
     assert "restarts: 1" in summary and "→ done" in summary
