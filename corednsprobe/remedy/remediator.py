@@ -141,6 +141,7 @@ class Remediator:
         # restarted uid -> (first failure seen, judged unhealthy since, the uids of the
         # pods there then), for the recovery's timeline and its replacement
         self.recoveries: list[dict[str, Any]] = []  # the newest few, for /status
+        self._targets: Sequence[Target] = ()  # the pods as the newest verdict saw them
 
     @property
     def rails(self) -> Rails:
@@ -251,6 +252,7 @@ class Remediator:
         now = self.wall()
         self._since = candidacy(self._since, diagnosis, now)
         targets = [h.target for h in healths.values()]
+        self._targets = targets
         leading = self._lead()
         self._check_lease_refused(leading)
         if not leading:
@@ -407,12 +409,24 @@ class Remediator:
             return
         self.history = self.history.escalate(workload, dry)
         self._show_gave_up()
+        pods = self.pods_of(workload)
         log.error("remediation_gave_up", workload=workload, pod=decision.pod or None,
-                  dry_run=dry, detail=decision.detail)
+                  dry_run=dry, detail=decision.detail, pods=pods)
         if decision.target is not None:
+            facts = "; ".join(f"{p['name']}: " + ", ".join(p["described"]) for p in pods)
             await self._event(decision.target.pod, Reason.MANUAL,
-                              f"{'dry-run: ' if dry else ''}{decision.detail}", warning=True,
+                              f"{'dry-run: ' if dry else ''}{decision.detail}"
+                              f"{'. Pods: ' + facts if facts else ''}", warning=True,
                               now=now, workload=workload)
+
+    def pods_of(self, workload: str) -> list[dict[str, Any]]:
+        """Per pod of ``workload``: its containers' restarts, last termination (e.g.
+        OOMKilled) and resources, as the pods are watched — what the person who must
+        intervene needs to tell a crash loop from a pod short of memory."""
+        return [{"name": t.name, "containers": [c.as_dict() for c in t.pod.containers],
+                 "described": [c.describe() for c in t.pod.containers]}
+                for t in sorted(self._targets, key=lambda t: t.name)
+                if t.pod is not None and workload_of(t) == workload]
 
     async def _event(self, pod: PodRef | None, reason: str, message: str, *, warning: bool,
                      now: float, workload: str = "") -> None:
@@ -613,6 +627,8 @@ class Remediator:
             "decision": self.decision.as_dict(),
             "budget": budget(self.history, self.rails, now),
             "recoveries": list(self.recoveries),
+            "escalated_pods": {w: self.pods_of(w) for w in
+                               self.history.escalated_of(self.rails.mode is Mode.DRY_RUN)},
         }
 
 
