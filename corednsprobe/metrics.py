@@ -4,13 +4,16 @@ Owns: metric names (``corednsprobe_*``, base units), their help, bounded label
 values (pod names and check names, never IPs), and removing the series of a
 target that left. Never does: decide anything; it only mirrors values.
 
-``corednsprobe_target_healthy`` is 1 for healthy, 0 for unhealthy and -1 for
-a target not judged (in grace, or too few samples yet).
+``corednsprobe_target_health{state}`` is 1 for the target's current state
+(``unknown``, ``healthy``, ``unhealthy``, ``grace``); the older
+``corednsprobe_target_healthy`` (1, 0, or -1 for not judged) is kept for one
+release. Counters that alerts take ``increase()`` of are created at 0 as soon
+as their labels are known, so their first step is seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -40,6 +43,15 @@ from corednsprobe.model import (
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEALTH_VALUE = {HealthState.HEALTHY: 1.0, HealthState.UNHEALTHY: 0.0}
+
+# Label values known before they happen, so each counter starts at 0 (tests keep
+# these equal to the remediation's own enums, which this layer may not import).
+REMEDIATION_MODES = ("evict", "delete", "dry-run", "off")
+ACTION_RESULTS = ("done", "gone", "no_answer", "pdb_blocked", "forbidden", "failed")
+BLOCK_REASONS = ("mode_off", "diagnosis_not_pod", "gave_up", "in_flight", "backoff", "cooldown",
+                 "hourly_budget", "pod_terminating", "pod_not_ready", "pod_too_young",
+                 "min_ready", "confirming", "pod_gone", "pod_not_ours", "not_an_endpoint",
+                 "pod_unverified", "internal_error")
 
 
 def rtt_buckets(timeout: float) -> list[float]:
@@ -89,11 +101,24 @@ class Metrics:
         self.probes = Counter("corednsprobe_probes_total", "DNS probes by outcome.",
                               ["target_kind", "pod", "check", "outcome"], registry=r)
         self.rtt = Histogram("corednsprobe_probe_rtt_seconds",
-                             "Round-trip time of answered probes.", ["target_kind", "check"],
+                             "Round-trip time of answered probes.",
+                             ["target_kind", "pod", "check"],
                              buckets=rtt_buckets(timeout), registry=r)
+        self.success = Gauge("corednsprobe_probe_success",
+                             "1 if the target's latest probe of the check succeeded, else 0.",
+                             ["target_kind", "pod", "check"], registry=r)
+        self.health = Gauge("corednsprobe_target_health",
+                            "1 for the target's current state: unknown (too few samples), "
+                            "healthy, unhealthy, grace (not judged).",
+                            ["target_kind", "pod", "node", "state"], registry=r)
         self.healthy = Gauge("corednsprobe_target_healthy",
+                             "Deprecated, use corednsprobe_target_health: "
                              "1 healthy, 0 unhealthy, -1 not judged (grace or too few samples).",
                              ["target_kind", "pod", "node"], registry=r)
+        self.turned_unhealthy = Counter(
+            "corednsprobe_target_unhealthy_transitions",
+            "Targets judged unhealthy after not being so; kept when the pod leaves.",
+            ["target_kind"], registry=r)
         self.ratio = Gauge("corednsprobe_target_failure_ratio",
                            "Share of failed probes in the target's window.",
                            ["target_kind", "pod"], registry=r)
@@ -119,6 +144,10 @@ class Metrics:
         self.watch_restarts = Counter("corednsprobe_watch_restarts_total",
                                       "API lists/watches restarted, by reason.",
                                       ["informer", "reason"], registry=r)
+        self.api_objects_skipped = Counter(
+            "corednsprobe_api_objects_skipped_total",
+            "API objects that could not be read into targets, once per object version.",
+            ["kind"], registry=r)
         self.remediations = Counter("corednsprobe_remediations",
                                     "Remediation attempts by action and result.",
                                     ["action", "result"], registry=r)
@@ -134,16 +163,35 @@ class Metrics:
                                       "(or would have, in dry-run).", registry=r)
         self.gave_up = Gauge("corednsprobe_gave_up",
                              "1 while a workload is escalated to people (remediation stopped).",
-                             registry=r)
+                             ["workload"], registry=r)
+        self.mode = Gauge("corednsprobe_remediation_mode",
+                          "1 for the configured remediation mode.", ["mode"], registry=r)
         self._live = _Live(last_event_at, now)
         r.register(self._live)
         for state in DiagnosisState:
             self.diagnosis.labels(state.value).set(0)
         for kind in TargetKind:
             self.targets.labels(kind.value).set(0)
+            self.turned_unhealthy.labels(kind.value)
+        for reason in BLOCK_REASONS:
+            self.remediation_blocked.labels(reason)
         for reason in IgnoredReply:
             self.replies_ignored.labels(reason.value)
         self._labelled: dict[TargetKey, Target] = {}
+        self._states: dict[TargetKey, tuple[HealthState, str]] = {}
+        self._escalated: set[str] = set()
+        self._shown: set[str] = set()
+        self._present: set[str] = set()
+
+    def set_remediation_mode(self, mode: str) -> None:
+        """The configured mode; its restart action's counters start at 0."""
+        for m in REMEDIATION_MODES:
+            self.mode.labels(m).set(1 if m == mode else 0)
+        if mode in ("evict", "delete"):
+            for result in ACTION_RESULTS:
+                self.remediations.labels(mode, result)
+        if mode != "off":  # a missing permission downgrades to dry-run
+            self.remediations.labels("dry-run", "dry_run")
 
     def follow_watches(self, last_event_at: Callable[[], float | None]) -> None:
         """Where the watch-age gauge reads the time of the API's last event from."""
@@ -153,8 +201,10 @@ class Metrics:
         t = result.target
         self.probes.labels(t.kind.value, target_label(t), result.check.name,
                            result.outcome.value).inc()
+        label = target_label(t)
+        self.success.labels(t.kind.value, label, result.check.name).set(1 if result.ok else 0)
         if result.rtt_seconds is not None and result.rcode is not None:  # answered
-            self.rtt.labels(t.kind.value, result.check.name).observe(result.rtt_seconds)
+            self.rtt.labels(t.kind.value, label, result.check.name).observe(result.rtt_seconds)
         if result.udp_only:
             self.udp_only.labels(target_label(t)).inc()
         self._labelled.setdefault(t.key, t)
@@ -165,11 +215,18 @@ class Metrics:
         self.targets.labels(TargetKind.SERVICE.value).set(len(ts.services))
         current = {t.key for t in ts.targets}
         for key in [k for k in self._labelled if k not in current]:
+            self._states.pop(key, None)
             self._forget(self._labelled.pop(key))
+        for t in ts.targets:
+            self.udp_only.labels(target_label(t))  # from 0, so increase() sees the first
+            self._labelled.setdefault(t.key, t)
+        self._present = {t.pod.workload for t in ts.pods if t.pod and t.pod.workload}
+        self._show_gave_up(self._present | self._escalated)  # a workload whose pods left goes
 
     def _forget(self, t: Target) -> None:
         label = target_label(t)
-        for metric in (self.probes, self.healthy, self.ratio):
+        for metric in (self.probes, self.healthy, self.health, self.ratio, self.rtt,
+                       self.success):
             metric.remove_by_labels({"target_kind": t.kind.value, "pod": label})
         self.udp_only.remove_by_labels({"pod": label})
 
@@ -178,9 +235,38 @@ class Metrics:
             t = h.target
             node = t.pod.node if t.pod else ""
             label = target_label(t)
+            before = self._states.get(t.key)
+            if before is not None and before[1] != node:  # a node learned late: one series
+                self.health.remove_by_labels({"target_kind": t.kind.value, "pod": label})
+                self.healthy.remove_by_labels({"target_kind": t.kind.value, "pod": label})
+            if h.state is HealthState.UNHEALTHY and (before is None
+                                                     or before[0] is not HealthState.UNHEALTHY):
+                self.turned_unhealthy.labels(t.kind.value).inc()
+            self._states[t.key] = (h.state, node)
+            for state in HealthState:
+                self.health.labels(t.kind.value, label, node, state.value).set(
+                    1 if state is h.state else 0)
             self.healthy.labels(t.kind.value, label, node).set(_HEALTH_VALUE.get(h.state, -1.0))
             self.ratio.labels(t.kind.value, label).set(h.ratio)
             self._labelled.setdefault(t.key, t)
+
+    def set_gave_up(self, escalated: Iterable[str], present: Iterable[str] | None = None) -> None:
+        """1 for each escalated workload, 0 for the others of the current pods.
+
+        ``present``, when given, is the workloads of the pods the caller sees now
+        (set_targets learns them too); a lifted escalation stays shown, at 0.
+        """
+        self._escalated = set(escalated)
+        if present is not None:
+            self._present = {w for w in present if w}
+        self._show_gave_up(self._present | self._escalated)
+
+    def _show_gave_up(self, shown: set[str]) -> None:
+        for w in self._shown - shown:
+            self.gave_up.remove(w)
+        for w in shown:
+            self.gave_up.labels(w).set(1 if w in self._escalated else 0)
+        self._shown = shown
 
     def set_diagnosis(self, d: Diagnosis) -> None:
         for state in DiagnosisState:
@@ -198,6 +284,9 @@ class Metrics:
 
     def watch_restarted(self, informer: str, reason: str) -> None:
         self.watch_restarts.labels(informer, reason).inc()
+
+    def object_skipped(self, kind: str) -> None:
+        self.api_objects_skipped.labels(kind).inc()
 
     def remediation_attempted(self, action: str, result: str, at: float | None) -> None:
         self.remediations.labels(action, result).inc()

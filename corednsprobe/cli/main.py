@@ -73,11 +73,12 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe.cli.targets import ClusterArgs, open_cluster
+    from corednsprobe.cli.targets import ClusterArgs, open_cluster_patiently
     from corednsprobe.service.app import serve
 
     async def main() -> None:
-        access = await open_cluster(ClusterArgs(args.kubeconfig, args.context), settings)
+        access = await open_cluster_patiently(ClusterArgs(args.kubeconfig, args.context),
+                                              settings)
         try:
             await serve(settings, access.api, in_cluster=access.in_cluster)
         finally:

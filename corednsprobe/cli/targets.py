@@ -15,18 +15,26 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from corednsprobe import logs
+from corednsprobe.backoff import Backoff
 from corednsprobe.cli.render import table
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import (
     Access,
     ClusterAccessError,
+    ClusterBusy,
     check_permissions,
     connect,
     explain_missing,
     read_permissions,
 )
+from corednsprobe.kube.client import ApiError
 from corednsprobe.kube.view import ClusterView, endpointslices_served
 from corednsprobe.model import Target, TargetSet
+
+log = logs.get(__name__)
+START_PATIENCE = 120.0  # seconds `run` keeps asking a busy API server before exiting 3
+START_BACKOFF = Backoff(base=1.0, cap=15.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,12 @@ async def open_cluster(args: ClusterArgs, settings: Settings) -> Access:
         legacy = not await endpointslices_served(access.api)
         report = await check_permissions(access.api, read_permissions(settings.namespace,
                                                                       legacy))
+    except ApiError as exc:
+        await access.close()
+        if exc.status == 429 or exc.status >= 500:
+            raise ClusterBusy(f"reached {access.describe()}, but it answered "
+                              f"{exc.status} {exc.reason}: {exc.message}.") from None
+        raise
     except Exception:
         await access.close()
         raise
@@ -53,6 +67,31 @@ async def open_cluster(args: ClusterArgs, settings: Settings) -> Access:
         await access.close()
         raise ClusterAccessError(explain_missing(report, access.describe()))
     return access
+
+
+async def open_cluster_patiently(args: ClusterArgs, settings: Settings,
+                                 patience: float = START_PATIENCE) -> Access:
+    """``open_cluster`` for the long-running ``run``.
+
+    A busy API server (5xx, 429) says nothing about our address, credentials or
+    permissions, and a restarting control plane answers that way for a while:
+    ask again with backoff, logging each wait, for up to ``patience`` seconds.
+    Every other refusal fails at once, as it does for the one-shot commands.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    failures = 0
+    while True:
+        try:
+            return await open_cluster(args, settings)
+        except ClusterBusy as exc:
+            failures += 1
+            wait = START_BACKOFF.delay(failures)
+            if loop.time() + wait > deadline:
+                raise
+            log.warning("cluster_busy", error=str(exc), attempt=failures,
+                        retry_in=round(wait, 2))
+            await asyncio.sleep(wait)
 
 
 def targetset_json(ts: TargetSet) -> dict[str, Any]:

@@ -29,8 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from corednsprobe import logs
+from corednsprobe.backoff import Backoff
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
+from corednsprobe.kube.client import ApiClient
 from corednsprobe.kube.view import workload_of as controller_of
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import (
@@ -41,6 +43,7 @@ from corednsprobe.model import (
     PodRef,
     Target,
     TargetKey,
+    TargetKind,
 )
 from corednsprobe.remedy import actions
 from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
@@ -74,10 +77,12 @@ HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
 QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER, Blocked.CONFIRMING,
                           Blocked.POD_GONE, Blocked.UNVERIFIED})
 STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
-SELF_CHECK_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between permission-check attempts
+SELF_CHECK_BACKOFF = Backoff(1.0, 30.0).schedule(6)  # 1, 2, 4, 8, 16, 30 s between attempts
 
 
 class Leadership(Protocol):
+    """Who leads: only the leader acts; followers say who does."""
+
     identity: str
 
     def is_leader(self) -> bool: ...
@@ -86,13 +91,15 @@ class Leadership(Protocol):
     def holder(self) -> str: ...
 
     @property
-    def annotations(self) -> Mapping[str, str]: ...
-
-    @property
     def refused(self) -> str: ...
 
-    async def write_annotations(self, annotations: Mapping[str, str],
-                                expect: Mapping[str, str] | None = None) -> bool: ...
+
+class HistoryStore(Protocol):
+    """Where the history lives between leaders: a compare-and-swap on one key."""
+
+    def get(self, key: str) -> str: ...
+
+    async def put(self, key: str, value: str, *, expect: str) -> bool: ...
 
 
 def rails_from(settings: Settings) -> Rails:
@@ -105,11 +112,12 @@ def rails_from(settings: Settings) -> Rails:
 class Remediator:
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         namespace: str,
         rails: Rails,
         *,
         leadership: Leadership | None,
+        store: HistoryStore | None = None,
         metrics: Metrics,
         lease_namespace: str = "",
         service: str = "kube-dns",
@@ -122,6 +130,7 @@ class Remediator:
         self.configured = rails.mode
         self.policy = RemediationPolicy(rails)
         self.leadership = leadership
+        self.store = store  # None: the history lives in this process only
         self.metrics = metrics
         self.wall = wall
         self.history = History()
@@ -142,6 +151,7 @@ class Remediator:
         # pods there then), for the recovery's timeline and its replacement
         self.recoveries: list[dict[str, Any]] = []  # the newest few, for /status
         self._targets: Sequence[Target] = ()  # the pods as the newest verdict saw them
+        self._workloads: set[str] = set()  # of the pods in the latest verdict, for the gauge
 
     @property
     def rails(self) -> Rails:
@@ -253,6 +263,7 @@ class Remediator:
         self._since = candidacy(self._since, diagnosis, now)
         targets = [h.target for h in healths.values()]
         self._targets = targets
+        self._workloads = {workload_of(t) for t in targets if t.kind is TargetKind.POD}
         leading = self._lead()
         self._check_lease_refused(leading)
         if not leading:
@@ -288,7 +299,7 @@ class Remediator:
     def _show_gave_up(self) -> None:
         """The gauge follows the history this replica holds or mirrors, leader or not."""
         dry = self.rails.mode is Mode.DRY_RUN
-        self.metrics.gave_up.set(1 if self.history.escalated_of(dry) else 0)
+        self.metrics.set_gave_up(self.history.escalated_of(dry), self._workloads)
 
     def _check_lease_refused(self, leading: bool) -> None:
         refused = self.leadership.refused if self.leadership is not None else ""
@@ -304,7 +315,7 @@ class Remediator:
 
     def _load(self) -> None:
         """Take over the history the previous leader left on the Lease."""
-        if self.leadership is None:
+        if self.store is None:
             return
         self.history = self._read_lease_history()
         self._written = self._lease_text()
@@ -316,7 +327,7 @@ class Remediator:
     def _reload_if_edited(self) -> None:
         """Someone else changed the history on the Lease (an operator cleared an escalation,
         or deleted the annotation): take theirs, never write ours back over it."""
-        if self.leadership is None or self._lease_text() == self._written:
+        if self.store is None or self._lease_text() == self._written:
             return
         self.history = self._read_lease_history()
         self._written = self._lease_text()
@@ -326,12 +337,12 @@ class Remediator:
                     reason="the annotation on the Lease was changed by someone else")
 
     def _lease_text(self) -> str:
-        assert self.leadership is not None
-        return self.leadership.annotations.get(HISTORY_ANNOTATION, "")
+        assert self.store is not None
+        return self.store.get(HISTORY_ANNOTATION)
 
     def _follow(self) -> None:
         """A follower mirrors the leader's history, for /status."""
-        if self.leadership is not None:
+        if self.store is not None:
             self.history = self._read_lease_history()
 
     def _read_lease_history(self) -> History:
@@ -358,15 +369,15 @@ class Remediator:
     async def _persist(self) -> bool:
         """Store the history, unless the annotation is no longer what we last wrote."""
         text = self.history.to_json()
-        if self.leadership is None:
+        if self.store is None:
             self._written = text
             return True
-        stored = await self.leadership.write_annotations(
-            {HISTORY_ANNOTATION: text}, expect={HISTORY_ANNOTATION: self._written})
+        stored = await self.store.put(HISTORY_ANNOTATION, text, expect=self._written)
         if stored:
             self._written = text
         else:
-            log.warning("remediation_history_not_stored", lease_holder=self.leadership.holder)
+            log.warning("remediation_history_not_stored",
+                        lease_holder=self.leadership.holder if self.leadership else None)
         return stored
 
     # -- reporting --------------------------------------------------------------------------

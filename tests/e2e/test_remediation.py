@@ -86,7 +86,9 @@ async def test_every_pod_broken_evicts_none_and_says_why(start: Start) -> None:
     await rounds(c, 8)
     assert pods.removed() == set()
     blocked = [e for e in await corednsprobe_events(c) if e.reason == "CoreDNSRestartBlocked"]
-    assert blocked and "widespread" in blocked[0].message
+    # under load one pod may be judged a round before the others (suspect, or a pod verdict
+    # still confirming): what matters is that none is evicted and the block says widespread
+    assert any("widespread" in e.message for e in blocked), [e.message for e in blocked]
 
 
 async def test_broken_service_path_evicts_none(start: Start) -> None:

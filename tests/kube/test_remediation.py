@@ -310,13 +310,15 @@ async def test_give_up_escalates_once_after_three_fruitless_restarts(
             decision = await remediator.step(*verdict(view, {victim}))
             assert decision.reason is Blocked.GAVE_UP
         assert remediator.history.escalated == ("Deployment/coredns",)
-        assert remediator.metrics.gave_up._value.get() == 1  # type: ignore[attr-defined]
+        assert remediator.metrics.registry.get_sample_value(
+            "corednsprobe_gave_up", {"workload": "Deployment/coredns"}) == 1
         assert live_pods(sandbox) >= {victim}
 
         # the workload recovers: the escalation lifts
         await remediator.step(*verdict(view, set()))
         assert remediator.history.escalated == ()
-        assert remediator.metrics.gave_up._value.get() == 0  # type: ignore[attr-defined]
+        assert remediator.metrics.registry.get_sample_value(
+            "corednsprobe_gave_up", {"workload": "Deployment/coredns"}) == 0
     manual = [e for e in events(sandbox) if e["reason"] == "ManualInterventionRequired"]
     assert {e["involvedObject"]["kind"] for e in manual} == {"Pod", "Deployment"}
     assert len(manual) == 2  # once, on the pod and on the Deployment
