@@ -46,6 +46,21 @@ def _add_logger_name(logger: Any, method: str, event: Any) -> Any:
     return event
 
 
+class _ClosedTransportNoise(logging.Filter):
+    """A peer's last bytes arriving on a TLS connection we already closed make uvloop log
+    "Fatal error on SSL protocol … the handler is closed" (MagicStack/uvloop#506):
+    a connection that went away, not an error. It becomes a debug line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "asyncio" and str(record.msg).startswith("Fatal error on SSL") \
+                and isinstance(exc, RuntimeError) and "handler is closed" in str(exc):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info, record.exc_text = None, None
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library's root logger once for the
     process; logs go to ``stream`` (stderr)."""
@@ -69,6 +84,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
+    handler.addFilter(_ClosedTransportNoise())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],

@@ -35,6 +35,37 @@ class TargetKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerFacts:
+    """What a person raising a CoreDNS pod's resources needs, from the pod as watched:
+    the restart count, the last termination (e.g. OOMKilled, exit 137) and the
+    resource requests and limits."""
+
+    name: str
+    restarts: int = 0
+    last_reason: str = ""  # lastState.terminated.reason, e.g. "OOMKilled"
+    last_exit_code: int | None = None
+    requests: tuple[tuple[str, str], ...] = ()  # (resource, quantity), e.g. ("memory", "70Mi")
+    limits: tuple[tuple[str, str], ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "restarts": self.restarts,
+                "last_termination_reason": self.last_reason or None,
+                "last_exit_code": self.last_exit_code,
+                "requests": dict(self.requests), "limits": dict(self.limits)}
+
+    def describe(self) -> str:
+        """One phrase, e.g. ``coredns: 7 restarts, last OOMKilled (exit 137), limits
+        memory=170Mi, requests cpu=100m memory=70Mi``."""
+        said = f"{self.name}: {self.restarts} restart{'' if self.restarts == 1 else 's'}"
+        if self.last_reason or self.last_exit_code is not None:
+            code = f" (exit {self.last_exit_code})" if self.last_exit_code is not None else ""
+            said += f", last {self.last_reason or 'terminated'}{code}"
+        for label, pairs in (("limits", self.limits), ("requests", self.requests)):
+            said += f", {label} " + (" ".join(f"{k}={v}" for k, v in pairs) or "none")
+        return said
+
+
+@dataclass(frozen=True, slots=True)
 class PodRef:
     """The pod behind a target, as the API last described it."""
 
@@ -46,6 +77,7 @@ class PodRef:
     terminating: bool = False
     created_at: float | None = None  # unix seconds
     workload: str = ""  # controlling workload, e.g. "Deployment/coredns"; "" when unknown
+    containers: tuple[ContainerFacts, ...] = ()  # as the pod status last said
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ EXIT_CLUSTER = 3
 # (the demo's table already shows what its info lines would say).
 LONG_RUNNING = frozenset({"run", "sandbox"})
 ENV_LOG_LEVEL = "COREDNSPROBE_LOG_LEVEL"
+ENV_LOG_FORMAT = "COREDNSPROBE_LOG_FORMAT"
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -96,15 +97,15 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
-    from corednsprobe.cli.demo import ScriptedFault, demo_settings, run_demo
+    from corednsprobe.cli.demo import ScriptedFault, demo_settings, run_demo, validate
 
     try:
         faults = [ScriptedFault.parse(f) for f in args.fault]
     except ValueError as exc:
         print(f"corednsprobe demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.pods < 1:
-        print("corednsprobe demo: --pods must be at least 1", file=sys.stderr)
+    if refused := validate(args.pods, faults, args.duration):
+        print(f"corednsprobe demo: {refused}", file=sys.stderr)
         return EXIT_USAGE
     return _serve_and_explain(
         lambda: uvloop.run(run_demo(demo_settings(settings), args.pods, faults, args.duration)))
@@ -218,7 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "namespace", None):
         settings = dataclasses.replace(settings, namespace=args.namespace)
     quiet = args.command not in LONG_RUNNING and ENV_LOG_LEVEL not in os.environ
-    logs.configure("warning" if quiet else settings.log_level, settings.log_format)
+    fmt = settings.log_format
+    if args.command == "demo" and ENV_LOG_FORMAT not in os.environ:
+        fmt = "console"  # beside the demo's tables, never JSON unless asked for
+    logs.configure("warning" if quiet else settings.log_level, fmt)
     handler: Handler = args.handler
     try:
         return handler(args, settings)

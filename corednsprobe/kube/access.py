@@ -8,6 +8,7 @@ one. Never does: read or watch the DNS objects themselves.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ SSAR_DEADLINE = 15.0
 
 class ClusterAccessError(Exception):
     """The cluster cannot be reached or will not accept us; the CLI exits 3."""
+
+
+TLS_CLOSE_SECONDS = 0.25  # as aiohttp's documentation advises for a graceful shutdown
 
 
 class ClusterBusy(ClusterAccessError):
@@ -58,7 +62,11 @@ class Access:
         return f"API {self.url} (credentials: {self.source}{ctx}; auth: {self.auth})"
 
     async def close(self) -> None:
+        """Close the client session, and give its TLS connections the moment they need to
+        finish closing while the loop still runs (else uvloop reports a "Fatal error on
+        SSL protocol" for a connection that closes as the loop ends)."""
         await self.api.close()
+        await asyncio.sleep(TLS_CLOSE_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)

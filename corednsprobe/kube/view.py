@@ -23,7 +23,14 @@ import aiohttp
 from corednsprobe import logs
 from corednsprobe.kube.client import ApiClient, ApiError, Obj, metadata, send
 from corednsprobe.kube.informer import DEFAULT_TIMING, Informer, Timing
-from corednsprobe.model import ClusterState, PodRef, Target, TargetKind, TargetSet
+from corednsprobe.model import (
+    ClusterState,
+    ContainerFacts,
+    PodRef,
+    Target,
+    TargetKind,
+    TargetSet,
+)
 
 log = logs.get(__name__)
 
@@ -107,7 +114,33 @@ def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace:
         terminating=terminating,
         created_at=parse_time(meta.get("creationTimestamp")),
         workload=workload_of(meta),
+        containers=containers_of(pod),
     )
+
+
+def containers_of(pod: Obj) -> tuple[ContainerFacts, ...]:
+    """Each container's restarts, last termination and resources; a malformed part is
+    left out (a pod object's shape is the API's, not ours to trust)."""
+    try:
+        statuses = {str(c.get("name")): c for c in
+                    (pod.get("status") or {}).get("containerStatuses") or ()}
+        facts = []
+        for c in (pod.get("spec") or {}).get("containers") or ():
+            name = str(c.get("name") or "")
+            st = statuses.get(name) or {}
+            last = ((st.get("lastState") or {}).get("terminated")) or {}
+            resources = c.get("resources") or {}
+            code = last.get("exitCode")
+            facts.append(ContainerFacts(
+                name, int(st.get("restartCount") or 0), str(last.get("reason") or ""),
+                int(code) if code is not None else None,
+                tuple(sorted((str(k), str(v)) for k, v in
+                             (resources.get("requests") or {}).items())),
+                tuple(sorted((str(k), str(v)) for k, v in
+                             (resources.get("limits") or {}).items()))))
+        return tuple(facts)
+    except (AttributeError, TypeError, ValueError):
+        return ()
 
 
 def usable_pods(pods: Mapping[str, Obj], skip: Skip = log_skip) -> dict[str, Obj]:

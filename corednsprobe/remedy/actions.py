@@ -43,6 +43,7 @@ class Reason:
     BLOCKED = "CoreDNSRestartBlocked"
     DRY_RUN = "CoreDNSRestartDryRun"
     MANUAL = "ManualInterventionRequired"
+    RECOVERED = "CoreDNSPodRecovered"
 
 
 @dataclass(frozen=True, slots=True)

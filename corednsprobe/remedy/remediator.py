@@ -15,7 +15,9 @@ policy.py does that; nor act unless this replica leads.
 
 ``on_diagnosis`` never blocks the probe loop: it hands the newest verdict to
 ``run``, which works through it one at a time, so at most one action is ever
-in flight and a slow API only means older verdicts are skipped.
+in flight and a slow API only means older verdicts are skipped. Its ``then``
+hears once per verdict: the decision made on it, or None when it was skipped
+(a newer verdict came first, or the remediator stopped).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
     Health,
+    HealthState,
     PodRef,
     Target,
     TargetKey,
@@ -51,6 +54,7 @@ from corednsprobe.remedy.history import (
     Mode,
     Record,
     Result,
+    iso,
 )
 from corednsprobe.remedy.policy import (
     Blocked,
@@ -135,11 +139,18 @@ class Remediator:
         self.events_allowed = True
         self.downgraded = ""  # why the mode fell back to dry-run, if it did
         self._latest: tuple[Diagnosis, Mapping[TargetKey, Health]] | None = None
+        self._then: Callable[[Decision | None], None] | None = None
         self._wake = asyncio.Event()
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
         self._since: dict[str, float] = {}  # candidate -> since when, without a break
         self._last_block: tuple[str, Blocked] | None = None
+        self._failing_since: dict[str, float] = {}  # pod uid -> first failure seen, unbroken
+        self._onsets: dict[str, tuple[float | None, float | None, frozenset[str]]] = {}
+        # restarted uid -> (first failure seen, judged unhealthy since, the uids of the
+        # pods there then), for the recovery's timeline and its replacement
+        self.recoveries: list[dict[str, Any]] = []  # the newest few, for /status
+        self._targets: Sequence[Target] = ()  # the pods as the newest verdict saw them
         self._workloads: set[str] = set()  # of the pods in the latest verdict, for the gauge
 
     @property
@@ -152,29 +163,52 @@ class Remediator:
 
     # -- the hand-off from the probe loop ------------------------------------------------
 
-    def on_diagnosis(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> None:
+    def on_diagnosis(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health],
+                     then: Callable[[Decision | None], None] | None = None) -> None:
         """Keep only the newest verdict and wake ``run``; never blocks. Every verdict,
-        also one ``run`` skips, counts for whether a candidate stayed one throughout."""
+        also one ``run`` skips, counts for whether a candidate stayed one throughout.
+
+        ``then`` is called once: with the decision made on this verdict, or with
+        None when it is skipped."""
         self._since = candidacy(self._since, diagnosis, self.wall())
         self._latest = (diagnosis, dict(healths))
+        self._settle_then(None)
+        self._then = then
         self._wake.set()
+
+    def _settle_then(self, decision: Decision | None) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then(decision)
 
     async def run(self) -> None:
         """Check permissions once, then work through verdicts until cancelled.
 
         Never built in mode ``off`` (the service makes no Remediator then)."""
-        await self.self_check()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._latest is None:
-                continue
-            try:
-                await self.step(*self._latest)
-            except Exception:  # a fault here must never stop the probing beside it
-                log.exception("remediation_step_failed", retry_in=STEP_RETRY)
-                self.metrics.remediation_blocked_by("internal_error")
-                await asyncio.sleep(STEP_RETRY)
+        then: Callable[[Decision | None], None] | None = None
+        try:
+            await self.self_check()
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._latest is None:
+                    continue
+                then, self._then = self._then, None
+                try:
+                    decided: Decision | None = await self.step(*self._latest)
+                except Exception:  # a fault here must never stop the probing beside it
+                    log.exception("remediation_step_failed", retry_in=STEP_RETRY)
+                    self.metrics.remediation_blocked_by("internal_error")
+                    decided = None
+                told, then = then, None
+                if told is not None:
+                    told(decided)
+                if decided is None:
+                    await asyncio.sleep(STEP_RETRY)
+        finally:
+            if then is not None:
+                then(None)
+            self._settle_then(None)
 
     async def self_check(self) -> None:
         """Ask the API (SSAR) for the writes the mode needs; without them, dry-run, loudly.
@@ -228,6 +262,7 @@ class Remediator:
         now = self.wall()
         self._since = candidacy(self._since, diagnosis, now)
         targets = [h.target for h in healths.values()]
+        self._targets = targets
         self._workloads = {workload_of(t) for t in targets if t.kind is TargetKind.POD}
         leading = self._lead()
         self._check_lease_refused(leading)
@@ -237,9 +272,11 @@ class Remediator:
             self._show_gave_up()
             return self.decision
         self._reload_if_edited()
+        self._note_failing(healths, now)
         settled = settle(self.history, targets, now)
         await self._announce_confirmed(self.history, settled, now)
         self.history = recover(settled, healths, now, self.rails.settle_period)
+        await self._announce_recovered(settled, self.history, healths, now)
         await self._report_candidates(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
                                       self._since)
@@ -254,6 +291,8 @@ class Remediator:
         if self.history.to_json() != self._written:
             await self._persist()
         if decision.verdict is Verdict.ACT:
+            assert decision.target is not None
+            self._onset(decision.target, healths)
             await self._act(decision, targets, now)
         return decision
 
@@ -381,12 +420,24 @@ class Remediator:
             return
         self.history = self.history.escalate(workload, dry)
         self._show_gave_up()
+        pods = self.pods_of(workload)
         log.error("remediation_gave_up", workload=workload, pod=decision.pod or None,
-                  dry_run=dry, detail=decision.detail)
+                  dry_run=dry, detail=decision.detail, pods=pods)
         if decision.target is not None:
+            facts = "; ".join(f"{p['name']}: " + ", ".join(p["described"]) for p in pods)
             await self._event(decision.target.pod, Reason.MANUAL,
-                              f"{'dry-run: ' if dry else ''}{decision.detail}", warning=True,
+                              f"{'dry-run: ' if dry else ''}{decision.detail}"
+                              f"{'. Pods: ' + facts if facts else ''}", warning=True,
                               now=now, workload=workload)
+
+    def pods_of(self, workload: str) -> list[dict[str, Any]]:
+        """Per pod of ``workload``: its containers' restarts, last termination (e.g.
+        OOMKilled) and resources, as the pods are watched — what the person who must
+        intervene needs to tell a crash loop from a pod short of memory."""
+        return [{"name": t.name, "containers": [c.as_dict() for c in t.pod.containers],
+                 "described": [c.describe() for c in t.pod.containers]}
+                for t in sorted(self._targets, key=lambda t: t.name)
+                if t.pod is not None and workload_of(t) == workload]
 
     async def _event(self, pod: PodRef | None, reason: str, message: str, *, warning: bool,
                      now: float, workload: str = "") -> None:
@@ -494,6 +545,59 @@ class Remediator:
                                   f"answer never came, the pod shows it: {new.detail}",
                                   warning=False, now=now, workload=new.workload)
 
+    def _note_failing(self, healths: Mapping[TargetKey, Health], now: float) -> None:
+        """Since when each pod has shown failures without a clean window between."""
+        failing = {h.target.pod.uid: h for h in healths.values()
+                   if h.target.pod is not None and h.target.pod.uid
+                   and (h.failures or h.state is HealthState.UNHEALTHY)}
+        self._failing_since = {uid: self._failing_since.get(uid, now) for uid in failing}
+
+    def _onset(self, target: Target, healths: Mapping[TargetKey, Health]) -> None:
+        uid = target.pod.uid if target.pod is not None else ""
+        h = healths.get(target.key)
+        judged = h.since if h is not None and h.state is HealthState.UNHEALTHY and h.since \
+            else None
+        there = frozenset(h.target.pod.uid for h in healths.values() if h.target.pod)
+        self._onsets[uid] = (self._failing_since.get(uid), judged, there)
+        for old in list(self._onsets)[:-20]:  # a bounded memory
+            del self._onsets[old]
+
+    async def _announce_recovered(self, before: History, after: History,
+                                  healths: Mapping[TargetKey, Health], now: float) -> None:
+        """A restart whose workload is now wholly judged healthy: log it with the
+        timeline (first failure, verdict, restart, recovery) and post an Event."""
+        for old, new in zip(before.records, after.records, strict=True):
+            if old.recovered_at is not None or new.recovered_at is None or new.dry_run \
+                    or new.result not in (Result.DONE, Result.GONE):
+                continue
+            failing, judged, there = self._onsets.pop(new.uid, (None, None, None))
+            replacements = sorted(
+                (h.target for h in healths.values()
+                 if h.target.pod is not None and workload_of(h.target) == new.workload
+                 and (h.target.pod.uid not in there if there is not None
+                      else (h.target.pod.created_at or 0.0) >= new.at)),
+                key=lambda t: t.name)
+            steps = {"detect_seconds": _span(failing, judged),
+                     "act_seconds": _span(judged or failing, new.at),
+                     "recover_seconds": _span(new.at, new.recovered_at),
+                     "total_seconds": _span(failing or judged or new.at, new.recovered_at)}
+            said = {"pod": new.pod, "action": new.action.value, "workload": new.workload,
+                    "replacement": [t.name for t in replacements],
+                    "failing_since": iso(failing) if failing else None,
+                    "judged_unhealthy_at": iso(judged) if judged else None,
+                    "restarted_at": iso(new.at), "recovered_at": iso(new.recovered_at),
+                    **steps}
+            self.recoveries = [*self.recoveries[-4:], said]
+            log.info("remediation_recovered", **said)
+            timeline = ", ".join(f"{k.removesuffix('_seconds')} {v:g}s"
+                                 for k, v in steps.items() if v is not None)
+            about = replacements[0].pod if replacements else PodRef(new.pod, uid=new.uid)
+            which = f" (replacement {replacements[0].name})" if replacements else ""
+            await self._event(about, Reason.RECOVERED,
+                              f"after {new.action.value} of {new.pod} every pod of "
+                              f"{new.workload or 'the workload'} is judged healthy{which}; "
+                              f"{timeline}", warning=False, now=now, workload=new.workload)
+
     async def _announce(self, done: Record, target: Target, outcome: ActionOutcome,
                         now: float) -> None:
         fields = {"pod": target.name, "action": done.action.value, "status": outcome.status,
@@ -533,4 +637,11 @@ class Remediator:
             "holder": self.leadership.holder if self.leadership else self.identity,
             "decision": self.decision.as_dict(),
             "budget": budget(self.history, self.rails, now),
+            "recoveries": list(self.recoveries),
+            "escalated_pods": {w: self.pods_of(w) for w in
+                               self.history.escalated_of(self.rails.mode is Mode.DRY_RUN)},
         }
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 1) if start is not None and end is not None else None

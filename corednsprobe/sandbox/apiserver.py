@@ -197,6 +197,9 @@ class ApiServer:
             return response
         except S.ApiError as err:
             return error_response(err)
+        except ConnectionError as exc:  # the client went away while we answered it
+            log.debug("client_gone", path=request.path, error=str(exc) or type(exc).__name__)
+            return web.Response(status=499)
 
     async def _version(self, request: web.Request) -> web.Response:
         return json_response(VERSION_INFO)

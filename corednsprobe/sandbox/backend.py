@@ -34,12 +34,15 @@ class ZoneData:
 
 class FaultKind(StrEnum):
     NONE = "none"
-    DROP = "drop"  # UDP/53 silently dropped; TCP and the health port still answer
-    REJECT = "reject"  # UDP/53 answered with ICMP port unreachable
+    DROP = "udp-drop"  # UDP/53 silently dropped; TCP and the health port still answer
+    REJECT = "udp-reject"  # UDP/53 answered with ICMP port unreachable
     DELAY = "delay"  # every UDP reply delayed by ``value`` milliseconds
     LOSS = "loss"  # ``value`` percent of UDP queries dropped at random
     SERVFAIL = "servfail"  # every query answered SERVFAIL
     WRONG_ANSWER = "wrong-answer"  # A answers carry an address that is not the truth
+
+
+_ALIASES = {"drop": FaultKind.DROP.value, "reject": FaultKind.REJECT.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +52,13 @@ class Fault:
 
     @classmethod
     def parse(cls, text: str) -> Fault:
-        """Parse ``drop``, ``reject``, ``delay:<ms>``, ``loss:<pct>``, ``servfail``,
-        ``wrong-answer`` or ``none`` (the ``udp=`` prefix is optional)."""
+        """Parse ``udp-drop``, ``udp-reject``, ``delay:<ms>``, ``loss:<pct>``, ``servfail``,
+        ``wrong-answer`` or ``none`` (the ``udp=`` prefix is optional; ``drop`` and
+        ``reject`` are read as ``udp-drop`` and ``udp-reject``). These names are the
+        one vocabulary of the demo, the control API and what both print."""
         spec = text.strip().lower().removeprefix("udp=")
         name, _, arg = spec.partition(":")
+        name = _ALIASES.get(name, name)
         try:
             kind = FaultKind(name)
         except ValueError:

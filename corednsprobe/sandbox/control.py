@@ -7,7 +7,7 @@ sandbox's own (loopback) listen address. Never does: anything the Python API
 cannot do.
 
     GET  /sandbox/v1/state
-    POST /sandbox/v1/pods/{name}/fault     {"fault": "drop"}
+    POST /sandbox/v1/pods/{name}/fault     {"fault": "udp-drop"}
     POST /sandbox/v1/slots/{slot}/fault    {"fault": "delay:300"}
     POST /sandbox/v1/pods/fault            {"fault": "servfail"}      (every pod)
     POST /sandbox/v1/service/fault         {"broken": true}

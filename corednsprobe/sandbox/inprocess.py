@@ -38,6 +38,7 @@ log = logs.get(__name__)
 
 SERVICE_OCTET = 52  # ClusterIPs: 127.52.<instance>.<n>
 FIRST_POD_OCTET, LAST_POD_OCTET = 53, 55  # pod IPs: 127.53-55.<instance>.<n>
+POD_ADDRESSES = (LAST_POD_OCTET - FIRST_POD_OCTET + 1) * 254  # never handed out twice
 NODE_OCTET = 56  # node InternalIPs: 127.56.<instance>.<n>
 EXTERNAL_OCTET = 57  # LoadBalancer ingress addresses: 127.57.<instance>.<n>
 PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range, so clients never hold these

@@ -24,6 +24,7 @@ from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, Health, TargetKey
 from corednsprobe.probe.engine import Prober
+from corednsprobe.remedy.policy import Decision
 from corednsprobe.remedy.remediator import Remediator, rails_from
 from corednsprobe.service.prober import ProberService, loop_time
 from corednsprobe.service.server import build_app, start
@@ -39,6 +40,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_listening: Callable[[ProberService, int], None] | None = None,
     on_round: Callable[[ProberService, dict[str, Any]], None] | None = None,
+    on_decided: Callable[[dict[str, Any] | None], None] | None = None,
     timing: Any = None,
     lease_timing: Any = None,
     in_cluster: bool = False,
@@ -52,6 +54,11 @@ async def serve(
     Shutdown is graceful: probing stops, the watches close, the leader hands
     its Lease back, the HTTP server answers its last requests, and the
     function returns (the CLI exits 0).
+
+    ``on_round`` hears every round at once (remediation as it stands then);
+    ``on_decided`` hears, once per round and in order, the remediation status
+    right after the decision made on that round's verdict (None when that
+    verdict was skipped for a newer one; at once, empty, with remediation off).
     """
     settings = dataclasses.replace(settings, listen=settings.listen_address(in_cluster))
     stop = stop or asyncio.Event()
@@ -75,9 +82,15 @@ async def serve(
                                 lease_namespace=lease_ns,
                                 service=settings.service)
 
+    def decided(decision: Decision | None) -> None:
+        if on_decided is not None:
+            on_decided(remediator.status() if remediator is not None and decision else None)
+
     def after_round(diagnosis: Diagnosis, healths: dict[TargetKey, Health]) -> None:
         if remediator is not None:
-            remediator.on_diagnosis(diagnosis, healths)
+            remediator.on_diagnosis(diagnosis, healths, decided if on_decided else None)
+        elif on_decided is not None:
+            on_decided({})
         if on_round is not None:
             on_round(service, remediator.status() if remediator is not None else {})
 
@@ -88,7 +101,8 @@ async def serve(
     host, port = settings.listen_address(in_cluster)
     runner, bound = await start(build_app(metrics, page), host, port)
     log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
-             service=settings.service, interval=settings.interval, timeout=settings.timeout)
+             service=settings.service, interval=settings.interval, timeout=settings.timeout,
+             **startup_mode(settings, elector))
     if on_listening is not None:
         on_listening(service, bound)
     try:
@@ -105,3 +119,18 @@ async def serve(
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         log.info("service_stopped", rounds=service.state.rounds)
+
+
+REACH = "direct"  # how the probes reach the pods: from this process, straight to each pod IP
+
+
+def startup_mode(settings: Settings, elector: LeaderElector | None) -> dict[str, str]:
+    """What the startup line says of how the service will act: the remediation mode,
+    the leader state (it acts only once it holds the Lease) and the reach strategy."""
+    if elector is None:
+        return {"remediation": settings.remediation, "leader": "none (remediation is off)",
+                "reach": REACH}
+    return {"remediation": settings.remediation,
+            "leader": f"electing: acts only once {elector.identity} holds Lease "
+                      f"{elector.namespace}/{elector.name}",
+            "reach": REACH}

@@ -526,3 +526,45 @@ async def test_a_lease_refused_later_is_reported_too(sandbox: Sandbox, tmp_path:
         assert status["downgraded"].startswith("cannot take the Lease: ")
         assert any(e["event"] == "remediation_downgraded" for e in logs)
 
+
+
+# -- 9: an escalation equips the person who must intervene ----------------------------------
+
+async def test_an_escalation_names_each_pods_restarts_last_termination_and_resources(
+        sandbox: Sandbox, api: client.ApiClient) -> None:
+    """An OOM-looping CoreDNS reads as 'raise the memory limit' in the Event, the log
+    line and /status: the facts come from the pods as watched, no new permission."""
+    victim = sorted(live_pods(sandbox))[0]
+    pod = sandbox.store.must_get(PODS, NS, victim)
+    pod["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": "100m", "memory": "70Mi"}, "limits": {"memory": "170Mi"}}
+    pod["status"]["containerStatuses"] = [{
+        "name": pod["spec"]["containers"][0]["name"], "restartCount": 7, "ready": True,
+        "image": "registry.k8s.io/coredns/coredns:v1.11.3", "imageID": "", "started": True,
+        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
+    sandbox.store.replace(PODS, pod)
+    clock = Clock()
+    async with watching(api) as view:
+        await eventually(lambda: any(t.pod and t.pod.containers and t.pod.containers[0].restarts
+                                     for t in view.current.pods))
+        remediator = make(api, clock)
+        sandbox.fail_requests(100, 500, path_contains="/eviction")
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(FAILURES_BEFORE_ESCALATION + 1):
+                await remediator.step(*verdict(view, {victim}))
+                clock.now += RAILS.error_backoff + 1
+        sandbox.fail_requests(0)
+        status = remediator.status()
+    said = "coredns: 7 restarts, last OOMKilled (exit 137), limits memory=170Mi, " \
+           "requests cpu=100m memory=70Mi"
+    [gave_up] = [r for r in logs if r["event"] == "remediation_gave_up"]
+    facts = {p["name"]: p for p in gave_up["pods"]}
+    assert said in facts[victim]["described"], gave_up
+    assert facts[victim]["containers"][0] == {
+        "name": "coredns", "restarts": 7, "last_termination_reason": "OOMKilled",
+        "last_exit_code": 137, "requests": {"cpu": "100m", "memory": "70Mi"},
+        "limits": {"memory": "170Mi"}}
+    assert len(facts) == len(live_pods(sandbox))  # every pod of the workload, not just one
+    assert status["escalated_pods"][WORKLOAD] == gave_up["pods"]
+    manual = [e for e in events(sandbox) if e["reason"] == "ManualInterventionRequired"]
+    assert manual and all(f"{victim}: {said}" in e["message"] for e in manual), manual

@@ -50,3 +50,19 @@ def test_a_standard_library_traceback_is_one_json_line(stream: io.StringIO) -> N
     assert record["logger"] == "aiohttp.server" and record["level"] == "error"
     assert record["event"] == "Error handling request from x"
     assert "ValueError: bad request line" in str(record["exception"])
+
+
+def _closed_transport_error(message: str = "the handler is closed") -> None:
+    try:
+        raise RuntimeError(f"unable to perform operation on <TCPTransport closed=True>; {message}")
+    except RuntimeError:
+        logging.getLogger("asyncio").error(
+            "Fatal error on SSL protocol\nprotocol: <uvloop.loop.SSLProtocol>", exc_info=True)
+
+
+def test_a_tls_peer_gone_after_close_is_no_error(stream: io.StringIO) -> None:
+    _closed_transport_error()
+    assert stream.getvalue() == ""  # a debug line, below the level in force
+    _closed_transport_error("something else")  # any other fatal error still shows
+    [record] = _records(stream)
+    assert record["level"] == "error" and "something else" in str(record["exception"])

@@ -59,11 +59,35 @@ def test_demo_table_is_unchanged() -> None:
         healths={p1.key: Health(p1, HealthState.HEALTHY, samples=12, failures=3)},
         last={p1.key: [result(p1, Outcome.OK, 1.0)],
               p2.key: [result(p2, Outcome.TIMEOUT, 1.0, udp_only=True)]})
-    lines = render(SimpleNamespace(state=state), 0.0).splitlines()
+    lines = render(SimpleNamespace(state=state), 0.0, slots={"coredns-1": 0}.get).splitlines()
     assert lines[1:] == [
         "  restart candidates: coredns-1",
-        "  TARGET                       ADDRESS                HEALTH      FAIL%  RTT ms  LAST",
-        "  coredns-1                    10.244.0.1:53          healthy       25%    1.00  ok",
-        "  coredns-2                    10.244.0.2:53          unknown         -       -  "
-        "timeout (udp only)",
-        "  service (ClusterIP)          10.96.0.10:53          unknown         -       -  -"]
+        "  SLOT  TARGET                       ADDRESS                HEALTH       FAIL%  SURE%"
+        "  RTT ms  LAST",
+        "     0  coredns-1                    10.244.0.1:53          healthy        25%    10%"
+        "    1.00  ok",
+        "     -  coredns-2                    10.244.0.2:53          unknown          -      -"
+        "       -  timeout (udp only)",
+        "     -  service (ClusterIP)          10.96.0.10:53          unknown          -      -"
+        "       -  -"]
+
+
+def test_demo_table_names_why_a_pod_is_not_judged_and_the_bound_that_decides() -> None:
+    from types import SimpleNamespace
+
+    from corednsprobe.cli.demo import render
+    from corednsprobe.model import CheckWindow, DiagnosisState, Health, HealthState
+
+    p1, p2 = pod(1), pod(2)
+    diagnosis = SimpleNamespace(state=DiagnosisState.HEALTHY, reason="fine", candidates=())
+    state = SimpleNamespace(
+        diagnosis=diagnosis, rounds=1, targets=targetset(p1, p2), last={},
+        healths={p1.key: Health(p1, HealthState.GRACE, grace_reason="terminating"),
+                 p2.key: Health(p2, HealthState.HEALTHY, samples=10, failures=6,
+                                checks=(CheckWindow("a", 5, 1), CheckWindow("b", 5, 5)))})
+    rows = render(SimpleNamespace(state=state), 0.0).splitlines()
+    assert "terminating" in rows[3].split() and "grace" not in rows[3]
+    # 60% failing, yet healthy: the table shows why (the window sure of 35% only,
+    # and check "b" alone at 5 of 5 is sure of 48%; both below the 50% ratio)
+    assert rows[4].split()[3:6] == ["healthy", "60%", "48%"], rows[4]
+
