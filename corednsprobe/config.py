@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corednsprobe.addr import split_host_port
-from corednsprobe.stats import failure_lower_bound
+from corednsprobe.stats import Z_CHECK, failure_lower_bound
 
 ENV_PREFIX = "COREDNSPROBE_"
 
@@ -192,6 +192,18 @@ class Settings:
         _integer(1, 100),
         "Remediations of one workload that brought no recovery before it stops and escalates.",
     )
+    confirm: float = setting(
+        10.0,
+        _seconds(0, 3600),
+        "A pod verdict must hold this long, the pod the only sick one throughout, before the "
+        "pod is restarted; any other verdict meanwhile starts it afresh.",
+    )
+    settle_period: float = setting(
+        300.0,
+        _seconds(0, 86400),
+        "Health must hold this long after a restart for it to count as having brought health "
+        "back; a relapse sooner counts towards giving up.",
+    )
     lease_name: str = setting(
         "corednsprobe", _k8s_name(), "Lease for leader election and the remediation history."
     )
@@ -249,22 +261,26 @@ class Settings:
         return settings
 
     def _contradictions(self) -> list[Problem]:
-        """Values valid alone that together would never judge a dead target."""
-        # every target gets at least two checks a round (kubernetes, nxdomain)
-        n = int(self.window / self.interval) * 2
-        held = (f"the window holds {n} outcomes per target ({env_name('window')} / "
-                f"{env_name('interval')} x 2 checks)")
+        """Values valid alone that together would never judge a dead target.
+
+        Each check is judged on its own window as well (``judge.tracker``), so
+        that a check failing every time is caught while the others pass: its
+        window holds window / interval outcomes, and all of them failing must
+        reach the ratio at the per-check confidence.
+        """
+        n = int(self.window / self.interval)
+        held = (f"the window holds {n} outcomes of each check ({env_name('window')} / "
+                f"{env_name('interval')})")
         problems = []
         if self.min_samples > n:
             problems.append(Problem(env_name("min_samples"), str(self.min_samples),
                                     f"at most {n}: {held}"))
-        elif failure_lower_bound(n, n) < self.failure_ratio:
+        elif failure_lower_bound(n, n, Z_CHECK) < self.failure_ratio:
             problems.append(Problem(
                 env_name("failure_ratio"), f"{self.failure_ratio:g}",
-                f"at most {math.floor(failure_lower_bound(n, n) * 100) / 100:.2f}: {held}, "
-                "and even all of them "
-                "failing shows no more than that with 95% confidence; widen the window or "
-                "lower the ratio"))
+                f"at most {math.floor(failure_lower_bound(n, n, Z_CHECK) * 100) / 100:.2f}: "
+                f"{held}, and even all of them failing shows no more than that with 99% "
+                "confidence; widen the window or lower the ratio"))
         return problems
 
     def as_dict(self) -> dict[str, Any]:

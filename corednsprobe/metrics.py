@@ -119,6 +119,10 @@ class Metrics:
         self.watch_restarts = Counter("corednsprobe_watch_restarts_total",
                                       "API lists/watches restarted, by reason.",
                                       ["informer", "reason"], registry=r)
+        self.api_objects_skipped = Counter(
+            "corednsprobe_api_objects_skipped_total",
+            "API objects that could not be read into targets, once per object version.",
+            ["kind"], registry=r)
         self.remediations = Counter("corednsprobe_remediations",
                                     "Remediation attempts by action and result.",
                                     ["action", "result"], registry=r)
@@ -198,6 +202,9 @@ class Metrics:
 
     def watch_restarted(self, informer: str, reason: str) -> None:
         self.watch_restarts.labels(informer, reason).inc()
+
+    def object_skipped(self, kind: str) -> None:
+        self.api_objects_skipped.labels(kind).inc()
 
     def remediation_attempted(self, action: str, result: str, at: float | None) -> None:
         self.remediations.labels(action, result).inc()

@@ -151,6 +151,15 @@ class HealthState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CheckWindow:
+    """The outcomes of one check against one target in its window."""
+
+    check: str  # Check.name
+    samples: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """One target judged over its window at one moment."""
 
@@ -164,6 +173,7 @@ class Health:
     upstream_failures: int = 0
     since: float = 0.0  # when the state last changed
     grace_reason: str = ""
+    checks: tuple[CheckWindow, ...] = ()  # per non-upstream check, by name; () when unknown
 
     @property
     def ratio(self) -> float:
@@ -176,9 +186,59 @@ class DiagnosisState(StrEnum):
     POD = "pod"  # a minority of pods sick: they may be restarted
     SERVICE_PATH = "service_path"  # ClusterIP sick while pods are healthy
     WIDESPREAD = "widespread"  # most pods sick: a shared cause
+    SUSPECT = "suspect"  # a minority sick, but the other pods not yet confidently healthy
     UPSTREAM = "upstream"  # only the external name fails, everywhere
     NO_SERVICE = "no_service"
     NO_ENDPOINTS = "no_endpoints"
+
+
+@dataclass(frozen=True, slots=True)
+class PodEvidence:
+    """What the window of one unhealthy pod showed."""
+
+    name: str
+    samples: int
+    failures: int
+    udp_only: int
+    outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count), as in Health
+    since: float = 0.0  # when the pod turned unhealthy (Health.since)
+
+    @property
+    def summary(self) -> str:
+        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``."""
+        outcomes = " ".join(f"{name}={count}" for name, count in self.outcomes)
+        return f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The counts a verdict rests on."""
+
+    pods: int = 0  # pods in the TargetSet that have a Health
+    pods_judged: int = 0  # healthy or unhealthy (not unknown, not in grace)
+    pods_unhealthy: int = 0
+    pods_in_grace: int = 0
+    service: tuple[str, ...] = ()  # HealthState value of each Service target
+    unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
+    unconfirmed: tuple[str, ...] = ()  # pods not sick whose windows are not confidently healthy
+
+    def pod(self, name: str) -> PodEvidence | None:
+        """The evidence against the pod called ``name``, if it is unhealthy."""
+        return next((p for p in self.unhealthy if p.name == name), None)
+
+    def as_dict(self) -> dict[str, str]:
+        """The flat string map /status shows under ``diagnosis.evidence``."""
+        out = {
+            "pods": str(self.pods),
+            "pods_judged": str(self.pods_judged),
+            "pods_unhealthy": str(self.pods_unhealthy),
+            "pods_in_grace": str(self.pods_in_grace),
+            "service": ",".join(self.service) or "none",
+        }
+        out.update((f"pod/{p.name}", p.summary) for p in self.unhealthy)
+        if self.unconfirmed:
+            out["pods_unconfirmed"] = ",".join(self.unconfirmed)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +248,12 @@ class Diagnosis:
     state: DiagnosisState
     reason: str
     candidates: tuple[Target, ...] = ()  # pods that may be restarted
-    evidence: tuple[tuple[str, str], ...] = ()
+    evidence: Evidence | None = None  # None before any target is judged (syncing, no service)
+
+    def evidence_of(self, name: str) -> str:
+        """The one-line evidence against pod ``name``, or "" when there is none."""
+        found = self.evidence.pod(name) if self.evidence is not None else None
+        return found.summary if found is not None else ""
 
 
 @dataclass(frozen=True, slots=True)

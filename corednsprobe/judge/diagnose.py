@@ -7,9 +7,21 @@ restarted and why. Never does: I/O, or act on its verdict.
 The rule for "widespread" protects the cluster from its own cure: when more
 than ``max_unhealthy_fraction`` of the judged pods are unhealthy, the likely
 cause is shared (network, upstream, the prober itself) and no pod is a
-candidate. A single unhealthy pod beside a healthy one is always a pod
-problem, so that the common two-replica CoreDNS can be repaired; a lone pod
-with no healthy peer to compare with is never restarted.
+candidate. A single unhealthy pod beside a healthy one is a pod problem, so
+that the common two-replica CoreDNS can be repaired; a lone pod with no
+healthy peer to compare with is never restarted.
+
+A shared fault does not reach every pod in the same round: the first pod to
+break is judged unhealthy while the others still look healthy. So the sick
+pods are candidates only when every other pod (not sick, not in grace) is
+confidently healthy at that moment: judged healthy over at least
+``min_samples`` outcomes, and for each of its checks the one-sided 95% Wilson
+*upper* bound of the failure share stays below ``failure_ratio``. Otherwise the verdict is
+``suspect``: no candidate, and ``Evidence.unconfirmed`` names the pods that
+are not yet confidently healthy. The remediation side holds a ``pod`` verdict
+for a confirmation period on top of this: a candidate's ``PodEvidence.since``
+says when it turned unhealthy, and the first round it appears among
+``candidates`` is when it became one.
 """
 
 from __future__ import annotations
@@ -18,20 +30,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from corednsprobe.model import (
+    CheckWindow,
     ClusterState,
     Diagnosis,
     DiagnosisState,
+    Evidence,
     Health,
     HealthState,
+    PodEvidence,
     TargetKey,
     TargetSet,
 )
+from corednsprobe.stats import failure_upper_bound
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     max_unhealthy_fraction: float = 0.49
     failure_ratio: float = 0.5
+    min_samples: int = 5  # a peer's check needs this many outcomes to vouch for it
 
 
 def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy) -> Diagnosis:
@@ -49,7 +66,9 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
     well = [h for h in judged if h.state is HealthState.HEALTHY]
     services = [healths[t.key] for t in targets.services if t.key in healths]
     service_sick = [h for h in services if h.state is HealthState.UNHEALTHY]
-    evidence = _evidence(pods, judged, sick, services)
+    unconfirmed = [h.target.name for h in pods if h.state is not HealthState.GRACE
+                   and h.state is not HealthState.UNHEALTHY and not confident(h, policy)]
+    evidence = _evidence(pods, judged, sick, services, unconfirmed if sick else [])
 
     too_many = len(sick) >= 2 and len(sick) / len(judged) > policy.max_unhealthy_fraction
     if sick and (not well or too_many):
@@ -58,6 +77,15 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
             f"(more than {policy.max_unhealthy_fraction:.0%}, or no healthy peer): a shared cause"
         )
         return Diagnosis(DiagnosisState.WIDESPREAD, reason, (), evidence)
+    if sick and unconfirmed:
+        return Diagnosis(
+            DiagnosisState.SUSPECT,
+            f"{len(sick)} of {len(judged)} judged pods unhealthy, but "
+            f"{', '.join(unconfirmed)} not yet confidently healthy: "
+            "maybe a shared cause arriving pod by pod; no candidate yet",
+            (),
+            evidence,
+        )
     if sick:
         names = ", ".join(h.target.name for h in sick)
         return Diagnosis(
@@ -86,6 +114,21 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
     return Diagnosis(DiagnosisState.HEALTHY, "every judged target answers", (), evidence)
 
 
+def confident(h: Health, policy: Policy) -> bool:
+    """Judged healthy over at least ``min_samples`` outcomes, and sure of it: each
+    check's failure share is, with 95% confidence, below the failure ratio.
+
+    The upper bound asks enough outcomes of each check by itself (3 clean ones
+    of 3 for a ratio of 0.5, 7 with one failure); a per-check ``min_samples``
+    would never be met where rounds overrun a short window.
+    """
+    if h.state is not HealthState.HEALTHY or h.samples < policy.min_samples:
+        return False
+    windows = h.checks or (CheckWindow("", h.samples, h.failures),)
+    return all(failure_upper_bound(w.failures, w.samples) < policy.failure_ratio
+               for w in windows)
+
+
 def _upstream_failing(h: Health, policy: Policy) -> bool:
     if not h.upstream_samples:
         return False
@@ -93,19 +136,16 @@ def _upstream_failing(h: Health, policy: Policy) -> bool:
 
 
 def _evidence(
-    pods: list[Health], judged: list[Health], sick: list[Health], services: list[Health]
-) -> tuple[tuple[str, str], ...]:
-    items = [
-        ("pods", str(len(pods))),
-        ("pods_judged", str(len(judged))),
-        ("pods_unhealthy", str(len(sick))),
-        ("pods_in_grace", str(sum(1 for h in pods if h.state is HealthState.GRACE))),
-        ("service", ",".join(h.state.value for h in services) or "none"),
-    ]
-    for h in sick:
-        outcomes = " ".join(f"{name}={count}" for name, count in h.outcomes)
-        items.append(
-            (f"pod/{h.target.name}",
-             f"{h.failures}/{h.samples} failed, udp_only={h.udp_only}, {outcomes}")
-        )
-    return tuple(items)
+    pods: list[Health], judged: list[Health], sick: list[Health], services: list[Health],
+    unconfirmed: list[str],
+) -> Evidence:
+    return Evidence(
+        pods=len(pods),
+        pods_judged=len(judged),
+        pods_unhealthy=len(sick),
+        pods_in_grace=sum(1 for h in pods if h.state is HealthState.GRACE),
+        service=tuple(h.state.value for h in services),
+        unhealthy=tuple(PodEvidence(h.target.name, h.samples, h.failures, h.udp_only,
+                                    h.outcomes, h.since) for h in sick),
+        unconfirmed=tuple(unconfirmed),
+    )

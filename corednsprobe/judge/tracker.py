@@ -1,8 +1,9 @@
 """Tracker: judges each target over a sliding, time-bounded window of outcomes.
 
 Owns: per-target windows, the failure ratio with a minimum sample count, the
-hysteresis of recovery, the grace rule, and forgetting targets that left.
-Never does: I/O or reading a clock — ``now`` is always passed in.
+judgement of each check on its own, the hysteresis of recovery, forgetting
+targets that left. Never does: I/O or reading a clock — ``now`` is always
+passed in.
 
 A target is unhealthy when, over the last ``window`` seconds, at least
 ``min_samples`` outcomes were seen and we are 95% sure that at least
@@ -11,13 +12,24 @@ failure share reaches the ratio. The plain share would flap: with 30% packet
 loss, 12 or more failures out of 24 happen about 3% of the time, so a lossy
 but working pod would be called unhealthy several times a day. The bound
 needs 5 of 5, 9 of 12 or 17 of 24 failures for the default 0.5; a dead pod is
-still caught after ``min_samples`` probes. Once unhealthy it stays so until ``recovery_successes``
-outcomes in a row are ok; recovery then starts a fresh window, so that the
-failures that made it unhealthy cannot at once make it unhealthy again.
-Pods that are terminating, not ready or younger than ``min_pod_age`` are in
-grace: their outcomes are not recorded and they are never judged. Failures of
-upstream checks (an external name) are kept apart: they say nothing about the
-pod itself.
+still caught after ``min_samples`` probes.
+
+Each check is also judged on its own outcomes, so that one wholly failing
+check (a wrong address for ``kubernetes.default.svc`` on every probe) is not
+diluted by another that passes (the NXDOMAIN canary): the target is unhealthy
+when any check has ``min_samples`` outcomes and its lower bound at 99%
+confidence reaches the ratio (6 of 6 or 11 of 12 for 0.5). A check's window
+holds half as many outcomes as the target's, and at 95% a 30%-lossy pod
+would reach 9 of 12 on one of two checks dozens of times a day (measured:
+about 27 episodes a day at the defaults, against under one for the pooled
+window); at 99% it is under one a day as well.
+
+Once unhealthy a target stays so until ``recovery_successes`` outcomes in a
+row are ok (over all its checks); recovery then starts a fresh window, so that
+the failures that made it unhealthy cannot at once make it unhealthy again.
+Pods in grace (``judge.eligibility``) have no outcomes recorded and are never
+judged. Failures of upstream checks (an external name) are kept apart: they
+say nothing about the pod itself.
 """
 
 from __future__ import annotations
@@ -26,8 +38,16 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from corednsprobe.model import Health, HealthState, ProbeResult, Target, TargetKey
-from corednsprobe.stats import failure_lower_bound
+from corednsprobe.judge.eligibility import pod_grace
+from corednsprobe.model import (
+    CheckWindow,
+    Health,
+    HealthState,
+    ProbeResult,
+    Target,
+    TargetKey,
+)
+from corednsprobe.stats import Z_CHECK, failure_lower_bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +66,7 @@ class _Sample:
     outcome: str
     udp_only: bool
     upstream: bool
+    check: str
 
 
 @dataclass(slots=True)
@@ -57,17 +78,9 @@ class _Window:
 
 
 def grace_reason(target: Target, now: float, min_pod_age: float) -> str:
-    """Why a pod must not be judged now, or "" when it may be."""
-    pod = target.pod
-    if pod is None:
-        return ""
-    if pod.terminating:
-        return "terminating"
-    if not pod.ready:
-        return "not_ready"
-    if pod.created_at is not None and now - pod.created_at < min_pod_age:
-        return "too_young"
-    return ""
+    """Why a pod must not be judged now, or "" when it may be (a Service always may)."""
+    grace = pod_grace(target.pod, now, min_pod_age) if target.pod is not None else None
+    return grace.reason.value if grace is not None else ""
 
 
 class Tracker:
@@ -82,7 +95,7 @@ class Tracker:
         w = self._windows.setdefault(result.target.key, _Window(since=now))
         upstream = result.check.upstream
         w.samples.append(_Sample(result.at or now, result.ok, result.outcome.value,
-                                 result.udp_only, upstream))
+                                 result.udp_only, upstream, result.check.name))
         if not upstream:
             w.streak = w.streak + 1 if result.ok else 0
 
@@ -102,7 +115,7 @@ class Tracker:
         w = self._windows.setdefault(target.key, _Window(since=now))
         self._expire(w, now)
         own = [s for s in w.samples if not s.upstream]
-        state = self._next_state(w, len(own), sum(1 for s in own if not s.ok))
+        state = self._next_state(w, len(own), sum(1 for s in own if not s.ok), _checks(own))
         if state is not w.state:
             if w.state is HealthState.UNHEALTHY:
                 w.samples.clear()  # recovered: judge anew from here
@@ -114,11 +127,16 @@ class Tracker:
         while w.samples and w.samples[0].at <= horizon:
             w.samples.popleft()
 
-    def _next_state(self, w: _Window, samples: int, failures: int) -> HealthState:
+    def _next_state(self, w: _Window, samples: int, failures: int,
+                    checks: tuple[CheckWindow, ...]) -> HealthState:
         t = self.thresholds
         if w.state is HealthState.UNHEALTHY:
             return HealthState.HEALTHY if w.streak >= t.recovery_successes else w.state
         if samples >= t.min_samples and failure_lower_bound(failures, samples) >= t.failure_ratio:
+            return HealthState.UNHEALTHY
+        if any(c.samples >= t.min_samples
+               and failure_lower_bound(c.failures, c.samples, Z_CHECK) >= t.failure_ratio
+               for c in checks):
             return HealthState.UNHEALTHY
         if samples >= t.min_samples or w.state is HealthState.HEALTHY:
             return HealthState.HEALTHY
@@ -138,4 +156,14 @@ def _health(target: Target, w: _Window) -> Health:
         upstream_samples=len(up),
         upstream_failures=sum(1 for s in up if not s.ok),
         since=w.since,
+        checks=_checks(own),
     )
+
+
+def _checks(own: list[_Sample]) -> tuple[CheckWindow, ...]:
+    seen: dict[str, list[int]] = {}
+    for s in own:
+        counts = seen.setdefault(s.check, [0, 0])
+        counts[0] += 1
+        counts[1] += not s.ok
+    return tuple(CheckWindow(name, n, f) for name, (n, f) in sorted(seen.items()))

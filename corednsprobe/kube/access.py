@@ -8,7 +8,6 @@ one. Never does: read or watch the DNS objects themselves.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,11 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 
-from corednsprobe.kube.informer import ApiError
+from corednsprobe.kube.client import ApiClient, ApiError, call
 
 TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 NAMESPACE_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+SSAR_DEADLINE = 15.0
 
 
 class ClusterAccessError(Exception):
@@ -29,7 +29,7 @@ class ClusterAccessError(Exception):
 
 @dataclass
 class Access:
-    api: Any  # kubernetes_asyncio.client.ApiClient
+    api: ApiClient
     url: str
     source: str  # "in-cluster service account" or the kubeconfig path
     context: str
@@ -221,27 +221,19 @@ async def _prove(access: Access) -> None:
         ) from None
 
 
-async def ssar(api: Any, p: Permission) -> bool:
+async def ssar(api: ApiClient, p: Permission) -> bool:
     """Ask the API whether we may do ``p`` (SelfSubjectAccessReview)."""
-    attrs = {"namespace": p.namespace, "verb": p.verb, "group": p.group, "resource": p.resource}
-    if p.subresource:
-        attrs["subresource"] = p.subresource
-    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": attrs}}
-    resp = await api.call_api(
-        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "POST",
-        header_params={"Accept": "application/json", "Content-Type": "application/json"},
-        body=body, auth_settings=["BearerToken"], _preload_content=False,
-        _request_timeout=aiohttp.ClientTimeout(total=15),
-    )
-    async with resp:
-        raw = await resp.read()
-        if resp.status not in (200, 201):
-            raise ApiError.from_status(resp.status, raw)
-    return bool(json.loads(raw).get("status", {}).get("allowed"))
+    review = client.V1SelfSubjectAccessReview(
+        api_version="authorization.k8s.io/v1", kind="SelfSubjectAccessReview",
+        spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
+            namespace=p.namespace, verb=p.verb, group=p.group, resource=p.resource,
+            subresource=p.subresource or None)))
+    answer = await call(client.AuthorizationV1Api(api).create_self_subject_access_review,
+                        review, deadline=SSAR_DEADLINE)
+    return bool(getattr(answer.status, "allowed", False))
 
 
-async def check_permissions(api: Any, wanted: list[Permission]) -> PermissionReport:
+async def check_permissions(api: ApiClient, wanted: list[Permission]) -> PermissionReport:
     missing = [p for p in wanted if not await ssar(api, p)]
     return PermissionReport(
         tuple(p for p in missing if p.required), tuple(p for p in missing if not p.required)

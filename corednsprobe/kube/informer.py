@@ -3,7 +3,8 @@
 Owns: keeping an in-memory copy of the objects a path and selectors name, in
 step with the API server, forever: watch with bookmarks and a jittered
 server-side timeout; an inactivity guard (reset by every event, bookmarks
-included) that restarts a silent watch; a relist on 410 Expired/Gone (in the
+included) that ends a silent watch and relists (a stream can stall while
+lists still work, so watching again is not enough); a relist on 410 Expired/Gone (in the
 stream or at connect); capped exponential backoff with jitter on any other
 error, and on the two cycles that fail without an error of their own (410
 straight after every list; watches that end at once, cleanly and empty), so
@@ -24,48 +25,15 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import NoReturn
 
 import aiohttp
 
 from corednsprobe import logs
+from corednsprobe.backoff import Backoff
+from corednsprobe.kube.client import ApiClient, ApiError, Obj, metadata, request, send
 
-Obj = dict[str, Any]
 log = logs.get(__name__)
-
-
-class ApiError(Exception):
-    """An error answer of the API server, with the reason its Status body gives."""
-
-    def __init__(self, status: int, reason: str, message: str, body: Obj | None = None) -> None:
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.body = body or {}
-        super().__init__(f"{status} {reason}: {message}")
-
-    @classmethod
-    def from_status(cls, status: int, raw: bytes | str | Obj) -> ApiError:
-        body: Obj = {}
-        if isinstance(raw, dict):
-            body = raw
-        else:
-            try:
-                loaded = json.loads(raw)
-                body = loaded if isinstance(loaded, dict) else {}
-            except ValueError:
-                text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-                return cls(status, "Unknown", text.strip()[:200])
-        return cls(
-            int(body.get("code") or status),
-            str(body.get("reason") or "Unknown"),
-            str(body.get("message") or ""),
-            body,
-        )
-
-    @property
-    def expired(self) -> bool:
-        return self.status == 410
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +45,10 @@ class Timing:
     request_timeout: float = 30.0
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.backoff_base, self.backoff_cap)
 
 
 DEFAULT_TIMING = Timing()
@@ -90,7 +62,7 @@ class WatchClosedEarly(Exception):
 class Informer:
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         path: str,
         *,
         name: str,
@@ -119,7 +91,7 @@ class Informer:
     def objects(self) -> Mapping[str, Obj]:
         return MappingProxyType(self._store)
 
-    async def run(self) -> None:
+    async def run(self) -> NoReturn:
         """Keep the store in step until cancelled. Never returns otherwise.
 
         A relist after 410 is immediate when the watch had made progress;
@@ -130,27 +102,34 @@ class Informer:
         while True:
             try:
                 version = await self._list()
-                progressed = await self._watch_from(version)
+                progressed, why = await self._watch_from(version)
             except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 failures += 1
                 self._restart(_reason(exc))
-                delay = self._backoff(failures)
+                delay = self.timing.backoff.delay(failures)
                 log.warning("list_failed", informer=self.name, error=str(exc),
                             retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
                 continue
+            if why == "stalled":  # it waited a whole inactivity period: relist at once
+                failures = 0
+                continue
             self._restart("expired")
             failures = 0 if progressed else failures + 1
             if failures:
-                delay = self._backoff(failures)
+                delay = self.timing.backoff.delay(failures)
                 log.warning("watch_expired_at_once", informer=self.name,
                             retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
 
-    async def _watch_from(self, version: str) -> bool:
-        """Watch from ``version`` until the server says it expired (410).
+    async def _watch_from(self, version: str) -> tuple[bool, str]:
+        """Watch from ``version`` until the server says it expired (410) or it stalls.
 
-        Returns whether any event arrived meanwhile. The backoff starts
+        Returns whether any event arrived meanwhile, and why it ended:
+        ``expired``, or ``stalled`` (no event, not even a bookmark, for the
+        inactivity period). After a stall the informer relists instead of
+        watching again: a stream that stalled once may stall again while
+        lists still work, and only a list brings the store up to date. The backoff starts
         afresh after every watch that received events; a watch that ends
         cleanly, early and empty counts as a failure (a proxy closing it, or
         a server answering without a stream), so reconnecting never spins.
@@ -168,14 +147,15 @@ class Informer:
                                                f"{self._now() - started:.1f} s with no event")
             except ApiError as exc:
                 if exc.expired:
-                    return progressed or self._received > received
+                    return progressed or self._received > received, "expired"
                 failure = exc
             except (aiohttp.ClientError, ValueError) as exc:
                 failure = exc  # before TimeoutError: aiohttp's connect timeout is both
-            except TimeoutError:  # each stall took the whole inactivity period
+            except TimeoutError:  # the stall took the whole inactivity period
                 self._restart("stalled")
                 log.warning("watch_stalled", informer=self.name,
-                            inactivity=self.timing.inactivity)
+                            inactivity=self.timing.inactivity, then="relist")
+                return progressed or self._received > received, "stalled"
             if self._received > received:
                 progressed, failures = True, 0
             if failure is not None:
@@ -183,18 +163,16 @@ class Informer:
                 await self._pause(failure, failures)
 
     async def _pause(self, exc: Exception, failures: int) -> None:
-        delay = self._backoff(failures)
+        delay = self.timing.backoff.delay(failures)
         self._restart(_reason(exc))
         log.warning("watch_failed", informer=self.name, error=str(exc), retry_in=round(delay, 2))
         await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        resp = await self._get([], aiohttp.ClientTimeout(total=self.timing.request_timeout))
-        async with resp:
-            raw = await resp.read()
-            if resp.status != 200:
-                raise ApiError.from_status(resp.status, raw)
-        body = json.loads(raw)
+        body = await request(self.api, "GET", self.path, query=self._selectors,
+                             deadline=self.timing.request_timeout)
+        if not isinstance(body.get("items") or [], list):
+            raise ValueError(f"not a list: {str(body)[:200]}")
         items = body.get("items") or []
         self._store = {_key(o): o for o in items}
         self.synced = True
@@ -212,10 +190,9 @@ class Informer:
         ]
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timing.request_timeout)
         async with asyncio.timeout(self.timing.inactivity):
-            resp = await self._get(query, timeout)
+            resp = await send(self.api, "GET", self.path, query=self._selectors + query,
+                              deadline=timeout)
         async with resp:
-            if resp.status != 200:
-                raise ApiError.from_status(resp.status, await resp.read())
             while True:
                 async with asyncio.timeout(self.timing.inactivity):
                     line = await resp.content.readline()
@@ -225,6 +202,8 @@ class Informer:
                     version = self._apply(json.loads(line), version)
 
     def _apply(self, event: Obj, version: str) -> str:
+        if not isinstance(event, dict) or not isinstance(event.get("object") or {}, dict):
+            raise ValueError(f"not a watch event: {str(event)[:200]}")
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":
@@ -244,17 +223,6 @@ class Informer:
         self._on_change(self.objects)
         return new_version
 
-    async def _get(self, extra: list[tuple[str, str]], limits: aiohttp.ClientTimeout) -> Any:
-        return await self.api.call_api(
-            self.path,
-            "GET",
-            query_params=self._selectors + extra,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=limits,
-        )
-
     def _touch(self) -> None:
         self.last_event_at = self._now()
 
@@ -265,14 +233,9 @@ class Informer:
     def _restart(self, reason: str) -> None:
         self._on_restart(self.name, reason)
 
-    def _backoff(self, failures: int) -> float:
-        t = self.timing
-        ceiling = min(t.backoff_cap, t.backoff_base * 2 ** min(failures - 1, 16))
-        return random.uniform(ceiling / 2, ceiling)
-
 
 def _key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 

@@ -1,12 +1,15 @@
-"""Leader election on a coordination.k8s.io/v1 Lease, and the annotations the leader keeps there.
+"""Leader election on a coordination.k8s.io/v1 Lease, and a store for annotations on it.
 
 Owns: acquiring, renewing and releasing one Lease (holderIdentity, UTC
 MicroTime acquireTime/renewTime, leaseDurationSeconds, leaseTransitions);
 judging another holder's lease expired by local observation — the record did
 not change for a whole lease duration on our own clock — never by comparing
 our clock with theirs; stepping down before the lease can expire when
-renewals fail; writing annotations (the remediation history) through the
-same serialized, resourceVersion-guarded PUTs.
+renewals fail. ``LeaderElector`` elects; it writes annotations only as a
+change handed to it (``update_annotations``), through the same serialized,
+resourceVersion-guarded PUTs as its renewals and only while leading.
+``LeaseStore`` is the compare-and-swap store on top (the remediation history
+lives there): a value is written only over the value its writer last saw.
 Never does: decide or perform remediation; every replica probes whatever
 this says.
 
@@ -24,7 +27,6 @@ is remembered (``refused``) so that the replica can say why it never leads.
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 import socket
 import time
@@ -32,14 +34,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe import logs
+from corednsprobe.backoff import jittered
+from corednsprobe.kube.client import ApiClient, ApiError, call
 
 log = logs.get(__name__)
+Change = Callable[[Mapping[str, str]], Mapping[str, str] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,7 @@ def default_identity() -> str:
 class LeaderElector:
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         namespace: str,
         name: str,
         *,
@@ -102,7 +106,6 @@ class LeaderElector:
         self._renewed_at = -float("inf")  # loop time a successful write started
         self._observed: tuple[Any, ...] = ()
         self._observed_at = 0.0
-        self.transitions_seen = 0
         self.refused = ""  # the API's 403 on the Lease, while it lasts
 
     # -- what others read ------------------------------------------------------------
@@ -117,19 +120,20 @@ class LeaderElector:
 
     @property
     def annotations(self) -> Mapping[str, str]:
+        """The Lease's annotations as last read or written."""
         meta = getattr(self._lease, "metadata", None)
         return MappingProxyType(dict(getattr(meta, "annotations", None) or {}))
 
     # -- the loop --------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self) -> NoReturn:
         """Acquire, then renew every retry period, until cancelled; release on the way out."""
         try:
             while True:
                 async with self._lock:
                     await self._try_acquire_or_renew()
                 self._step_down_if_lapsed()
-                await asyncio.sleep(self.timing.retry_period * random.uniform(1.0, 1.2))
+                await asyncio.sleep(jittered(self.timing.retry_period))
         finally:
             await self._release()
 
@@ -143,8 +147,8 @@ class LeaderElector:
             elif self._may_take():
                 await self._write({})
         except Exception as exc:  # the API, the network, or a Lease not as expected
-            if isinstance(exc, ApiException) and exc.status == 403:
-                self.refused = _reason(exc)
+            if isinstance(exc, ApiError) and exc.status == 403:
+                self.refused = exc.message
             self._log_failure("lease_request_failed", exc)
 
     def _may_take(self) -> bool:
@@ -165,9 +169,9 @@ class LeaderElector:
 
     async def _read(self) -> None:
         try:
-            lease = await self.leases.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=self.timing.renew_deadline)
-        except ApiException as exc:
+            lease = await call(self.leases.read_namespaced_lease, self.name, self.namespace,
+                               deadline=self.timing.renew_deadline)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
             lease = None
@@ -183,9 +187,9 @@ class LeaderElector:
             metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
             spec=self._spec(now, acquire=now, transitions=0))
         try:
-            lease = await self.leases.create_namespaced_lease(
-                self.namespace, body, _request_timeout=self.timing.renew_deadline)
-        except ApiException as exc:
+            lease = await call(self.leases.create_namespaced_lease, self.namespace, body,
+                               deadline=self.timing.renew_deadline)
+        except ApiError as exc:
             if exc.status == 409:
                 log.info("lease_race_lost", lease=self.name, on="create")
                 return
@@ -210,9 +214,9 @@ class LeaderElector:
         timeout = max(0.05, self._renewed_at + self.timing.renew_deadline - started) \
             if self._leading else self.timing.renew_deadline
         try:
-            lease = await self.leases.replace_namespaced_lease(
-                self.name, self.namespace, body, _request_timeout=timeout)
-        except ApiException as exc:
+            lease = await call(self.leases.replace_namespaced_lease, self.name,
+                               self.namespace, body, deadline=timeout)
+        except ApiError as exc:
             if exc.status == 409:
                 log.info("lease_race_lost", lease=self.name, on="update")
                 return False
@@ -251,7 +255,7 @@ class LeaderElector:
                         return
         except Exception as exc:  # shutting down: log it, never raise from here
             log.warning("lease_release_failed", lease=self.name,
-                        error=_reason(exc) if isinstance(exc, ApiException) else str(exc)
+                        error=exc.message if isinstance(exc, ApiError) else str(exc)
                         or type(exc).__name__)
 
     async def _put_released(self) -> bool:
@@ -267,9 +271,9 @@ class LeaderElector:
                 renew_time=micro_time(self.wall()),
                 lease_transitions=_spec(old).lease_transitions))
         try:
-            await self.leases.replace_namespaced_lease(
-                self.name, self.namespace, body, _request_timeout=self.timing.renew_deadline)
-        except ApiException as exc:
+            await call(self.leases.replace_namespaced_lease, self.name, self.namespace, body,
+                       deadline=self.timing.renew_deadline)
+        except ApiError as exc:
             if exc.status == 409:
                 return False
             raise
@@ -277,38 +281,38 @@ class LeaderElector:
 
     # -- writing annotations for others ---------------------------------------------
 
-    async def write_annotations(self, annotations: Mapping[str, str],
-                                expect: Mapping[str, str] | None = None) -> bool:
-        """Store ``annotations`` on the Lease while leading; True only when they are stored.
+    async def update_annotations(self, change: Change) -> bool:
+        """While leading, write the annotations ``change`` makes of the current ones.
 
-        With ``expect``, only over those values (a missing annotation reads as
-        ""): a change by someone else is never overwritten. A 409 means someone
-        else wrote the Lease: it is read again, and written once more only if it
-        is still ours (and still as expected).
+        ``change`` returns the annotations to set, or None to leave the Lease as
+        it is. A 409 means someone else wrote the Lease: it is read again, and
+        ``change`` asked once more only if the Lease is still ours. True only
+        when written.
         """
         async with self._lock:
-            if not self.is_leader() or not self._as_expected(expect):
+            if not self.is_leader():
                 return False
             try:
-                if await self._write(annotations):
+                wanted = change(self.annotations)
+                if wanted is None:
+                    return False
+                if await self._write(wanted):
                     return True
                 await self._read()
-                return (self.holder == self.identity and self._as_expected(expect)
-                        and await self._write(annotations))
+                if self.holder != self.identity:
+                    return False
+                wanted = change(self.annotations)
+                return wanted is not None and await self._write(wanted)
             except Exception as exc:  # the API, the network, or a Lease not as expected
                 self._log_failure("lease_annotation_failed", exc)
             return False
 
     def _log_failure(self, event: str, exc: Exception) -> None:
-        if isinstance(exc, ApiException):
-            log.warning(event, lease=self.name, status=exc.status, reason=_reason(exc))
+        if isinstance(exc, ApiError):
+            log.warning(event, lease=self.name, status=exc.status, reason=exc.message)
         else:
             log.warning(event, lease=self.name, error=str(exc) or type(exc).__name__,
                         error_type=type(exc).__name__)
-
-    def _as_expected(self, expect: Mapping[str, str] | None) -> bool:
-        current = self.annotations
-        return all(current.get(k, "") == v for k, v in (expect or {}).items())
 
     # -- state -----------------------------------------------------------------------
 
@@ -320,7 +324,6 @@ class LeaderElector:
         key = (spec.holder_identity, _as_micro(spec.renew_time), spec.lease_duration_seconds)
         if key != self._observed:
             self._observed, self._observed_at = key, _now()
-            self.transitions_seen = int(spec.lease_transitions or 0)
 
     def _won(self, lease: Any, started: float) -> None:
         self._remember(lease)
@@ -336,6 +339,36 @@ class LeaderElector:
         self._on_change(leading)
 
 
+class LeaseStore:
+    """Annotations on the elector's Lease as a compare-and-swap store, written only while
+    the elector leads."""
+
+    def __init__(self, elector: LeaderElector) -> None:
+        self.elector = elector
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.elector.annotations
+
+    def get(self, key: str) -> str:
+        """One annotation as last read ("" when absent)."""
+        return self.annotations.get(key, "")
+
+    async def write(self, annotations: Mapping[str, str],
+                    expect: Mapping[str, str] | None = None) -> bool:
+        """Store ``annotations``; with ``expect``, only over those values (a missing
+        annotation reads as ""), so that a change by someone else is never overwritten."""
+        def change(current: Mapping[str, str]) -> Mapping[str, str] | None:
+            ok = all(current.get(k, "") == v for k, v in (expect or {}).items())
+            return annotations if ok else None
+
+        return await self.elector.update_annotations(change)
+
+    async def put(self, key: str, value: str, *, expect: str) -> bool:
+        """Store ``value`` under ``key`` only over ``expect``."""
+        return await self.write({key: value}, expect={key: expect})
+
+
 def _spec(lease: Any) -> Any:
     """The Lease's spec; an empty one for a Lease written with ``spec: null``."""
     return getattr(lease, "spec", None) or client.V1LeaseSpec()
@@ -349,15 +382,6 @@ def _as_micro(value: Any) -> MicroTime | None:
         return None
     aware = value if value.tzinfo else value.replace(tzinfo=UTC)
     return micro_time(aware.timestamp())
-
-
-def _reason(exc: ApiException) -> str:
-    import json
-
-    try:
-        return str(json.loads(exc.body or b"{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
 
 
 def _now() -> float:

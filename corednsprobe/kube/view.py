@@ -4,21 +4,25 @@ Owns: informers over the EndpointSlices of the DNS Service (legacy Endpoints
 only when discovery.k8s.io/v1 is not served), the Service itself, the pods of
 its namespace (creation time, deletionTimestamp) and ``default/kubernetes``
 (whose ClusterIP is the right answer for ``kubernetes.default.svc.<domain>``);
-merging them into an immutable ``TargetSet`` published on every change.
+merging them into an immutable ``TargetSet`` published on every change; an
+object that cannot be read (whatever it raises) is skipped, logged and counted
+once per version, never the end of the view.
 Never does: decide anything about health, or write to the API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
 from corednsprobe import logs
-from corednsprobe.kube.informer import DEFAULT_TIMING, ApiError, Informer, Obj, Timing
+from corednsprobe.kube.client import ApiClient, ApiError, Obj, metadata, send
+from corednsprobe.kube.informer import DEFAULT_TIMING, Informer, Timing
 from corednsprobe.model import ClusterState, PodRef, Target, TargetKind, TargetSet
 
 log = logs.get(__name__)
@@ -58,7 +62,33 @@ def workload_of(meta: Obj) -> str:
     return f"{kind}/{name}"
 
 
-def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace: str) -> PodRef:
+Skip = Callable[[str, Obj, Exception], None]
+
+
+def log_skip(kind: str, obj: Obj, exc: Exception) -> None:
+    """The default for a malformed object: a log line (no deduplication)."""
+    log.warning("api_object_skipped", kind=kind, object=object_id(obj),
+                error=f"{type(exc).__name__}: {exc}")
+
+
+def object_id(obj: Any) -> str:
+    """``namespace/name@resourceVersion`` of an object, as far as it can be read."""
+    meta = metadata(obj)
+    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}@" \
+           f"{meta.get('resourceVersion') or ''}"
+
+
+def _name(obj: Any) -> str:
+    return str(metadata(obj).get("name") or "")
+
+
+def _address(value: Any) -> str:
+    """An endpoint's address, which must be an IP address."""
+    return str(ipaddress.ip_address(str(value)))
+
+
+def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace: str,
+             address: str) -> PodRef:
     ref = endpoint.get("targetRef") or {}
     name = str(ref.get("name") or "")
     pod = pods.get(f"{ref.get('namespace') or namespace}/{name}") or {}
@@ -69,7 +99,7 @@ def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace:
     serving = conditions.get("serving")
     ready_b = (True if ready is None else bool(ready)) and not terminating
     return PodRef(
-        name=name or str(endpoint.get("addresses", ["?"])[0]),
+        name=name or address,
         uid=str(ref.get("uid") or meta.get("uid") or ""),
         node=str(endpoint.get("nodeName") or (pod.get("spec") or {}).get("nodeName") or ""),
         ready=ready_b,
@@ -80,44 +110,89 @@ def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace:
     )
 
 
+def usable_pods(pods: Mapping[str, Obj], skip: Skip = log_skip) -> dict[str, Obj]:
+    """The pods whose fields the view reads can be read; every other one skipped."""
+    usable: dict[str, Obj] = {}
+    for key, pod in pods.items():
+        try:
+            if not isinstance(pod, dict):
+                raise TypeError(f"a Pod must be an object, not {type(pod).__name__}")
+            meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+            str(meta.get("uid") or "") + str(spec.get("nodeName") or "")
+            bool(meta.get("deletionTimestamp"))
+            parse_time(meta.get("creationTimestamp"))
+            workload_of(meta)
+        except Exception as exc:  # a malformed object is skipped, never the end of the view
+            skip("Pod", pod, exc)
+            continue
+        usable[key] = pod
+    return usable
+
+
+def _slice_targets(sl: Obj, pods: Mapping[str, Obj], namespace: str) -> list[Target]:
+    if sl.get("addressType") not in ("IPv4", "IPv6"):
+        return []
+    port = _dns_port(sl.get("ports"))
+    targets = []
+    for ep in sl.get("endpoints") or []:
+        conditions = ep.get("conditions") or {}
+        for address in map(_address, ep.get("addresses") or []):
+            ref = _pod_ref(ep, conditions, pods, namespace, address)
+            targets.append(Target(TargetKind.POD, address, port, ref))
+    return targets
+
+
 def pods_from_slices(
-    slices: Iterable[Obj], pods: Mapping[str, Obj], namespace: str
+    slices: Iterable[Obj], pods: Mapping[str, Obj], namespace: str, skip: Skip = log_skip,
 ) -> list[Target]:
     """Merge every slice of the Service into one target per address.
 
     Slices split by address family and size, and a rollover can list one
     endpoint twice; an address seen twice is kept once, ready if any copy is.
+    A slice that cannot be read whole (an endpoint without addresses is fine;
+    a port that is not a number is not) is skipped, the others still count.
     """
     merged: dict[tuple[str, int], Target] = {}
-    for sl in sorted(slices, key=lambda s: str((s.get("metadata") or {}).get("name", ""))):
-        if sl.get("addressType") not in ("IPv4", "IPv6"):
+    pods = usable_pods(pods, skip)
+    for sl in sorted(slices, key=_name):
+        try:
+            if not isinstance(sl, dict):
+                raise TypeError(f"an EndpointSlice must be an object, not {type(sl).__name__}")
+            targets = _slice_targets(sl, pods, namespace)
+        except Exception as exc:  # a malformed object is skipped, never the end of the view
+            skip("EndpointSlice", sl, exc)
             continue
-        port = _dns_port(sl.get("ports"))
-        for ep in sl.get("endpoints") or []:
-            conditions = ep.get("conditions") or {}
-            ref = _pod_ref(ep, conditions, pods, namespace)
-            for address in ep.get("addresses") or []:
-                key = (str(address), port)
-                old = merged.get(key)
-                if old is not None and old.pod is not None and (old.pod.ready or not ref.ready):
-                    continue
-                merged[key] = Target(TargetKind.POD, str(address), port, ref)
+        for target in targets:
+            key = (target.address, target.port)
+            old = merged.get(key)
+            assert target.pod is not None
+            if old is not None and old.pod is not None and (old.pod.ready or not target.pod.ready):
+                continue
+            merged[key] = target
     return sorted(merged.values(), key=lambda t: (t.name, t.address))
 
 
 def pods_from_endpoints(
-    endpoints: Obj | None, pods: Mapping[str, Obj], namespace: str
+    endpoints: Obj | None, pods: Mapping[str, Obj], namespace: str, skip: Skip = log_skip,
 ) -> list[Target]:
-    """Targets from legacy Endpoints (which drop terminating pods entirely)."""
+    """Targets from legacy Endpoints (which drop terminating pods entirely).
+
+    Endpoints that cannot be read whole are skipped: no pod targets.
+    """
+    pods = usable_pods(pods, skip)
     targets: list[Target] = []
-    for subset in (endpoints or {}).get("subsets") or []:
-        port = _dns_port(subset.get("ports"))
-        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for addr in subset.get(field) or []:
-                ep = {"addresses": [addr.get("ip")], "targetRef": addr.get("targetRef"),
-                      "nodeName": addr.get("nodeName")}
-                ref = _pod_ref(ep, {"ready": ready}, pods, namespace)
-                targets.append(Target(TargetKind.POD, str(addr.get("ip")), port, ref))
+    try:
+        for subset in (endpoints or {}).get("subsets") or []:
+            port = _dns_port(subset.get("ports"))
+            for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+                for addr in subset.get(field) or []:
+                    address = _address(addr.get("ip"))
+                    ep = {"targetRef": addr.get("targetRef"), "nodeName": addr.get("nodeName")}
+                    ref = _pod_ref(ep, {"ready": ready}, pods, namespace, address)
+                    targets.append(Target(TargetKind.POD, address, port, ref))
+    except Exception as exc:  # a malformed object is skipped, never the end of the view
+        skip("Endpoints", endpoints or {}, exc)
+        return []
     return sorted(targets, key=lambda t: (t.name, t.address))
 
 
@@ -133,18 +208,48 @@ def build_targetset(
     pod_targets: list[Target],
     kubernetes: Obj | None,
     generation: int,
+    skip: Skip = log_skip,
 ) -> TargetSet:
-    """The snapshot for one moment of the informers' stores."""
-    expected = frozenset(cluster_ips(kubernetes))
+    """The snapshot for one moment of the informers' stores.
+
+    A Service (or ``default/kubernetes``) that cannot be read is skipped, as
+    if it were absent.
+    """
+    try:
+        expected = frozenset(cluster_ips(kubernetes))
+    except Exception as exc:  # a malformed object is skipped, never the end of the view
+        skip("Service", kubernetes or {}, exc)
+        expected = frozenset()
     if service is None:
         return TargetSet((), (), expected, ClusterState.NO_SERVICE, generation)
-    port = _dns_port((service.get("spec") or {}).get("ports"))
-    services = tuple(Target(TargetKind.SERVICE, ip, port) for ip in cluster_ips(service))
+    try:
+        port = _dns_port((service.get("spec") or {}).get("ports"))
+        services = tuple(Target(TargetKind.SERVICE, ip, port) for ip in cluster_ips(service))
+    except Exception as exc:  # a malformed object is skipped, never the end of the view
+        skip("Service", service, exc)
+        return TargetSet((), (), expected, ClusterState.NO_SERVICE, generation)
     state = ClusterState.OK if pod_targets else ClusterState.NO_ENDPOINTS
     return TargetSet(tuple(pod_targets), services, expected, state, generation)
 
 
-async def endpointslices_served(api: Any,
+def targetset_from(objs: Mapping[str, Mapping[str, Obj]], *, namespace: str, legacy: bool,
+                   generation: int, skip: Skip = log_skip) -> TargetSet:
+    """The whole path from the informers' stores (by informer name) to a TargetSet.
+
+    Never raises for what the objects hold: whatever cannot be read is skipped.
+    """
+    service = next(iter(objs["service"].values()), None)
+    kubernetes = next(iter(objs["kubernetes"].values()), None)
+    if legacy:
+        endpoints = next(iter(objs["endpoints"].values()), None)
+        pods = pods_from_endpoints(endpoints, objs["pods"], namespace, skip)
+    else:
+        pods = pods_from_slices(objs["endpointslices"].values(), objs["pods"], namespace, skip)
+    return build_targetset(service=service, pod_targets=pods, kubernetes=kubernetes,
+                           generation=generation, skip=skip)
+
+
+async def endpointslices_served(api: ApiClient,
                                 request_timeout: float = DEFAULT_TIMING.request_timeout,
                                 ) -> bool:
     """Whether the API serves discovery.k8s.io/v1 (else only legacy v1 Endpoints).
@@ -152,17 +257,14 @@ async def endpointslices_served(api: Any,
     Only a 404 says no: on any other answer or error EndpointSlices are assumed.
     """
     try:
-        resp = await api.call_api(
-            "/apis/discovery.k8s.io/v1", "GET", header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(total=request_timeout),
-        )
+        async with await send(api, "GET", "/apis/discovery.k8s.io/v1",
+                              deadline=request_timeout) as resp:
+            await resp.read()
+    except ApiError as exc:
+        return exc.status != 404
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("discovery_failed", error=str(exc), assumed="endpointslices")
-        return True
-    async with resp:
-        await resp.read()
-        return bool(resp.status != 404)
+    return True
 
 
 class ClusterView:
@@ -170,26 +272,29 @@ class ClusterView:
 
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         *,
         namespace: str,
         service: str,
         timing: Timing = DEFAULT_TIMING,
         on_restart: Callable[[str, str], None] = lambda _n, _r: None,
+        on_skip: Callable[[str], None] = lambda _kind: None,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.service = service
         self.timing = timing
         self._on_restart = on_restart
+        self._on_skip = on_skip  # a malformed object (its kind) was skipped
+        self._skipped: set[tuple[str, str]] = set()
         self.current = TargetSet()
         self.legacy_endpoints = False
         self._changed = asyncio.Event()
         self._informers: dict[str, Informer] = {}
         self._started_at: float | None = None
 
-    async def run(self) -> None:
-        """Run every informer until cancelled."""
+    async def run(self) -> NoReturn:
+        """Run every informer until cancelled (or one of them raises)."""
         self._started_at = asyncio.get_running_loop().time()
         self.legacy_endpoints = not await self._slices_served()
         if self.legacy_endpoints:
@@ -210,6 +315,7 @@ class ClusterView:
         async with asyncio.TaskGroup() as tasks:
             for informer in self._informers.values():
                 tasks.create_task(informer.run(), name=f"informer-{informer.name}")
+        raise AssertionError("an informer returned")  # each runs until cancelled
 
     def _add(self, name: str, path: str, **selectors: str) -> None:
         self._informers[name] = Informer(
@@ -244,15 +350,8 @@ class ClusterView:
         if not self._informers or not all(i.synced for i in self._informers.values()):
             return
         objs = {name: i.objects for name, i in self._informers.items()}
-        service = next(iter(objs["service"].values()), None)
-        kubernetes = next(iter(objs["kubernetes"].values()), None)
-        if self.legacy_endpoints:
-            endpoints = next(iter(objs["endpoints"].values()), None)
-            pods = pods_from_endpoints(endpoints, objs["pods"], self.namespace)
-        else:
-            pods = pods_from_slices(objs["endpointslices"].values(), objs["pods"], self.namespace)
-        snapshot = build_targetset(service=service, pod_targets=pods, kubernetes=kubernetes,
-                                   generation=self.current.generation + 1)
+        snapshot = targetset_from(objs, namespace=self.namespace, legacy=self.legacy_endpoints,
+                                  generation=self.current.generation + 1, skip=self._skip)
         if _same(snapshot, self.current):
             return
         self.current = snapshot
@@ -260,6 +359,17 @@ class ClusterView:
                  services=[t.address for t in snapshot.services], generation=snapshot.generation)
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _skip(self, kind: str, obj: Obj, exc: Exception) -> None:
+        """Log and count a malformed object once per version; it stays skipped meanwhile."""
+        key = (kind, object_id(obj))
+        if key in self._skipped:
+            return
+        if len(self._skipped) > 10_000:  # versions of objects long gone
+            self._skipped.clear()
+        self._skipped.add(key)
+        log_skip(kind, obj, exc)
+        self._on_skip(kind)
 
     async def changed(self, after: int) -> TargetSet:
         """The first TargetSet with a generation above ``after``."""
@@ -273,4 +383,4 @@ def _same(a: TargetSet, b: TargetSet) -> bool:
 
 
 __all__ = ["ApiError", "ClusterView", "Timing", "build_targetset", "endpointslices_served",
-           "pods_from_slices"]
+           "pods_from_slices", "targetset_from"]

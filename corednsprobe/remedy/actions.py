@@ -1,4 +1,5 @@
-"""Actions: the writes remediation makes — evict, delete, post an Event — answers as values.
+"""Actions: the writes remediation makes — evict, delete, post an Event — answers as values,
+and the fresh read of a pod (with the DNS Service and its endpoints) before a restart.
 
 Owns: the requests through the kubernetes_asyncio client (an Eviction with a
 uid precondition, so a replacement that took the name is never evicted; a
@@ -15,7 +16,6 @@ Never does: decide whether to act, retry, or raise on an API error.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,11 +23,11 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from corednsprobe import logs
+from corednsprobe.kube.client import ApiClient, ApiError, call
 from corednsprobe.model import PodRef
-from corednsprobe.remedy.policy import Result
+from corednsprobe.remedy.history import Result
 
 log = logs.get(__name__)
 COMPONENT = "corednsprobe"
@@ -79,28 +79,28 @@ class Involved:
         return cls(kind, name, namespace, api_version=versions[kind])
 
 
-async def evict(api: Any, namespace: str, pod: PodRef) -> ActionOutcome:
+async def evict(api: ApiClient, namespace: str, pod: PodRef) -> ActionOutcome:
     body = client.V1Eviction(
         metadata=client.V1ObjectMeta(name=pod.name, namespace=namespace),
         delete_options=client.V1DeleteOptions(
             preconditions=client.V1Preconditions(uid=pod.uid or None)))
     try:
-        await client.CoreV1Api(api).create_namespaced_pod_eviction(
-            pod.name, namespace, body, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as exc:
+        await call(client.CoreV1Api(api).create_namespaced_pod_eviction, pod.name, namespace,
+                   body, deadline=REQUEST_TIMEOUT)
+    except ApiError as exc:
         return outcome_of(exc)
     except Exception as exc:  # no (readable) answer: it may have been done all the same
         return unanswered(exc)
     return ActionOutcome(Result.DONE, 201, f"evicted {pod.name}")
 
 
-async def delete(api: Any, namespace: str, pod: PodRef) -> ActionOutcome:
+async def delete(api: ApiClient, namespace: str, pod: PodRef) -> ActionOutcome:
     """Delete with a uid precondition; no grace period given, so the pod's own applies."""
     options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=pod.uid or None))
     try:
-        await client.CoreV1Api(api).delete_namespaced_pod(
-            pod.name, namespace, body=options, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as exc:
+        await call(client.CoreV1Api(api).delete_namespaced_pod, pod.name, namespace,
+                   body=options, deadline=REQUEST_TIMEOUT)
+    except ApiError as exc:
         return outcome_of(exc)
     except Exception as exc:  # no (readable) answer: it may have been done all the same
         return unanswered(exc)
@@ -114,14 +114,13 @@ def unanswered(exc: Exception) -> ActionOutcome:
                          else f"no answer: {type(exc).__name__}")
 
 
-def outcome_of(exc: ApiException) -> ActionOutcome:
+def outcome_of(exc: ApiError) -> ActionOutcome:
     """What an error answer means for a remediation."""
-    body = _status_body(exc)
-    message = str(body.get("message") or exc.reason or "")
-    details = body.get("details") or {}
+    message = exc.message
+    details = exc.body.get("details") or {}
     causes = tuple(str(c.get("message") or c.get("reason") or "")
                    for c in details.get("causes") or () if isinstance(c, dict))
-    status = int(exc.status or 0)
+    status = exc.status
     if status == 404 or (status == 409 and "precondition" in message.lower()):
         return ActionOutcome(Result.GONE, status, message)
     if status == 429:
@@ -132,19 +131,8 @@ def outcome_of(exc: ApiException) -> ActionOutcome:
     return ActionOutcome(Result.FAILED, status, message, _retry_after(exc, details), causes)
 
 
-def _status_body(exc: ApiException) -> dict[str, Any]:
-    try:
-        raw = exc.body.decode() if isinstance(exc.body, bytes) else exc.body
-        loaded = json.loads(raw or "{}")
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _retry_after(exc: ApiException, details: dict[str, Any]) -> float | None:
-    headers: Any = exc.headers or {}
-    header = headers.get("Retry-After")
-    for value in (header, details.get("retryAfterSeconds")):
+def _retry_after(exc: ApiError, details: dict[str, Any]) -> float | None:
+    for value in (exc.headers.get("Retry-After"), details.get("retryAfterSeconds")):
         try:
             seconds = float(value) if value is not None else 0.0
         except (TypeError, ValueError):
@@ -154,7 +142,7 @@ def _retry_after(exc: ApiException, details: dict[str, Any]) -> float | None:
     return None
 
 
-async def post_event(api: Any, about: Involved, reason: str, message: str, *, warning: bool,
+async def post_event(api: ApiClient, about: Involved, reason: str, message: str, *, warning: bool,
                      instance: str, now: float) -> bool:
     """Post one core/v1 Event; False (and a log line) when the API refuses it."""
     stamp = datetime.fromtimestamp(int(now), UTC)
@@ -168,9 +156,9 @@ async def post_event(api: Any, about: Involved, reason: str, message: str, *, wa
         source=client.V1EventSource(component=COMPONENT), reporting_component=COMPONENT,
         reporting_instance=instance, first_timestamp=stamp, last_timestamp=stamp, count=1)
     try:
-        await client.CoreV1Api(api).create_namespaced_event(
-            about.namespace, event, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as exc:
+        await call(client.CoreV1Api(api).create_namespaced_event, about.namespace, event,
+                   deadline=REQUEST_TIMEOUT)
+    except ApiError as exc:
         log.warning("event_not_posted", reason=reason, about=f"{about.kind}/{about.name}",
                     status=exc.status, error=outcome_of(exc).message)
         return False
@@ -179,3 +167,50 @@ async def post_event(api: Any, about: Involved, reason: str, message: str, *, wa
                     error=str(exc) or type(exc).__name__)
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """What the API says right now, read just before a restart: the pod (None: 404),
+    the DNS Service, and the objects that list its endpoints (EndpointSlices, or the
+    legacy Endpoints where discovery.k8s.io/v1 is not served), each as its JSON."""
+
+    pod: dict[str, Any] | None
+    service: dict[str, Any]
+    endpoints: tuple[dict[str, Any], ...]
+
+
+async def read_fresh(api: ApiClient, namespace: str, service: str, name: str) -> Fresh:
+    """Read the pod, the Service and its endpoints; raise on any answer but a pod's 404."""
+    core = client.CoreV1Api(api)
+    try:
+        pod = await call(core.read_namespaced_pod, name, namespace, deadline=REQUEST_TIMEOUT)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        pod = None
+    svc = await call(core.read_namespaced_service, service, namespace, deadline=REQUEST_TIMEOUT)
+    try:
+        slices = await call(client.DiscoveryV1Api(api).list_namespaced_endpoint_slice,
+                            namespace, label_selector=f"kubernetes.io/service-name={service}",
+                            deadline=REQUEST_TIMEOUT)
+        listed = tuple(api.sanitize_for_serialization(s) for s in slices.items or ())
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        legacy = await call(core.read_namespaced_endpoints, service, namespace,
+                            deadline=REQUEST_TIMEOUT)
+        listed = (api.sanitize_for_serialization(legacy),)
+    as_json = api.sanitize_for_serialization
+    return Fresh(as_json(pod) if pod is not None else None, as_json(svc), listed)
+
+
+def endpoint_uids(objects: tuple[dict[str, Any], ...]) -> frozenset[str]:
+    """The pod uids that EndpointSlices (or legacy Endpoints) name as endpoints."""
+    refs: list[Any] = []
+    for obj in objects:
+        refs += [ep.get("targetRef") for ep in obj.get("endpoints") or ()]
+        for subset in obj.get("subsets") or ():
+            for field in ("addresses", "notReadyAddresses"):
+                refs += [a.get("targetRef") for a in subset.get(field) or ()]
+    return frozenset(str(r.get("uid")) for r in refs if isinstance(r, dict) and r.get("uid"))

@@ -4,10 +4,9 @@ Owns: the rails (mode, one remediation in flight until the replacement is
 ready and the old pod gone, a cooldown between any two remediations, an hourly
 budget, backoff after a refused attempt, never a pod that is terminating, not
 ready or too young, never below the minimum of ready pods, give up on a
-workload after N remediations that brought no recovery), the history they
-are judged against, its JSON form (kept on the Lease so that a restart of
-the prober resets nothing), and the bookkeeping over that history (settling,
-recovery).
+workload after N remediations that brought no recovery), and the bookkeeping
+over the history they are judged against (settling, recovery). The history
+itself and its JSON live in history.py.
 Never does: I/O or read a clock — ``now`` (unix seconds) is always passed in.
 
 A remediation of a workload "brought health back" when, after it settled,
@@ -30,13 +29,12 @@ gone or terminating (then it was done), or still there and not terminating
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from corednsprobe.judge.eligibility import GraceReason, pod_grace
 from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
@@ -47,38 +45,19 @@ from corednsprobe.model import (
     TargetKey,
     TargetKind,
 )
+from corednsprobe.remedy.history import (
+    HOUR,
+    UNCONFIRMED,
+    History,
+    Mode,
+    Record,
+    Result,
+    iso,
+)
 
-HOUR = 3600.0
-HISTORY_KEEP_SECONDS = 86400.0
-HISTORY_KEEP_RECORDS = 100  # prunable records beyond this go first; see History.add
 FAILURES_BEFORE_ESCALATION = 5  # failed attempts in a row on one workload
 UNANSWERED_GRACE = 60.0  # an unanswered attempt whose pod is untouched this long did nothing
 SETTLE_TIMEOUT = 600.0  # a replacement not ready after this is escalated (still blocking)
-
-
-class Mode(StrEnum):
-    EVICT = "evict"
-    DELETE = "delete"
-    DRY_RUN = "dry-run"
-    OFF = "off"
-
-
-class Result(StrEnum):
-    """How one attempt ended, as recorded in the history."""
-
-    STARTED = "started"  # written before acting; left behind by a crash, it may have acted
-    DONE = "done"  # the API accepted the eviction or deletion
-    NO_ANSWER = "no_answer"  # timeout or connection lost: it may have acted
-    GONE = "gone"  # 404/409: the pod was already gone or replaced (success by other means)
-    DRY_RUN = "dry_run"  # decided and reported, nothing changed
-    PDB_BLOCKED = "pdb_blocked"  # 429 from a PodDisruptionBudget
-    FORBIDDEN = "forbidden"  # 403: the permission is missing
-    FAILED = "failed"  # any other error answer, or no answer
-
-
-DISRUPTIVE = frozenset({Result.STARTED, Result.DONE, Result.NO_ANSWER, Result.GONE,
-                        Result.DRY_RUN})
-UNCONFIRMED = frozenset({Result.STARTED, Result.NO_ANSWER})  # settle() learns what happened
 
 
 class Blocked(StrEnum):
@@ -95,6 +74,11 @@ class Blocked(StrEnum):
     POD_NOT_READY = "pod_not_ready"
     POD_TOO_YOUNG = "pod_too_young"
     MIN_READY = "min_ready"
+    CONFIRMING = "confirming"  # a candidate for less than the confirmation period
+    POD_GONE = "pod_gone"  # read fresh: deleted, or another pod took its name
+    NOT_OURS = "pod_not_ours"  # read fresh: not a pod of the DNS Service's workload
+    NOT_AN_ENDPOINT = "not_an_endpoint"  # read fresh: no longer behind the DNS Service
+    UNVERIFIED = "pod_unverified"  # the fresh read failed; asked again next round
     NOT_LEADER = "not_leader"  # used by the Remediator, never by the policy
 
 
@@ -122,155 +106,15 @@ class Decision:
         return {"verdict": self.verdict.value, "detail": self.detail, "pod": self.pod or None,
                 "action": self.action.value if self.action else None,
                 "reason": self.reason.value if self.reason else None,
-                "until": _iso(self.until) if self.until is not None else None}
+                "until": iso(self.until) if self.until is not None else None}
 
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One attempt to restart one pod."""
-
-    at: float
-    pod: str
-    uid: str
-    workload: str
-    action: Mode
-    result: Result
-    ready_before: int = 0  # ready pods when it acted; the replacement restores this
-    settled_at: float | None = None
-    retry_at: float | None = None  # no new attempt before this (429, errors)
-    recovered_at: float | None = None
-    detail: str = ""
-    count: int = 1  # identical failures in a row, collapsed into this record
-    last_at: float | None = None  # the newest of them
-
-    @property
-    def disruptive(self) -> bool:
-        return self.result in DISRUPTIVE
-
-    @property
-    def dry_run(self) -> bool:
-        return self.action is Mode.DRY_RUN
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"at": _iso(self.at), "pod": self.pod, "uid": self.uid,
-                               "workload": self.workload, "action": self.action.value,
-                               "result": self.result.value, "ready_before": self.ready_before}
-        for name in ("settled_at", "retry_at", "recovered_at", "last_at"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = _iso(value)
-        if self.detail:
-            out["detail"] = self.detail
-        if self.count != 1:
-            out["count"] = self.count
-        return out
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Record:
-        def when(name: str) -> float | None:
-            return _unix(raw[name]) if raw.get(name) else None
-
-        return cls(_unix(raw["at"]), str(raw["pod"]), str(raw.get("uid") or ""),
-                   str(raw.get("workload") or ""), Mode(raw["action"]), Result(raw["result"]),
-                   ready_before=int(raw.get("ready_before") or 0),
-                   settled_at=when("settled_at"), retry_at=when("retry_at"),
-                   recovered_at=when("recovered_at"), detail=str(raw.get("detail") or ""),
-                   count=int(raw.get("count") or 1), last_at=when("last_at"))
-
-    def same_failure(self, other: Record) -> bool:
-        """Both are the same refused or failed attempt on the same pod (to collapse)."""
-        return (not self.disruptive and self.result is other.result
-                and self.recovered_at is None and other.recovered_at is None
-                and (self.pod, self.uid, self.workload, self.action)
-                == (other.pod, other.uid, other.workload, other.action))
-
-    def prunable(self, now: float) -> bool:
-        """Whether the rails can forget it: never a disruptive one of the last hour or
-        one not yet followed by recovery (the budget and the give-up count need them)."""
-        return not (self.disruptive and (now - self.at < HOUR or self.recovered_at is None))
-
-
-@dataclass(frozen=True, slots=True)
-class History:
-    """Every recent attempt, oldest first, and the workloads escalated to people — the
-    real escalations and the dry-run ones apart, so a preview never blocks the real thing."""
-
-    records: tuple[Record, ...] = ()
-    escalated: tuple[str, ...] = ()
-    escalated_dry_run: tuple[str, ...] = ()
-
-    def of_kind(self, dry_run: bool) -> tuple[Record, ...]:
-        return tuple(r for r in self.records if r.dry_run == dry_run)
-
-    def escalated_of(self, dry_run: bool) -> tuple[str, ...]:
-        return self.escalated_dry_run if dry_run else self.escalated
-
-    def add(self, record: Record, now: float) -> History:
-        """Append ``record``; forget old attempts, but never what the rails still count."""
-        kept = [r for r in self.records
-                if not r.prunable(now) or now - (r.last_at or r.at) < HISTORY_KEEP_SECONDS]
-        excess = len(kept) + 1 - HISTORY_KEEP_RECORDS
-        if excess > 0:
-            oldest = [i for i, r in enumerate(kept) if r.prunable(now)][:excess]
-            drop = set(oldest)
-            kept = [r for i, r in enumerate(kept) if i not in drop]
-        kept.append(record)
-        return dataclasses.replace(self, records=tuple(kept))
-
-    def conclude(self, record: Record) -> History:
-        """Swap the newest record for its outcome (same attempt, new result); a failure
-        that repeats the one before it is folded into that one, with a count."""
-        if not self.records:
-            return self.add(record, record.at)
-        before = self.records[:-1]
-        if before and before[-1].same_failure(record):
-            first = before[-1]
-            merged = dataclasses.replace(
-                first, count=first.count + record.count, last_at=record.last_at or record.at,
-                retry_at=record.retry_at, settled_at=record.settled_at, detail=record.detail)
-            return dataclasses.replace(self, records=(*before[:-1], merged))
-        return dataclasses.replace(self, records=(*before, record))
-
-    def escalate(self, workload: str, dry_run: bool) -> History:
-        if workload in self.escalated_of(dry_run):
-            return self
-        if dry_run:
-            return dataclasses.replace(self, escalated_dry_run=(*self.escalated_dry_run,
-                                                                workload))
-        return dataclasses.replace(self, escalated=(*self.escalated, workload))
-
-    def to_json(self) -> str:
-        return json.dumps({"version": 2, "records": [r.as_dict() for r in self.records],
-                           "escalated": list(self.escalated),
-                           "escalated_dry_run": list(self.escalated_dry_run)},
-                          separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> History:
-        """Parse the Lease annotation; raise ValueError when it is not ours."""
-        try:
-            raw = json.loads(text)
-            records = tuple(Record.from_dict(r) for r in raw["records"])
-            escalated = tuple(str(w) for w in raw.get("escalated") or ())
-            dry = tuple(str(w) for w in raw.get("escalated_dry_run") or ())
-            version = int(raw.get("version") or 1)
-        except (TypeError, KeyError, AttributeError, ValueError) as exc:
-            raise ValueError(f"not a remediation history: {exc}") from None
-        if version < 2:  # one list for both kinds: each goes to the kind that escalated it
-            dry = tuple(w for w in escalated if _escalated_by_dry_run(records, w))
-            escalated = tuple(w for w in escalated if w not in dry)
-        return cls(records, escalated, dry)
-
-
-def _escalated_by_dry_run(records: Sequence[Record], workload: str) -> bool:
-    last = next((r for r in reversed(records) if r.workload == workload and r.disruptive),
-                None)
-    return last is not None and last.dry_run
 
 
 @dataclass(frozen=True, slots=True)
 class Rails:
-    """The tunable limits; the defaults are the settings' defaults."""
+    """The tunable limits; the defaults are the settings' defaults, except ``confirm``
+    and ``settle_period``, which default to 0 here (act on the first pod verdict; a
+    recovery counts at once), as the pure tests of the other rails want."""
 
     mode: Mode = Mode.EVICT
     cooldown: float = 300.0
@@ -280,6 +124,8 @@ class Rails:
     min_pod_age: float = 30.0
     settle_timeout: float = SETTLE_TIMEOUT  # then escalate; it keeps blocking
     error_backoff: float = 30.0  # after a failed attempt (not a 429 with Retry-After)
+    confirm: float = 0.0  # a pod must stay a candidate this long before it is acted on
+    settle_period: float = 0.0  # health must hold this long for a restart to have worked
 
 
 def workload_of(target: Target) -> str:
@@ -344,14 +190,15 @@ def pod_block(target: Target, now: float, min_pod_age: float) -> tuple[Blocked, 
     pod = target.pod
     if pod is None:
         return Blocked.POD_NOT_READY, "not a pod"
-    if pod.terminating:
-        return Blocked.POD_TERMINATING, f"{pod.name} is already terminating"
-    if not pod.ready:
-        return Blocked.POD_NOT_READY, f"{pod.name} is not ready"
-    if pod.created_at is not None and now - pod.created_at < min_pod_age:
-        age = now - pod.created_at
-        return Blocked.POD_TOO_YOUNG, f"{pod.name} is {age:.0f}s old (< {min_pod_age:g}s)"
-    return None
+    grace = pod_grace(pod, now, min_pod_age)
+    return (_GRACE_BLOCK[grace.reason], grace.detail) if grace is not None else None
+
+
+_GRACE_BLOCK = {
+    GraceReason.TERMINATING: Blocked.POD_TERMINATING,
+    GraceReason.NOT_READY: Blocked.POD_NOT_READY,
+    GraceReason.TOO_YOUNG: Blocked.POD_TOO_YOUNG,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,8 +212,12 @@ class RemediationPolicy:
         targets: Sequence[Target],
         history: History,
         now: float,
+        since: Mapping[str, float] | None = None,
     ) -> Decision:
-        """Act on one pod, or say why not. Pure: the same inputs give the same answer."""
+        """Act on one pod, or say why not. Pure: the same inputs give the same answer.
+
+        ``since`` says when each candidate (by ``candidate_key``) became one and has been
+        one ever since (see ``candidacy``); a pod not in it has just become one."""
         if diagnosis.state is not DiagnosisState.POD or not diagnosis.candidates:
             return _not_pod(diagnosis, healths)
         candidates = _ranked(diagnosis.candidates, healths)
@@ -381,7 +232,7 @@ class RemediationPolicy:
             why = give_up_reason(records, history.escalated_of(dry), w, self.rails)
             return _blocked(Blocked.GAVE_UP, first, why, escalate=w)
         return self._global_rails(records, open_candidates[0], now) or self._pod_rails(
-            open_candidates, targets, now)
+            open_candidates, targets, now, since or {})
 
     def gave_up(self, history: History, workload: str) -> bool:
         """Escalated, by this kind (real or dry-run) of remediation only."""
@@ -417,7 +268,7 @@ class RemediationPolicy:
         return None
 
     def _pod_rails(self, candidates: Sequence[Target], targets: Sequence[Target],
-                   now: float) -> Decision:
+                   now: float, since: Mapping[str, float]) -> Decision:
         r = self.rails
         blocks = [(c, pod_block(c, now, r.min_pod_age)) for c in candidates]
         eligible = [c for c, b in blocks if b is None]
@@ -432,8 +283,78 @@ class RemediationPolicy:
             return _blocked(Blocked.MIN_READY, target,
                             f"{len(ready)} ready pods; restarting {target.name} would leave "
                             f"fewer than {floor}")
+        first_seen = since.get(candidate_key(target), now)
+        if now - first_seen < r.confirm:
+            return _blocked(Blocked.CONFIRMING, target,
+                            f"{target.name} has been the only sick pod for "
+                            f"{now - first_seen:.0f}s; confirming for {r.confirm:g}s",
+                            first_seen + r.confirm)
         action = r.mode
         return Decision(Verdict.ACT, f"{action.value} {target.name}", target, action)
+
+
+RESTARTABLE_KINDS = ("Deployment/", "DaemonSet/", "StatefulSet/")
+
+
+@dataclass(frozen=True, slots=True)
+class PodNow:
+    """A pod as the API describes it just before a restart, beside the DNS Service."""
+
+    exists: bool
+    uid: str = ""
+    terminating: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    workload: str = ""  # of its controller ownerReference; "" when it has none
+    selector: Mapping[str, str] = field(default_factory=dict)  # the DNS Service's
+    endpoint: bool = False  # the Service's endpoints name this pod's uid now
+
+
+def refusal(target: Target, now: PodNow) -> tuple[Blocked, str] | None:
+    """Why the pod behind ``target`` must not be restarted after all, or None.
+
+    The view that judged it may be stale, and an endpoint can name any pod: act only
+    on the very pod judged (same uid, not terminating), still an endpoint of the DNS
+    Service, selected by that Service's selector and controlled by the workload the
+    history counts (a Deployment, DaemonSet or StatefulSet). A pod that is gone or was
+    replaced needs no restart and costs no budget."""
+    pod = target.pod
+    if pod is None or not pod.uid:
+        return (Blocked.NOT_OURS, f"the endpoint {target.address} names no pod (no "
+                "targetRef): probed and reported, never restarted")
+    if not now.exists:
+        return Blocked.POD_GONE, f"{pod.name} no longer exists: nothing to restart"
+    if now.uid != pod.uid:
+        return (Blocked.POD_GONE, f"{pod.name} is now another pod (uid {now.uid}, judged "
+                f"{pod.uid}): nothing to restart")
+    if now.terminating:
+        return Blocked.POD_TERMINATING, f"{pod.name} is already terminating"
+    selector = ",".join(f"{k}={v}" for k, v in sorted(now.selector.items()))
+    if not now.selector or any(now.labels.get(k) != v for k, v in now.selector.items()):
+        return (Blocked.NOT_OURS, f"{pod.name} is not selected by the DNS Service "
+                f"(selector {selector or 'none'}): probed and reported, never restarted")
+    counted = workload_of(target)
+    if not now.workload.startswith(RESTARTABLE_KINDS) or now.workload != counted:
+        return (Blocked.NOT_OURS, f"{pod.name} is controlled by {now.workload or 'nothing'}, "
+                f"not by a workload of the DNS Service ({counted}): probed and reported, "
+                "never restarted")
+    if not now.endpoint:
+        return Blocked.NOT_AN_ENDPOINT, f"{pod.name} is no longer an endpoint of the Service"
+    return None
+
+
+def candidate_key(target: Target) -> str:
+    """How a candidate is known from round to round: its pod's uid, else its name."""
+    return target.pod.uid if target.pod is not None and target.pod.uid else target.name
+
+
+def candidacy(since: Mapping[str, float], diagnosis: Diagnosis,
+              now: float) -> dict[str, float]:
+    """When each current candidate became one, kept only while it stays one without a
+    break: any verdict other than ``pod`` (a second pod turning sick, say) starts the
+    confirmation period of every pod afresh, and so does a pod dropping out of it."""
+    if diagnosis.state is not DiagnosisState.POD:
+        return {}
+    return {key: since.get(key, now) for key in map(candidate_key, diagnosis.candidates)}
 
 
 def settle(history: History, targets: Sequence[Target], now: float) -> History:
@@ -484,22 +405,37 @@ def _confirm(r: Record, pod: PodRef | None, now: float) -> Record:
     return r
 
 
-def recover(history: History, healths: Mapping[TargetKey, Health], now: float) -> History:
+def recover(history: History, healths: Mapping[TargetKey, Health], now: float,
+            settle_period: float = 0.0) -> History:
     """Mark workloads whose every pod is judged healthy as recovered; lift their escalation,
-    unless a restart of theirs is still in flight (its replacement is not there yet)."""
+    unless a restart of theirs is still in flight (its replacement is not there yet).
+
+    A recovery holds only after ``settle_period``: a pod of the workload judged unhealthy
+    sooner (a replacement that flaps) takes it back, so those restarts count as ones that
+    did not bring health back, and an escalation is lifted only once health has held that
+    long."""
     by_workload: dict[str, list[Health]] = {}
     for h in healths.values():
         if h.target.kind is TargetKind.POD and h.target.pod is not None:
             by_workload.setdefault(workload_of(h.target), []).append(h)
     well = {w for w, hs in by_workload.items()
             if hs and all(h.state is HealthState.HEALTHY for h in hs)}
+    sick = {w for w, hs in by_workload.items()
+            if any(h.state is HealthState.UNHEALTHY for h in hs)}
     waiting = {r.workload for r in history.records if r.settled_at is None}
-    records = tuple(
-        dataclasses.replace(r, recovered_at=now)
-        if r.workload in well and r.recovered_at is None and r.settled_at is not None else r
-        for r in history.records
-    )
-    lifted = well - waiting
+
+    def updated(r: Record) -> Record:
+        if r.recovered_at is not None and r.workload in sick \
+                and now - r.recovered_at < settle_period:
+            return dataclasses.replace(r, recovered_at=None)  # relapsed: not recovered
+        if r.workload in well and r.recovered_at is None and r.settled_at is not None:
+            return dataclasses.replace(r, recovered_at=now)
+        return r
+
+    records = tuple(map(updated, history.records))
+    holding = {r.workload for r in records
+               if r.recovered_at is not None and now - r.recovered_at < settle_period}
+    lifted = well - waiting - holding
     return History(records, tuple(w for w in history.escalated if w not in lifted),
                    tuple(w for w in history.escalated_dry_run if w not in lifted))
 
@@ -554,17 +490,6 @@ def _in_flight(unsettled: Record, target: Target, now: float, timeout: float) ->
                         unsettled.at + timeout)
     return _blocked(Blocked.IN_FLIGHT, target,
                     f"the replacement of {unsettled.pod} ({unsettled.action.value} at "
-                    f"{_iso(unsettled.at)}) never became ready within {timeout:g}s, or the "
+                    f"{iso(unsettled.at)}) never became ready within {timeout:g}s, or the "
                     "old pod never went: no further restart until it does; manual "
                     "intervention required", escalate=unsettled.workload)
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-def _unix(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()

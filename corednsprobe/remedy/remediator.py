@@ -1,9 +1,11 @@
 """Remediator: turns each round's diagnosis into at most one safe restart, and says so.
 
-Owns: the in-flight state and the remediation history (loaded from the Lease
-when this replica becomes the leader, and again whenever someone else changed
-the annotation — an operator clearing an escalation; written back before and
-after every action, never over such a change), the permission self-check
+Owns: the confirmation of candidates (since when each has been one), the
+fresh read of a pod before restarting it, the in-flight state and the
+remediation history (loaded from the Lease when this replica becomes the
+leader, and again whenever someone else changed the annotation — an operator
+clearing an escalation; written back before and after every action, never
+over such a change), the permission self-check
 (retried with backoff through API hiccups) that downgrades to dry-run loudly
 — also when the Lease cannot be taken, since then nothing is ever done — the
 Events (a pod becomes a candidate, a restart, a block, an escalation), the
@@ -25,38 +27,50 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from corednsprobe import logs
+from corednsprobe.backoff import Backoff
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import PermissionReport, check_permissions, remediation_permissions
+from corednsprobe.kube.client import ApiClient
+from corednsprobe.kube.view import workload_of as controller_of
 from corednsprobe.metrics import Metrics
-from corednsprobe.model import Diagnosis, DiagnosisState, Health, Target, TargetKey
+from corednsprobe.model import Diagnosis, DiagnosisState, Health, PodRef, Target, TargetKey
 from corednsprobe.remedy import actions
 from corednsprobe.remedy.actions import ActionOutcome, Involved, Reason
-from corednsprobe.remedy.policy import (
+from corednsprobe.remedy.history import (
     DISRUPTIVE,
-    Blocked,
-    Decision,
+    UNCONFIRMED,
     History,
     Mode,
-    Rails,
     Record,
-    RemediationPolicy,
     Result,
+)
+from corednsprobe.remedy.policy import (
+    Blocked,
+    Decision,
+    PodNow,
+    Rails,
+    RemediationPolicy,
     Verdict,
     budget,
+    candidacy,
     ready_pods,
     recover,
+    refusal,
     settle,
     workload_of,
 )
 
 log = logs.get(__name__)
 HISTORY_ANNOTATION = "corednsprobe.io/remediation-history"
-QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER})
+QUIET_BLOCKS = frozenset({Blocked.MODE_OFF, Blocked.NOT_LEADER, Blocked.CONFIRMING,
+                          Blocked.POD_GONE, Blocked.UNVERIFIED})
 STEP_RETRY = 5.0  # seconds after an unexpected failure of one step
-SELF_CHECK_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between permission-check attempts
+SELF_CHECK_BACKOFF = Backoff(1.0, 30.0).schedule(6)  # 1, 2, 4, 8, 16, 30 s between attempts
 
 
 class Leadership(Protocol):
+    """Who leads: only the leader acts; followers say who does."""
+
     identity: str
 
     def is_leader(self) -> bool: ...
@@ -65,39 +79,46 @@ class Leadership(Protocol):
     def holder(self) -> str: ...
 
     @property
-    def annotations(self) -> Mapping[str, str]: ...
-
-    @property
     def refused(self) -> str: ...
 
-    async def write_annotations(self, annotations: Mapping[str, str],
-                                expect: Mapping[str, str] | None = None) -> bool: ...
+
+class HistoryStore(Protocol):
+    """Where the history lives between leaders: a compare-and-swap on one key."""
+
+    def get(self, key: str) -> str: ...
+
+    async def put(self, key: str, value: str, *, expect: str) -> bool: ...
 
 
 def rails_from(settings: Settings) -> Rails:
     return Rails(mode=Mode(settings.remediation), cooldown=settings.cooldown,
                  max_per_hour=settings.max_restarts_per_hour, min_ready=settings.min_ready,
-                 give_up_after=settings.give_up_after, min_pod_age=settings.min_pod_age)
+                 give_up_after=settings.give_up_after, min_pod_age=settings.min_pod_age,
+                 confirm=settings.confirm, settle_period=settings.settle_period)
 
 
 class Remediator:
     def __init__(
         self,
-        api: Any,
+        api: ApiClient,
         namespace: str,
         rails: Rails,
         *,
         leadership: Leadership | None,
+        store: HistoryStore | None = None,
         metrics: Metrics,
         lease_namespace: str = "",
+        service: str = "kube-dns",
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
         self.namespace = namespace
+        self.service = service
         self.lease_namespace = lease_namespace or namespace
         self.configured = rails.mode
         self.policy = RemediationPolicy(rails)
         self.leadership = leadership
+        self.store = store  # None: the history lives in this process only
         self.metrics = metrics
         self.wall = wall
         self.history = History()
@@ -109,8 +130,8 @@ class Remediator:
         self._wake = asyncio.Event()
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
+        self._since: dict[str, float] = {}  # candidate -> since when, without a break
         self._last_block: tuple[str, Blocked] | None = None
-        self.steps = 0
 
     @property
     def rails(self) -> Rails:
@@ -123,15 +144,16 @@ class Remediator:
     # -- the hand-off from the probe loop ------------------------------------------------
 
     def on_diagnosis(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> None:
-        """Keep only the newest verdict and wake ``run``; never blocks."""
+        """Keep only the newest verdict and wake ``run``; never blocks. Every verdict,
+        also one ``run`` skips, counts for whether a candidate stayed one throughout."""
+        self._since = candidacy(self._since, diagnosis, self.wall())
         self._latest = (diagnosis, dict(healths))
         self._wake.set()
 
     async def run(self) -> None:
-        """Check permissions once, then work through verdicts until cancelled."""
-        if self.rails.mode is Mode.OFF:
-            log.info("remediation_off")
-            await asyncio.Event().wait()
+        """Check permissions once, then work through verdicts until cancelled.
+
+        Never built in mode ``off`` (the service makes no Remediator then)."""
         await self.self_check()
         while True:
             await self._wake.wait()
@@ -194,8 +216,8 @@ class Remediator:
 
     async def step(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health]) -> Decision:
         """Bring the history up to date, decide, and act or report the block."""
-        self.steps += 1
         now = self.wall()
+        self._since = candidacy(self._since, diagnosis, now)
         targets = [h.target for h in healths.values()]
         leading = self._lead()
         self._check_lease_refused(leading)
@@ -205,9 +227,14 @@ class Remediator:
             self._show_gave_up()
             return self.decision
         self._reload_if_edited()
-        self.history = recover(settle(self.history, targets, now), healths, now)
+        settled = settle(self.history, targets, now)
+        await self._announce_confirmed(self.history, settled, now)
+        self.history = recover(settled, healths, now, self.rails.settle_period)
         await self._report_candidates(diagnosis, now)
-        decision = self.policy.decide(diagnosis, healths, targets, self.history, now)
+        decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
+                                      self._since)
+        if decision.verdict is Verdict.ACT:
+            decision = await self._verified(decision)
         self.decision = decision
         if decision.verdict is Verdict.BLOCKED:
             await self._blocked(decision, now)
@@ -239,7 +266,7 @@ class Remediator:
 
     def _load(self) -> None:
         """Take over the history the previous leader left on the Lease."""
-        if self.leadership is None:
+        if self.store is None:
             return
         self.history = self._read_lease_history()
         self._written = self._lease_text()
@@ -251,7 +278,7 @@ class Remediator:
     def _reload_if_edited(self) -> None:
         """Someone else changed the history on the Lease (an operator cleared an escalation,
         or deleted the annotation): take theirs, never write ours back over it."""
-        if self.leadership is None or self._lease_text() == self._written:
+        if self.store is None or self._lease_text() == self._written:
             return
         self.history = self._read_lease_history()
         self._written = self._lease_text()
@@ -261,12 +288,12 @@ class Remediator:
                     reason="the annotation on the Lease was changed by someone else")
 
     def _lease_text(self) -> str:
-        assert self.leadership is not None
-        return self.leadership.annotations.get(HISTORY_ANNOTATION, "")
+        assert self.store is not None
+        return self.store.get(HISTORY_ANNOTATION)
 
     def _follow(self) -> None:
         """A follower mirrors the leader's history, for /status."""
-        if self.leadership is not None:
+        if self.store is not None:
             self.history = self._read_lease_history()
 
     def _read_lease_history(self) -> History:
@@ -282,7 +309,8 @@ class Remediator:
 
     def _as_follower(self, diagnosis: Diagnosis, healths: Mapping[TargetKey, Health],
                      targets: Sequence[Target], now: float) -> Decision:
-        would = self.policy.decide(diagnosis, healths, targets, self.history, now)
+        would = self.policy.decide(diagnosis, healths, targets, self.history, now,
+                                   self._since)
         if would.verdict is Verdict.IDLE:
             return would
         holder = self.leadership.holder if self.leadership else ""
@@ -292,15 +320,15 @@ class Remediator:
     async def _persist(self) -> bool:
         """Store the history, unless the annotation is no longer what we last wrote."""
         text = self.history.to_json()
-        if self.leadership is None:
+        if self.store is None:
             self._written = text
             return True
-        stored = await self.leadership.write_annotations(
-            {HISTORY_ANNOTATION: text}, expect={HISTORY_ANNOTATION: self._written})
+        stored = await self.store.put(HISTORY_ANNOTATION, text, expect=self._written)
         if stored:
             self._written = text
         else:
-            log.warning("remediation_history_not_stored", lease_holder=self.leadership.holder)
+            log.warning("remediation_history_not_stored",
+                        lease_holder=self.leadership.holder if self.leadership else None)
         return stored
 
     # -- reporting --------------------------------------------------------------------------
@@ -312,8 +340,8 @@ class Remediator:
         current = {t.pod.uid or t.name: t for t in diagnosis.candidates if t.pod}
         for key in current.keys() - self._candidates:
             target = current[key]
-            evidence = dict(diagnosis.evidence).get(f"pod/{target.name}", "")
-            await self._event(target, Reason.PROBE_FAILED,
+            evidence = diagnosis.evidence_of(target.name)
+            await self._event(target.pod, Reason.PROBE_FAILED,
                               f"DNS probes of {target.name} ({target.address}) failed: "
                               f"{evidence}. {diagnosis.reason}", warning=True, now=now)
         self._candidates = set(current)
@@ -330,8 +358,9 @@ class Remediator:
         log.info("remediation_blocked", pod=decision.pod or None, reason=decision.reason.value,
                  detail=decision.detail)
         if decision.target is not None and not decision.escalate \
-                and decision.reason not in QUIET_BLOCKS:
-            await self._event(decision.target, Reason.BLOCKED,
+                and decision.reason not in QUIET_BLOCKS \
+                and (decision.target.pod is None or decision.target.pod.uid):
+            await self._event(decision.target.pod, Reason.BLOCKED,
                               f"not restarted ({decision.reason.value}): {decision.detail}",
                               warning=True, now=now)
 
@@ -345,16 +374,16 @@ class Remediator:
         log.error("remediation_gave_up", workload=workload, pod=decision.pod or None,
                   dry_run=dry, detail=decision.detail)
         if decision.target is not None:
-            await self._event(decision.target, Reason.MANUAL,
+            await self._event(decision.target.pod, Reason.MANUAL,
                               f"{'dry-run: ' if dry else ''}{decision.detail}", warning=True,
                               now=now, workload=workload)
 
-    async def _event(self, target: Target, reason: str, message: str, *, warning: bool,
+    async def _event(self, pod: PodRef | None, reason: str, message: str, *, warning: bool,
                      now: float, workload: str = "") -> None:
         """An Event on the pod, and on ``workload`` (e.g. the Deployment) when named."""
-        if not self.events_allowed or target.pod is None:
+        if not self.events_allowed or pod is None:
             return
-        about = [Involved.pod(target.pod, self.namespace)]
+        about = [Involved.pod(pod, self.namespace)]
         owner = Involved.workload(workload, self.namespace) if workload else None
         if owner is not None:
             about.append(owner)
@@ -363,6 +392,32 @@ class Remediator:
                                      instance=self.identity, now=now)
 
     # -- acting -----------------------------------------------------------------------------
+
+    async def _verified(self, decision: Decision) -> Decision:
+        """Read the pod fresh before touching it; the decision, or why not after all."""
+        target = decision.target
+        assert target is not None and target.pod is not None
+        try:
+            fresh = await actions.read_fresh(self.api, self.namespace, self.service,
+                                             target.pod.name)
+            meta = (fresh.pod or {}).get("metadata") or {}
+            now = PodNow(exists=fresh.pod is not None, uid=str(meta.get("uid") or ""),
+                         terminating=bool(meta.get("deletionTimestamp")),
+                         labels=dict(meta.get("labels") or {}), workload=controller_of(meta),
+                         selector=dict((fresh.service.get("spec") or {}).get("selector")
+                                       or {}),
+                         endpoint=target.pod.uid in actions.endpoint_uids(fresh.endpoints))
+        except Exception as exc:  # an edge: whatever the API or the wire did
+            why = (Blocked.UNVERIFIED, f"{target.name} could not be read fresh before "
+                   f"restarting it ({type(exc).__name__}: {exc}); asked again next round")
+        else:
+            if (refused := refusal(target, now)) is None:
+                return decision
+            why = refused
+        if why[0] is Blocked.NOT_OURS:
+            log.warning("remediation_refused", pod=target.name, address=target.address,
+                        reason=why[0].value, detail=why[1])
+        return Decision(Verdict.BLOCKED, why[1], target, None, why[0])
 
     async def _act(self, decision: Decision, targets: Sequence[Target], now: float) -> None:
         target, action = decision.target, decision.action
@@ -394,7 +449,7 @@ class Remediator:
         verb = self.configured.value if self.configured is not Mode.DRY_RUN else "restart"
         log.warning("remediation_dry_run", pod=target.name, would=verb, detail=decision.detail,
                     downgraded=self.downgraded or None)
-        await self._event(target, Reason.DRY_RUN,
+        await self._event(target.pod, Reason.DRY_RUN,
                           f"dry-run: would {verb} {target.name}. {decision.detail}",
                           warning=False, now=now)
 
@@ -417,6 +472,18 @@ class Remediator:
                                            now if disruptive else None)
         await self._announce(done, target, outcome, now)
 
+    async def _announce_confirmed(self, before: History, after: History, now: float) -> None:
+        """A restart whose answer never came (or that a crash left ``started``) and that
+        the pods now show took effect: say so, as if the answer had come."""
+        for old, new in zip(before.records, after.records, strict=True):
+            if old.result in UNCONFIRMED and new.result is Result.DONE:
+                log.warning("pod_restarted", pod=new.pod, action=new.action.value,
+                            status=None, message=new.detail, confirmed_by="the pod")
+                await self._event(PodRef(new.pod, uid=new.uid), Reason.RESTARTED,
+                                  f"{new.action.value}: {new.pod} restarted; the attempt's "
+                                  f"answer never came, the pod shows it: {new.detail}",
+                                  warning=False, now=now, workload=new.workload)
+
     async def _announce(self, done: Record, target: Target, outcome: ActionOutcome,
                         now: float) -> None:
         fields = {"pod": target.name, "action": done.action.value, "status": outcome.status,
@@ -425,13 +492,13 @@ class Remediator:
             how = "restarted" if done.result is Result.DONE else "already gone or replaced"
             log.warning("pod_restarted" if done.result is Result.DONE else "pod_already_gone",
                         **fields)
-            await self._event(target, Reason.RESTARTED,
+            await self._event(target.pod, Reason.RESTARTED,
                               f"{done.action.value}: {target.name} {how}", warning=False,
                               now=now, workload=done.workload)
         elif done.result is Result.PDB_BLOCKED:
             log.warning("eviction_refused_by_pdb", causes=list(outcome.causes),
                         retry_after=outcome.retry_after, retry_at=done.retry_at, **fields)
-            await self._event(target, Reason.BLOCKED,
+            await self._event(target.pod, Reason.BLOCKED,
                               f"not restarted (pdb): {outcome.message} "
                               f"{'; '.join(outcome.causes)}".strip(), warning=True, now=now)
         elif done.result is Result.FORBIDDEN:

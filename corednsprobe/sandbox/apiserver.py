@@ -11,15 +11,19 @@ registry does) or run controllers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from corednsprobe import logs
+from corednsprobe.sandbox import portforward, tables
 from corednsprobe.sandbox import resources as R
 from corednsprobe.sandbox import status as S
 from corednsprobe.sandbox.auth import Attributes, Authorizer, Principal, forbidden_reason
@@ -28,6 +32,7 @@ from corednsprobe.sandbox.registry import Registry
 from corednsprobe.sandbox.resources import Resource
 from corednsprobe.sandbox.selectors import FieldSelector, LabelSelector, SelectorError
 from corednsprobe.sandbox.store import Store, TooOld, Watcher
+from corednsprobe.sandbox.workloads import PodKind, ProcessPods, log_refusal, pod_kind
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
@@ -134,7 +139,12 @@ def verb_of(method: str, target: Target, watch: bool) -> str:
 class ApiServer:
     def __init__(self, store: Store, registry: Registry, authorizer: Authorizer,
                  timings: WatchTimings | None = None, faults: ApiFaults | None = None,
-                 pod_log: str = "", unserved: frozenset[str] = frozenset()) -> None:
+                 pod_log: str = "", unserved: frozenset[str] = frozenset(),
+                 token_minter: Callable[[str, str], str] | None = None,
+                 processes: ProcessPods | None = None) -> None:
+        self.processes = processes  # the logs of project-image pods that run for real
+        self.dns_port = 53  # where a pod's port 53 really listens (the DNS backend's port)
+        self.token_minter = token_minter  # (namespace, account) → a ServiceAccount token
         self.unserved = unserved  # group versions ("discovery.k8s.io/v1") answered with 404
         self.store = store
         self.registry = registry
@@ -230,7 +240,8 @@ class ApiServer:
             raise S.path_not_found()
         watch = truthy(request.query.get("watch"))
         verb = verb_of(request.method, target, watch)
-        self._authorize(self._principal(request), target, verb)
+        self._authorize(self._principal(request), target, verb,
+                        self._name_from_selector(request, verb))
         headers = {"Warning": ENDPOINTS_WARNING} if target.res.plural == "endpoints" else {}
         try:
             return await self._dispatch(request, target, verb, headers)
@@ -244,10 +255,22 @@ class ApiServer:
             raise S.unauthorized()
         return principal
 
-    def _authorize(self, principal: Principal, target: Target, verb: str) -> None:
+    @staticmethod
+    def _name_from_selector(request: web.Request, verb: str) -> str:
+        """A list or watch names one object through ``fieldSelector=metadata.name=x``
+        (requestinfo.go), so that a rule's resourceNames can allow it."""
+        if verb not in ("list", "watch"):
+            return ""
+        terms = (request.query.get("fieldSelector") or "").split(",")
+        names = [t.split("=", 1)[1].lstrip("=") for t in terms
+                 if t.startswith("metadata.name=") and "!" not in t]
+        return names[0] if len(names) == 1 and len(terms) == 1 else ""
+
+    def _authorize(self, principal: Principal, target: Target, verb: str,
+                   selected: str = "") -> None:
         sub = target.res.subresource(target.subresource) if target.subresource else None
         attrs = Attributes(verb, target.res.group, target.res.plural, target.subresource,
-                           target.namespace or "", target.name)
+                           target.namespace or "", target.name or selected)
         if not Authorizer.decide(principal, attrs).allowed:
             raise S.forbidden(target.res.plural, target.name, target.res.group,
                               forbidden_reason(principal.user, attrs))
@@ -255,25 +278,61 @@ class ApiServer:
         if verb not in allowed_verbs:
             raise S.method_not_allowed(verb)
 
+    @staticmethod
+    def _table_version(request: web.Request, target: Target) -> str | None:
+        """The Table version asked for (``as=Table;v=v1;g=meta.k8s.io``), or None."""
+        if target.subresource:
+            return None
+        try:
+            version = tables.wants_table(request.headers.get("Accept"))
+        except tables.NotAcceptable:
+            raise S.not_acceptable() from None
+        include = request.query.get("includeObject", "Metadata") or "Metadata"
+        if version is not None and include not in ("Metadata", "Object", "None"):
+            raise S.bad_request(f'unrecognized includeObject value: "{include}"')
+        return version
+
+    def _as_table(self, request: web.Request, target: Target, objects: list[Obj], rv: str,
+                  version: str) -> Obj:
+        return tables.table(target.res.plural, objects, rv,
+                            request.query.get("includeObject") or "Metadata", version=version)
+
     async def _dispatch(self, request: web.Request, target: Target, verb: str,
                         headers: dict[str, str]) -> web.StreamResponse:
         res, ns, name = target.res, target.namespace or "", target.name
+        table = self._table_version(request, target) if verb in ("get", "list", "watch") \
+            else None
         if verb == "watch":
-            return await self._watch(request, target, headers)
+            return await self._watch(request, target, headers, table)
         if verb == "list":
-            return json_response(self._list(request, target), headers=headers)
+            listing = self._list(request, target)
+            if table is not None:
+                listing = self._as_table(request, target, listing["items"],
+                                         listing["metadata"]["resourceVersion"], table)
+            return json_response(listing, headers=headers)
+        if target.subresource == "portforward" and verb in ("get", "create"):
+            return await portforward.serve(request, self.store.must_get(res, ns, name),
+                                           self.dns_port)
         if verb == "get" and target.subresource == "log":
-            self.store.must_get(res, ns, name)
-            return web.Response(text=self.pod_log, content_type="text/plain")
+            return await self._log(request, self.store.must_get(res, ns, name))
         if verb == "get":
-            return json_response(self.store.must_get(res, ns, name), headers=headers)
+            obj = self.store.must_get(res, ns, name)
+            if table is not None:
+                obj = self._as_table(request, target, [obj], obj["metadata"]["resourceVersion"],
+                                     table)
+            return json_response(obj, headers=headers)
+        body: Any
         if verb == "delete":
             grace = request.query.get("gracePeriodSeconds")
             body = await self._body(request, required=False)
             result = self.registry.delete(res, ns, name, body,
                                           int(grace) if grace is not None else None)
             return json_response(result, headers=headers)
-        body = await self._body(request)
+        if target.subresource == "token" and \
+                request.content_type == "application/vnd.kubernetes.protobuf":
+            body = {}  # kubectl create token: a protobuf TokenRequest; defaults suffice
+        else:
+            body = await self._body(request)
         if verb == "create":
             return self._create(request, target, body, headers)
         if verb == "update":
@@ -289,6 +348,8 @@ class ApiServer:
         if target.subresource == "eviction":
             return json_response(self.registry.evict(target.namespace or "", target.name, body),
                                  201)
+        if target.subresource == "token":
+            return json_response(self._token_request(target, body), 201)
         if target.res.plural == "selfsubjectaccessreviews":
             return json_response(self._review(self._principal(request), body), 201)
         obj = self.registry.create(target.res, target.namespace or "", body)
@@ -310,6 +371,59 @@ class ApiServer:
             return json.loads(raw)
         except ValueError as exc:
             raise S.bad_request(f"the body of the request could not be decoded: {exc}") from None
+
+    async def _log(self, request: web.Request, pod: Obj) -> web.StreamResponse:
+        """pods/log: the container's output (CoreDNS pods: their banner), or the
+        kubelet's 400 while the container is waiting; ``follow`` streams to its exit."""
+        name = pod["metadata"]["name"]
+        containers = [c.get("name", "") for c in pod["spec"].get("containers") or ()]
+        container = request.query.get("container") or ""
+        if not container:
+            if len(containers) != 1:
+                raise S.bad_request(f"a container name must be specified for pod {name}, "
+                                    f"choose one of: [{' '.join(containers)}]")
+            container = containers[0]
+        elif container not in containers:
+            raise S.bad_request(f"container {container} is not valid for pod {name}")
+        if pod_kind(pod) is PodKind.DNS:
+            return web.Response(text=self.pod_log, content_type="text/plain")
+        namespace = pod["metadata"]["namespace"]
+        processes = self.processes
+        if processes is None or (namespace, name) not in processes.logs:
+            raise S.bad_request(log_refusal(pod, container) or
+                                f'container "{container}" in pod "{name}" is waiting to '
+                                "start: ContainerCreating")
+        raw_tail = request.query.get("tailLines")
+        tail = int(raw_tail) if raw_tail and raw_tail.lstrip("-").isdigit() else None
+        if not truthy(request.query.get("follow")):
+            return web.Response(body=processes.read(namespace, name, tail),
+                                content_type="text/plain")
+        response = web.StreamResponse(status=200)
+        response.content_type = "text/plain"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            async for chunk in processes.follow(namespace, name, pod["metadata"]["uid"], tail):
+                await response.write(chunk)
+            await response.write_eof()
+        return response
+
+    def _token_request(self, target: Target, body: Obj) -> Obj:
+        """TokenRequest (``kubectl create token``): a token of the ServiceAccount."""
+        namespace, name = target.namespace or "", target.name
+        self.store.must_get(target.res, namespace, name)
+        if self.token_minter is None:
+            raise S.method_not_allowed("create")
+        spec = dict(body.get("spec") or {})
+        spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local"])
+        spec.setdefault("expirationSeconds", 3600)
+        spec.setdefault("boundObjectRef", None)
+        expires = datetime.now(UTC) + timedelta(seconds=int(spec["expirationSeconds"]))
+        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
+                "spec": spec,
+                "status": {"token": self.token_minter(namespace, name),
+                           "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
     def _review(self, principal: Principal, body: Obj) -> Obj:
         spec = body.get("spec") or {}
@@ -350,7 +464,7 @@ class ApiServer:
                 "items": [strip_type(o) for o in items]}
 
     async def _watch(self, request: web.Request, target: Target,
-                     headers: dict[str, str]) -> web.StreamResponse:
+                     headers: dict[str, str], table: str | None = None) -> web.StreamResponse:
         labels, fields = self._selectors(request, target.res)
         raw_rv = request.query.get("resourceVersion", "")
         try:
@@ -365,7 +479,7 @@ class ApiServer:
         assert task is not None
         self._open_watches[task] = request.transport
         try:
-            return await self._stream(request, target.res, watcher, headers)
+            return await self._stream(request, target, watcher, headers, table)
         finally:
             self._open_watches.pop(task, None)
             self.store.unwatch(watcher)
@@ -412,8 +526,9 @@ class ApiServer:
         before_end = deadline - self.timings.bookmark_lead
         return before_end if now < before_end < regular else regular
 
-    async def _stream(self, request: web.Request, res: Resource, watcher: Watcher,
-                      headers: dict[str, str]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, target: Target, watcher: Watcher,
+                      headers: dict[str, str], table: str | None) -> web.StreamResponse:
+        res = target.res
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout(request)
         bookmarks = truthy(request.query.get("allowWatchBookmarks"))
@@ -440,6 +555,9 @@ class ApiServer:
                         next_bookmark = self._next_bookmark(loop.time(), deadline)
                     continue
                 await self.faults.flowing.wait()
+                if table is not None:  # each event's object: a Table of one row
+                    obj = self._as_table(request, target, [obj],
+                                         obj["metadata"]["resourceVersion"], table)
                 await self._send(response, kind, obj)
             await response.write_eof()
         except ConnectionError:

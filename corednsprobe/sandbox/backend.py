@@ -79,6 +79,7 @@ class DnsBackend(Protocol):
 
     name: str  # "inprocess" or "netns"
     port: int  # the DNS port every pod serves and the Service exposes
+    nsid: bool  # pods started from now on answer EDNS NSID with their pod name
 
     async def start(self) -> None:
         """Create shared plumbing (bridge, client-side nft table, relays)."""
@@ -92,6 +93,12 @@ class DnsBackend(Protocol):
 
     def allocate_service_ip(self) -> str:
         """A fresh ClusterIP (reachable for the DNS Service, data-only for others)."""
+
+    def allocate_node_ip(self) -> str:
+        """A fresh node address (a node's InternalIP), where NodePorts answer."""
+
+    def allocate_external_ip(self) -> str:
+        """A fresh address from the sandbox "cloud", for a LoadBalancer's ingress."""
 
     async def add_pod(self, pod: str, ip: str, zone: ZoneData) -> None:
         """Start a DNS server for ``pod`` answering ``zone`` at ``ip``:``port``
@@ -111,6 +118,11 @@ class DnsBackend(Protocol):
     async def set_service(self, cluster_ip: str, backends: Sequence[str]) -> None:
         """Route ``cluster_ip``:``port`` (UDP and TCP) to the ready pod IPs, as
         kube-proxy does; an empty list makes the ClusterIP reject, as kube-proxy does."""
+
+    async def set_frontend(self, address: str, port: int, backends: Sequence[str]) -> None:
+        """Route ``address``:``port`` (UDP and TCP) to the pod IPs at the DNS port, as
+        kube-proxy does for a NodePort on a node address or a LoadBalancer ingress IP;
+        an empty list removes the route (nothing answers there any more)."""
 
     async def set_pod_fault(self, pod: str, fault: Fault) -> None:
         """Apply ``fault`` to ``pod``'s DNS, replacing any earlier one."""

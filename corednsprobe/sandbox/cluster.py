@@ -1,10 +1,12 @@
 """``Sandbox``: a whole stand-in cluster in one async context manager.
 
 Owns: composing a DNS backend, the store, the API server, the controllers
-and the control API; the seed objects (namespaces, the ``coredns``
+and the control API; the seed objects (namespaces, the nodes, the ``coredns``
 Deployment, the ``kube-dns`` and ``default/kubernetes`` Services, an optional
-PDB); the fault hooks as a Python API; writing kubeconfigs. Never does:
-leave anything running after ``__aexit__``, even when startup failed half-way.
+PDB, the ``default`` ServiceAccounts and the bootstrap ``system:basic-user``
+RBAC); minting ServiceAccount tokens; the fault hooks as a Python API;
+writing kubeconfigs. Never does: leave anything running after ``__aexit__``,
+even when startup failed half-way.
 """
 
 from __future__ import annotations
@@ -41,10 +43,21 @@ from corednsprobe.sandbox.controllers import (
     Timings,
     slot_of,
 )
+from corednsprobe.sandbox.nodes import MAX_NODES, default_node_count, node_body
 from corednsprobe.sandbox.nullbackend import NullBackend
-from corednsprobe.sandbox.registry import NAMESPACES, Registry, pod_ready
-from corednsprobe.sandbox.store import Store
+from corednsprobe.sandbox.rbac import (
+    BASIC_USER_BINDING,
+    BASIC_USER_ROLE,
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    SERVICE_ACCOUNTS,
+    Rbac,
+    service_account_user,
+)
+from corednsprobe.sandbox.registry import NAMESPACES, NODES, Registry, pod_ready
+from corednsprobe.sandbox.store import Store, now_iso
 from corednsprobe.sandbox.tls import make_certificate, server_context
+from corednsprobe.sandbox.workloads import ProcessPods
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
@@ -57,6 +70,7 @@ POD_LOG = (".:53\n[INFO] plugin/reload: Running configuration SHA512 = sandbox\n
 @dataclass
 class SandboxConfig:
     replicas: int = 2
+    nodes: int | None = None  # None: the backend's default (1 inprocess, 3 otherwise)
     domain: str = "cluster.local"
     host: str = "127.0.0.1"
     port: int = 0
@@ -67,6 +81,7 @@ class SandboxConfig:
     watch: WatchTimings = field(default_factory=WatchTimings)
     admin_token: str = ""  # empty: a random one
     tls: bool = True  # kubectl sends bearer tokens only over HTTPS
+    nsid: bool = False  # DNS pods answer EDNS NSID with their pod name
     # Group versions the API does not serve (404), as on a cluster older than they are:
     # ("discovery.k8s.io/v1",) leaves only legacy v1 Endpoints.
     unserved_group_versions: tuple[str, ...] = ()
@@ -133,18 +148,31 @@ class Sandbox:
                  ) -> None:
         self.config = config or SandboxConfig()
         self.backend: DnsBackend = backend or NullBackend(domain=self.config.domain)
+        if self.config.nsid:
+            self.backend.nsid = True
+        self.node_count = self.config.nodes or default_node_count(self.backend.name)
+        if not 1 <= self.node_count <= MAX_NODES:
+            raise ValueError(f"nodes: {self.node_count}: expected 1 to {MAX_NODES}")
         self.admin_token = self.config.admin_token or f"sandbox-admin-{secrets.token_hex(12)}"
         self.store = Store(self.config.history_limit)
         self.registry = Registry(self.store, self.backend.allocate_service_ip)
         self.authorizer = Authorizer()
         self.authorizer.add_token(self.admin_token, "sandbox-admin", ADMIN_RULES)
+        self.rbac = Rbac(self.store)
+        self.authorizer.add_resolver(self._service_account_principal)
+        self._work_dir = Path(tempfile.mkdtemp(prefix="cdpa-sandbox-pods-"))
+        self.processes = ProcessPods(self._work_dir / "logs")
         self.api_faults = ApiFaults()
         self.pod_faults = PodFaults()
         self.api = ApiServer(self.store, self.registry, self.authorizer, self.config.watch,
                              self.api_faults, POD_LOG,
-                             frozenset(self.config.unserved_group_versions))
+                             frozenset(self.config.unserved_group_versions),
+                             token_minter=self.rbac.mint, processes=self.processes)
         self.controllers = Controllers(self.store, self.registry, self.backend,
                                        self.config.timings, self.config.domain, self.pod_faults)
+        self.api.dns_port = self.backend.port
+        self.controllers.processes = self.processes
+        self.controllers.credentials = self._pod_credentials
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._controllers_task: asyncio.Task[None] | None = None
@@ -201,15 +229,25 @@ class Sandbox:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.processes.close()
         await self.backend.close()
+        shutil.rmtree(self._work_dir, ignore_errors=True)
         if self._tls_dir is not None:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
             self._tls_dir = None
         log.info("sandbox_stopped")
 
     def _seed(self) -> None:
-        for name in ("default", "kube-system", "kube-public"):
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.registry.create(NAMESPACES, "", {"metadata": {"name": name}})
+        for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.registry.create(SERVICE_ACCOUNTS, namespace, {"metadata": {"name": "default"}})
+        self.registry.create(SERVICE_ACCOUNTS, "kube-system", {"metadata": {"name": "coredns"}})
+        self.registry.create(CLUSTER_ROLES, "", BASIC_USER_ROLE)
+        self.registry.create(CLUSTER_ROLE_BINDINGS, "", BASIC_USER_BINDING)
+        for index in range(self.node_count):
+            self.registry.create(NODES, "", node_body(index, self.backend.allocate_node_ip(),
+                                                      now_iso()))
         self.registry.create(SERVICES, "default", _KUBERNETES_SERVICE)
         self.registry.create(SERVICES, "kube-system", _kube_dns_service(self.backend.port))
         self.registry.create(DEPLOYMENTS, "kube-system",
@@ -222,6 +260,14 @@ class Sandbox:
                          "selector": {"matchLabels": dict(DNS_LABELS)}}})
 
     # reading ---------------------------------------------------------------
+
+    def nodes(self) -> list[Obj]:
+        return list(self.store.items(NODES))
+
+    def node_addresses(self) -> dict[str, str]:
+        """Node name → InternalIP."""
+        return {n["metadata"]["name"]: a["address"] for n in self.nodes()
+                for a in n["status"]["addresses"] if a["type"] == "InternalIP"}
 
     @property
     def url(self) -> str:
@@ -269,10 +315,12 @@ class Sandbox:
             name = pod["metadata"]["name"]
             pods.append({
                 "name": name, "slot": slot_of(pod), "ip": pod["status"].get("podIP"),
+                "node": pod["spec"].get("nodeName"),
                 "ready": pod_ready(pod), "terminating": bool(pod["metadata"].get(
                     "deletionTimestamp")),
                 "fault": str(self.pod_faults.effective(name, slot_of(pod)))})
         return {"url": self.url, "backend": self.backend.name, "port": self.backend.port,
+                "nodes": self.node_addresses(),
                 "clusterIP": self.service("kube-system", "kube-dns")["spec"].get("clusterIP"),
                 "pods": pods, "serviceBroken": self._service_broken,
                 "resourceVersion": self.store.rv}
@@ -297,6 +345,41 @@ class Sandbox:
         target.write_text(text)
         target.chmod(0o600)
         return target
+
+    # service accounts ------------------------------------------------------
+
+    def _service_account_principal(self, token: str) -> tuple[str, Any] | None:
+        identity = self.rbac.identity(token)
+        if identity is None:
+            return None
+        return identity.user, lambda: self.rbac.rules_for(identity)
+
+    def _pod_credentials(self, pod: Obj) -> dict[str, str]:
+        """A project-image pod acts as its ServiceAccount: KUBECONFIG with its token
+        (unless automountServiceAccountToken is false or the account is missing)."""
+        spec, namespace = pod["spec"], pod["metadata"]["namespace"]
+        account = spec.get("serviceAccountName") or "default"
+        if spec.get("automountServiceAccountToken") is False or \
+                self.store.get(SERVICE_ACCOUNTS, namespace, account) is None:
+            return {}
+        path = self._work_dir / f"{namespace}_{pod['metadata']['name']}.kubeconfig"
+        self.write_kubeconfig(path, token=self.mint_token(namespace, account),
+                              namespace=namespace)
+        return {"KUBECONFIG": str(path)}
+
+    def mint_token(self, namespace: str, name: str) -> str:
+        """A token of the ServiceAccount ``namespace/name`` (which must exist): it is
+        authorized by exactly the RBAC rules bound to that account, read live."""
+        return self.rbac.mint(namespace, name)
+
+    def write_service_account_kubeconfig(self, path: str | os.PathLike[str], namespace: str,
+                                         name: str) -> Path:
+        """A kubeconfig that acts as ``system:serviceaccount:<namespace>:<name>``."""
+        written = self.write_kubeconfig(path, token=self.mint_token(namespace, name),
+                                        namespace=namespace)
+        log.info("service_account_kubeconfig", user=service_account_user(namespace, name),
+                 path=str(written))
+        return written
 
     # faults ----------------------------------------------------------------
 

@@ -28,6 +28,8 @@ def register(sub: Any) -> None:
                        description="A local Kubernetes API server with a coredns Deployment, "
                        "the kube-dns Service and controllers, for the demo and the tests.")
     p.add_argument("--pods", type=int, default=2, metavar="N", help="CoreDNS replicas (2)")
+    p.add_argument("--nodes", type=int, default=None, metavar="N",
+                   help="nodes the pods spread over (1 for --dns inprocess, 3 otherwise)")
     p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
                    help="API address; port 0 picks a free one (127.0.0.1:0)")
     p.add_argument("--dns", default="inprocess", choices=("inprocess", "netns", "none"),
@@ -40,6 +42,9 @@ def register(sub: Any) -> None:
                    help="also create a PodDisruptionBudget with this minAvailable")
     p.add_argument("--grace", type=int, default=30, metavar="SECONDS",
                    help="the pods' terminationGracePeriodSeconds (30)")
+    p.add_argument("--nsid", action="store_true",
+                   help="DNS pods answer EDNS NSID with their pod name (off by default, as "
+                   "CoreDNS without its nsid plugin)")
     p.add_argument("--no-tls", action="store_true",
                    help="serve plain HTTP (kubectl then sends no token: use a client that does)")
     p.set_defaults(handler=_handler)
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         host, port = _listen(args.listen)
         if args.pods < 0:
             raise ValueError("--pods must be 0 or more")
+        if args.nodes is not None and not 1 <= args.nodes <= 26:
+            raise ValueError(f"--nodes {args.nodes}: expected 1 to 26")
         backend = make_backend(args.dns, args.domain)
     except (ValueError, BackendUnavailable) as exc:
         print(f"corednsprobe sandbox: {exc}", file=sys.stderr)
@@ -88,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, host: str, port: int, backend: Any) -> int:
     from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 
-    config = SandboxConfig(replicas=args.pods, domain=args.domain, host=host, port=port,
+    config = SandboxConfig(replicas=args.pods, nodes=args.nodes, domain=args.domain,
+                           host=host, port=port,
                            termination_grace_seconds=args.grace,
                            pdb_min_available=_min_available(args.pdb_min_available),
-                           tls=not args.no_tls)
+                           tls=not args.no_tls, nsid=args.nsid)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -134,8 +142,10 @@ def _announce(sandbox: Any, kubeconfig: Path) -> None:
         f"DNS backend: {state['backend']}: {sandbox.backend.client_hint()}",
         f"kube-dns ClusterIP: {state['clusterIP']}:{port}",
     ]
+    for node, address in state["nodes"].items():
+        lines.append(f"node {node}: {address}")
     for pod in state["pods"]:
-        lines.append(f"pod {pod['name']} slot {pod['slot']}: {pod['ip']}:{port}"
+        lines.append(f"pod {pod['name']} slot {pod['slot']} on {pod['node']}: {pod['ip']}:{port}"
                      f"{'' if pod['ready'] else ' (not ready)'}")
     lines.append("Ctrl-C stops the sandbox and removes everything it created.")
     print("\n".join(lines), flush=True)

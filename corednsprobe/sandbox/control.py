@@ -19,6 +19,7 @@ cannot do.
     POST /sandbox/v1/api/pdb-status        {"paused": true}
     POST /sandbox/v1/tokens                {"token": "t", "user": "u", "rules": [...]}
     POST /sandbox/v1/tokens/{token}/deny   {"verb": "create", "resource": "pods/eviction"}
+    POST /sandbox/v1/serviceaccounts/{namespace}/{name}/token   {"kubeconfig": "/path"}
 """
 
 from __future__ import annotations
@@ -106,12 +107,24 @@ async def _deny(sandbox: Sandbox, request: web.Request, body: Obj) -> Obj:
     return {"denied": f"{body['verb']} {body['resource']}"}
 
 
+async def _service_account_token(sandbox: Sandbox, request: web.Request, body: Obj) -> Obj:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    reply: Obj = {"user": f"system:serviceaccount:{namespace}:{name}"}
+    if body.get("kubeconfig"):
+        path = sandbox.write_service_account_kubeconfig(str(body["kubeconfig"]), namespace, name)
+        reply["kubeconfig"] = str(path)
+    else:
+        reply["token"] = sandbox.mint_token(namespace, name)
+    return reply
+
+
 _ACTIONS: dict[str, Action] = {
     "/pods/{name}/fault": _pod_fault, "/slots/{slot}/fault": _slot_fault,
     "/pods/fault": _all_fault, "/service/fault": _service_fault, "/api/compact": _compact,
     "/api/stall": _stall, "/api/reset": _reset, "/api/fail": _fail,
     "/api/watch-expiry": _expiry, "/api/pdb-status": _pdb_status, "/tokens": _add_token,
     "/tokens/{token}/deny": _deny,
+    "/serviceaccounts/{namespace}/{name}/token": _service_account_token,
 }
 
 

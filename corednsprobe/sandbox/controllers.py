@@ -31,12 +31,21 @@ from corednsprobe.sandbox.backend import DnsBackend, Fault, FaultKind, ZoneData
 from corednsprobe.sandbox.registry import Registry, pod_ready
 from corednsprobe.sandbox.selectors import LabelSelector
 from corednsprobe.sandbox.store import Change, Store, now_iso, random_suffix
+from corednsprobe.sandbox.workloads import (
+    DEADLINE_MESSAGE,
+    PodKind,
+    ProcessPods,
+    pod_kind,
+    pull_failure,
+    waiting_status,
+)
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
 
 
 PODS = R.require("", "pods")
+NODES = R.require("", "nodes")
 SERVICES = R.require("", "services")
 ENDPOINTS = R.require("", "endpoints")
 EVENTS = R.require("", "events")
@@ -49,7 +58,6 @@ SLOT_ANNOTATION = "sandbox.corednsprobe.io/slot"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 SERVICE_NAME = "kubernetes.io/service-name"
 SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
-NODES = ("sandbox-node-a", "sandbox-node-b", "sandbox-node-c")
 _HASH_CHARS = "bcdfghjkmnpqrstvwxz2456789"
 
 
@@ -163,9 +171,13 @@ class Controllers:
         self._pod_wakeups: dict[str, asyncio.Event] = {}
         self._pod_tasks: dict[str, asyncio.Task[None]] = {}
         self._routed: dict[str, tuple[str, ...]] = {}
+        self._frontends: dict[tuple[str, int], tuple[str, ...]] = {}
         self._serving: set[str] = set()
         self._endpoints_owned: set[tuple[str, str]] = set()
         self._group: asyncio.TaskGroup | None = None
+        self.processes: ProcessPods | None = None  # set by the Sandbox: project-image pods
+        # The environment a project-image pod gets for its ServiceAccount (KUBECONFIG).
+        self.credentials: Callable[[Obj], dict[str, str]] | None = None
         store.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
@@ -174,6 +186,7 @@ class Controllers:
             "deployments": ("deployments",), "replicasets": ("deployments", "replicasets"),
             "pods": ("deployments", "replicasets", "kubelet", "slices", "pdb"),
             "services": ("slices", "zone"), "poddisruptionbudgets": ("pdb",),
+            "nodes": ("slices",),
             "endpointslices": ("slices",),
         }.get(plural, ())
         for name in wake:
@@ -445,6 +458,13 @@ class Controllers:
         if terminating(pod):  # deleted before it ever started
             self.store.remove(PODS, namespace, name)
             return
+        kind = pod_kind(pod)
+        if kind is PodKind.UNPULLABLE or (kind is PodKind.PROCESS and self.processes is None):
+            await self._never_pulled(namespace, name, uid)
+            return
+        if kind is PodKind.PROCESS:
+            await self._run_process(namespace, name, uid)
+            return
         ip = self.backend.allocate_pod_ip()
         self._schedule(pod)
         await self.backend.add_pod(name, ip, self.zone)
@@ -453,14 +473,199 @@ class Controllers:
         if self._mark_running(namespace, name, uid, ip):
             await self._probe_until_deleted(namespace, name, uid)
 
+    # pods that are not DNS servers --------------------------------------------
+
+    def _write_pod_status(self, namespace: str, name: str, uid: str, **changes: Any) -> Obj | None:
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return None
+        status = {**pod["status"], **changes}
+        if status == pod["status"]:
+            return pod
+        return self.registry.write_status(PODS, {**pod, "status": status})
+
+    def _admit(self, namespace: str, name: str, uid: str) -> Obj | None:
+        """Scheduled and admitted by the node's kubelet: hostIP, startTime, conditions."""
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return None
+        self._schedule(pod)
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return None
+        node = pod["spec"]["nodeName"]
+        conditions = pod["status"].get("conditions") or []
+        for kind, value in (("PodReadyToStartContainers", True), ("Initialized", True),
+                            ("Ready", False), ("ContainersReady", False)):
+            conditions = set_condition(conditions, kind, value)
+        host = self._host_ip(node)
+        return self._write_pod_status(namespace, name, uid, conditions=conditions, hostIP=host,
+                                      hostIPs=[{"ip": host}], startTime=now_iso())
+
+    def _deadline(self, pod: Obj) -> float:
+        """Loop time at which activeDeadlineSeconds runs out (inf: none)."""
+        seconds = pod["spec"].get("activeDeadlineSeconds")
+        if seconds is None:
+            return math.inf
+        return asyncio.get_running_loop().time() + float(seconds) * self.timings.grace_scale
+
+    def _deadline_exceeded(self, namespace: str, name: str, uid: str,
+                           containers: list[Obj]) -> None:
+        pod = self._live_pod(namespace, name, uid)
+        if pod is None:
+            return
+        self.record_event(pod, "DeadlineExceeded", DEADLINE_MESSAGE, "kubelet", "Warning")
+        conditions = pod["status"].get("conditions") or []
+        for kind in ("Ready", "ContainersReady"):
+            conditions = set_condition(conditions, kind, False)
+        self._write_pod_status(namespace, name, uid, phase="Failed", reason="DeadlineExceeded",
+                               message=DEADLINE_MESSAGE, conditions=conditions,
+                               containerStatuses=containers)
+
+    async def _until_deleted(self, namespace: str, name: str, uid: str, deadline: float,
+                             on_deadline: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Wait for deletion (then honour the grace period) or the active deadline."""
+        loop = asyncio.get_running_loop()
+        while (pod := self._live_pod(namespace, name, uid)) is not None:
+            if terminating(pod):
+                grace = float(meta(pod).get("deletionGracePeriodSeconds") or 0)
+                await self._pod_wait(uid, grace * self.timings.grace_scale)
+                if self._live_pod(namespace, name, uid) is not None:
+                    self.store.remove(PODS, namespace, name)
+                return
+            if loop.time() >= deadline and on_deadline is not None:
+                await on_deadline()
+                on_deadline, deadline = None, math.inf
+                continue
+            await self._pod_wait(uid, min(deadline - loop.time(), self.timings.resync_period))
+
+    async def _never_pulled(self, namespace: str, name: str, uid: str) -> None:
+        """An image the sandbox cannot have: Pending, ErrImagePull, then ImagePullBackOff."""
+        pod = self._admit(namespace, name, uid)
+        if pod is None:
+            return
+        image = pod["spec"]["containers"][0].get("image", "")
+        self.record_event(pod, "Pulling", f'Pulling image "{image}"', "kubelet")
+        self.record_event(pod, "Failed", f'Failed to pull image "{image}": '
+                          f"{pull_failure(image)}", "kubelet", "Warning")
+        self.record_event(pod, "Failed", "Error: ErrImagePull", "kubelet", "Warning")
+        self._write_pod_status(namespace, name, uid,
+                               containerStatuses=waiting_status(pod, "ErrImagePull"))
+        deadline = self._deadline(pod)
+        await self._pod_wait(uid, self.timings.readiness_period)
+        pod = self._live_pod(namespace, name, uid)
+        if pod is not None and not terminating(pod):
+            self.record_event(pod, "BackOff", f'Back-off pulling image "{image}"', "kubelet")
+            self.record_event(pod, "Failed", "Error: ImagePullBackOff", "kubelet", "Warning")
+            self._write_pod_status(namespace, name, uid,
+                                   containerStatuses=waiting_status(pod, "ImagePullBackOff"))
+
+        async def expire() -> None:
+            current = self._live_pod(namespace, name, uid)
+            if current is not None:
+                self._deadline_exceeded(namespace, name, uid,
+                                        current["status"].get("containerStatuses") or [])
+
+        await self._until_deleted(namespace, name, uid, deadline, expire)
+
+    def _container_status(self, pod: Obj, state: Obj, ready: bool = False,
+                          started: bool = True) -> list[Obj]:
+        container = pod["spec"]["containers"][0]
+        return [{"name": container.get("name", ""), "image": container.get("image", ""),
+                 "imageID": f"sandbox://{container.get('image', '')}",
+                 "containerID": f"containerd://{meta(pod)['uid'].replace('-', '')}",
+                 "ready": ready, "started": started, "restartCount": 0, "state": state,
+                 "lastState": {}}]
+
+    async def _run_process(self, namespace: str, name: str, uid: str) -> None:
+        """The project's image: its command as a local process, to its exit code."""
+        assert self.processes is not None
+        pod = self._admit(namespace, name, uid)
+        if pod is None:
+            return
+        ip = self.backend.allocate_pod_ip()
+        env = self.credentials(pod) if self.credentials is not None else {}
+        running = await self.processes.start(pod, env)
+        started = now_iso()
+        self.record_event(pod, "Started", f"Started container "
+                          f"{pod['spec']['containers'][0].get('name', '')}", "kubelet")
+        conditions = pod["status"].get("conditions") or []
+        for kind in ("Ready", "ContainersReady"):
+            conditions = set_condition(conditions, kind, True)
+        self._write_pod_status(namespace, name, uid, phase="Running", podIP=ip,
+                               podIPs=[{"ip": ip}], conditions=conditions,
+                               containerStatuses=self._container_status(
+                                   pod, {"running": {"startedAt": started}}, ready=True))
+        deadline = self._deadline(pod)
+        loop = asyncio.get_running_loop()
+        while (pod := self._live_pod(namespace, name, uid)) is not None:
+            if running.exited.is_set():
+                break
+            if terminating(pod):
+                grace = float(meta(pod).get("deletionGracePeriodSeconds") or 0)
+                await self.processes.stop(uid, grace * self.timings.grace_scale)
+                if self._live_pod(namespace, name, uid) is not None:
+                    self.store.remove(PODS, namespace, name)
+                self.processes.forget(namespace, name)
+                return
+            if loop.time() >= deadline:
+                code = await self.processes.stop(uid, 0.0)
+                self._deadline_exceeded(namespace, name, uid, self._container_status(
+                    pod, {"terminated": {"exitCode": code if code and code > 0 else 137,
+                                         "reason": "Error", "startedAt": started,
+                                         "finishedAt": now_iso()}}))
+                break
+            waiters = [asyncio.ensure_future(running.exited.wait()),
+                       asyncio.ensure_future(self._pod_wait(
+                           uid, min(deadline - loop.time(), self.timings.resync_period)))]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        pod = self._live_pod(namespace, name, uid)
+        if pod is not None and running.exited.is_set() and pod["status"].get("phase") == "Running":
+            code = running.process.returncode or 0
+            conditions = pod["status"].get("conditions") or []
+            for kind in ("Ready", "ContainersReady"):
+                conditions = set_condition(conditions, kind, False)
+            self._write_pod_status(
+                namespace, name, uid, phase="Succeeded" if code == 0 else "Failed",
+                conditions=conditions, containerStatuses=self._container_status(
+                    pod, {"terminated": {"exitCode": code,
+                                         "reason": "Completed" if code == 0 else "Error",
+                                         "startedAt": started, "finishedAt": now_iso()}},
+                    started=False))
+        await self.processes.stop(uid, 0.0)
+        while self._live_pod(namespace, name, uid) is not None:
+            await self._pod_wait(uid, self.timings.resync_period)
+        self.processes.forget(namespace, name)
+
     async def _stop_server(self, name: str) -> None:
         if name in self._serving:
             self._serving.discard(name)
             await self.backend.remove_pod(name)
 
+    def _nodes(self) -> list[Obj]:
+        return [n for n in self.store.items(NODES) if not n["spec"].get("unschedulable")]
+
+    def _pick_node(self, pod: Obj) -> str:
+        """A slot's pods go to node slot mod N (so replicas spread and a replacement
+        lands where its predecessor was); other pods to the node with fewest pods."""
+        nodes: list[str] = [meta(n)["name"] for n in self._nodes()]
+        if not nodes:
+            raise RuntimeError("no schedulable node")
+        slot = slot_of(pod)
+        if slot is not None:
+            return nodes[slot % len(nodes)]
+        load = {name: 0 for name in nodes}
+        for other in self.store.items(PODS):
+            if (placed := other["spec"].get("nodeName")) in load:
+                load[placed] += 1
+        return min(nodes, key=lambda name: (load[name], name))
+
     def _schedule(self, pod: Obj) -> None:
-        slot = slot_of(pod) or 0
-        node = NODES[slot % len(NODES)]
+        node = pod["spec"].get("nodeName") or self._pick_node(pod)
         body = copy.deepcopy(pod)
         body["spec"]["nodeName"] = node
         conditions = set_condition(body["status"].get("conditions") or [], "PodScheduled", True)
@@ -493,10 +698,11 @@ class Controllers:
         self.record_event(pod, "Started", "Started container coredns", "kubelet")
         return True
 
-    @staticmethod
-    def _host_ip(node: str) -> str:
-        """Documentation addresses (RFC 5737): data only, never contacted."""
-        return f"192.0.2.{NODES.index(node) + 10}"
+    def _host_ip(self, node: str) -> str:
+        """The node's InternalIP (where its NodePorts answer)."""
+        found = self.store.get(NODES, "", node)
+        addresses = ((found or {}).get("status") or {}).get("addresses") or ()
+        return next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "")
 
     async def _probe_until_deleted(self, namespace: str, name: str, uid: str) -> None:
         while True:
@@ -546,11 +752,83 @@ class Controllers:
 
     async def _sync_slices(self) -> None:
         services = list(self.store.items(SERVICES))
+        wanted: dict[tuple[str, int], tuple[str, ...]] = {}
         for svc in services:
+            svc = self._ensure_load_balancer(svc)
             if svc["spec"].get("selector"):
                 await self._publish_service(svc)
+                wanted.update(self._wanted_frontends(svc))
         await self._forget_gone_services({(meta(s)["namespace"], meta(s)["name"])
                                           for s in services})
+        await self._route_frontends(wanted)
+
+    # exposed services (kube-proxy's NodePorts, the sandbox "cloud") ----------
+
+    def _ensure_load_balancer(self, svc: Obj) -> Obj:
+        """The cloud provider's service controller: a LoadBalancer Service gets an
+        ingress address from the backend's "cloud" once, with its events."""
+        if svc["spec"].get("type") != "LoadBalancer":
+            return svc
+        if ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+            return svc
+        self.record_event(svc, "EnsuringLoadBalancer", "Ensuring load balancer",
+                          "service-controller")
+        address = self.backend.allocate_external_ip()
+        status = {"loadBalancer": {"ingress": [{"ip": address, "ipMode": "VIP"}]}}
+        updated = self.registry.write_status(SERVICES, {**svc, "status": status})
+        self.record_event(updated, "EnsuredLoadBalancer", "Ensured load balancer",
+                          "service-controller")
+        log.info("load_balancer_ensured", service=meta(svc)["name"], address=address)
+        return updated
+
+    def _node_addresses(self) -> dict[str, str]:
+        found = {}
+        for node in self.store.items(NODES):
+            address = self._host_ip(meta(node)["name"])
+            if address:
+                found[meta(node)["name"]] = address
+        return found
+
+    def _wanted_frontends(self, svc: Obj) -> dict[tuple[str, int], tuple[str, ...]]:
+        """Where kube-proxy makes this Service answer outside its ClusterIP: each
+        node address at each nodePort, and each LoadBalancer address at each port,
+        for the ports that lead to the pods' DNS port. With externalTrafficPolicy
+        Local a node sends only to its own pods (none: nothing answers there)."""
+        spec = svc["spec"]
+        kind = spec.get("type", "ClusterIP")
+        if kind not in ("NodePort", "LoadBalancer"):
+            return {}
+        pairs = [(p, e) for p, e in self._endpoints_for(svc) if e["conditions"]["ready"]]
+        pods = [p for p, _ in pairs]
+        local = spec.get("externalTrafficPolicy") == "Local"
+        everyone = tuple(sorted(e["addresses"][0] for _, e in pairs))
+        wanted: dict[tuple[str, int], tuple[str, ...]] = {}
+        for port in spec.get("ports") or ():
+            # The pods serve DNS at the backend's port; a manifest's 53 means that port
+            # (the in-process backend, without root, cannot bind 53 itself).
+            if self._target_port(port, pods) not in (53, self.backend.port):
+                continue
+            if port.get("nodePort"):
+                for node, address in self._node_addresses().items():
+                    backends = tuple(sorted(e["addresses"][0] for _, e in pairs
+                                            if e.get("nodeName") == node)) if local else everyone
+                    wanted[(address, int(port["nodePort"]))] = backends
+            if kind == "LoadBalancer":
+                for ingress in ((svc.get("status") or {}).get("loadBalancer") or {}).get(
+                        "ingress") or ():
+                    if ingress.get("ip"):
+                        wanted[(ingress["ip"], int(port["port"]))] = everyone
+        return wanted
+
+    async def _route_frontends(self, wanted: dict[tuple[str, int], tuple[str, ...]]) -> None:
+        for key in [k for k in self._frontends if k not in wanted]:
+            del self._frontends[key]
+            await self.backend.set_frontend(*key, ())
+        for key, backends in wanted.items():
+            if self._frontends.get(key) != backends:
+                self._frontends[key] = backends
+                await self.backend.set_frontend(*key, backends)
+                log.info("frontend_routed", address=key[0], port=key[1], backends=len(backends))
 
     def _endpoints_for(self, svc: Obj) -> list[tuple[Obj, Obj]]:
         """(pod, endpoint) for every pod with an IP that the Service selects."""
@@ -572,18 +850,27 @@ class Controllers:
         return found
 
     @staticmethod
-    def _slice_ports(svc: Obj, pods: list[Obj]) -> list[Obj]:
+    def _target_port(port: Obj, pods: list[Obj]) -> int | None:
+        """A Service port's targetPort as a number (a name is looked up in the pods)."""
+        target: Any = port.get("targetPort", port["port"])
+        if isinstance(target, str):
+            if target.isdigit():
+                return int(target)
+            found = next((p["containerPort"] for pod in pods
+                          for c in pod["spec"].get("containers") or ()
+                          for p in c.get("ports") or () if p.get("name") == target), None)
+            return None if found is None else int(found)
+        return int(target)
+
+    @classmethod
+    def _slice_ports(cls, svc: Obj, pods: list[Obj]) -> list[Obj]:
         ports = []
         for port in svc["spec"].get("ports") or ():
-            target = port.get("targetPort", port["port"])
-            if isinstance(target, str):
-                target = next((p["containerPort"] for pod in pods
-                               for c in pod["spec"].get("containers") or ()
-                               for p in c.get("ports") or () if p.get("name") == target), None)
-                if target is None:
-                    continue
+            target = cls._target_port(port, pods)
+            if target is None:
+                continue
             ports.append({"name": port.get("name", ""), "protocol": port.get("protocol", "TCP"),
-                          "port": int(target)})
+                          "port": target})
         return ports
 
     async def _publish_service(self, svc: Obj) -> None:

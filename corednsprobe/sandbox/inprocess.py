@@ -2,7 +2,9 @@
 
 Owns: one ``Responder`` per pod on its own loopback address (Linux answers for
 all of 127/8), all pods on one shared port, and a relay per ClusterIP that
-spreads each query over the ready pods at random, the way kube-proxy does.
+spreads each query over the ready pods at random, the way kube-proxy does;
+the same relay on each node's loopback address at a Service's nodePort, and
+on a LoadBalancer's ingress address (the sandbox "cloud").
 
 A ClusterIP without ready pods has no socket at all, so the kernel answers
 UDP with ICMP port unreachable and TCP with a reset: the same thing a client
@@ -10,7 +12,8 @@ sees from kube-proxy's reject rule. A broken Service path drops UDP and leaves
 TCP connections unanswered. A pod's ``reject`` fault closes its UDP socket so
 that the kernel answers ICMP port unreachable while TCP stays up.
 
-Never does: touch anything outside 127.52.0.0/14 on the shared port, or need
+Never does: touch anything outside 127.52.0.0/14 on the shared port and
+127.56.0.0/15 (node and LoadBalancer addresses) on Service ports, or need
 privileges.
 """
 
@@ -35,6 +38,8 @@ log = logs.get(__name__)
 
 SERVICE_OCTET = 52  # ClusterIPs: 127.52.<instance>.<n>
 FIRST_POD_OCTET, LAST_POD_OCTET = 53, 55  # pod IPs: 127.53-55.<instance>.<n>
+NODE_OCTET = 56  # node InternalIPs: 127.56.<instance>.<n>
+EXTERNAL_OCTET = 57  # LoadBalancer ingress addresses: 127.57.<instance>.<n>
 PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range, so clients never hold these
 UDP_FLOW_IDLE_SECONDS = 30.0  # like conntrack's UDP timeout
 MAX_UDP_FLOWS = 4096
@@ -95,10 +100,12 @@ class _Listener(asyncio.DatagramProtocol):
 
 
 class ServiceRelay:
-    """A ClusterIP: UDP and TCP on ``host``:``port`` relayed to a random ready pod."""
+    """A ClusterIP (or NodePort, or LoadBalancer address): UDP and TCP on
+    ``host``:``port`` relayed to a random ready pod at ``target_port``."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, target_port: int | None = None) -> None:
         self.host, self.port = host, port
+        self.target_port = port if target_port is None else target_port
         self.backends: tuple[str, ...] = ()
         self.broken = False
         self._listener: asyncio.DatagramTransport | None = None
@@ -177,7 +184,7 @@ class ServiceRelay:
     async def _open_flow(self, client: tuple[str, int], backend: str, data: bytes) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Upstream(self, client), remote_addr=(backend, self.port)
+            lambda: _Upstream(self, client), remote_addr=(backend, self.target_port)
         )
         if client in self._flows:  # a second datagram raced this one
             transport.close()
@@ -208,7 +215,7 @@ class ServiceRelay:
 
     async def _pipe_to(self, backend: str, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(backend, self.port)
+        up_reader, up_writer = await asyncio.open_connection(backend, self.target_port)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(_copy(reader, up_writer))
@@ -229,6 +236,7 @@ class InProcessBackend:
     """``DnsBackend`` on loopback addresses inside this process; no root needed."""
 
     name = "inprocess"
+    nsid = False
 
     def __init__(self, domain: str = "cluster.local", port: int | None = None,
                  instance: int | None = None) -> None:
@@ -242,6 +250,10 @@ class InProcessBackend:
                          for index in range(1, 255))
         self._service_ips = (_address(SERVICE_OCTET, self.instance, index)
                              for index in range(1, 255))
+        self._node_ips = (_address(NODE_OCTET, self.instance, index) for index in range(1, 255))
+        self._external_ips = (_address(EXTERNAL_OCTET, self.instance, index)
+                              for index in range(1, 255))
+        self._frontends: dict[tuple[str, int], ServiceRelay] = {}
         self._pods: dict[str, Responder] = {}
         self._relays: dict[str, ServiceRelay] = {}
         self._service_broken = False
@@ -251,9 +263,11 @@ class InProcessBackend:
                  instance=self.instance)
 
     async def close(self) -> None:
-        pods, relays = list(self._pods.values()), list(self._relays.values())
+        pods = list(self._pods.values())
+        relays = [*self._relays.values(), *self._frontends.values()]
         self._pods.clear()
         self._relays.clear()
+        self._frontends.clear()
         for responder in pods:
             await responder.close()
         for relay in relays:
@@ -271,9 +285,21 @@ class InProcessBackend:
         except StopIteration:
             raise RuntimeError("the in-process backend ran out of service addresses") from None
 
+    def allocate_node_ip(self) -> str:
+        try:
+            return next(self._node_ips)
+        except StopIteration:
+            raise RuntimeError("the in-process backend ran out of node addresses") from None
+
+    def allocate_external_ip(self) -> str:
+        try:
+            return next(self._external_ips)
+        except StopIteration:
+            raise RuntimeError("the in-process backend ran out of external addresses") from None
+
     async def add_pod(self, pod: str, ip: str, zone: ZoneData) -> None:
         await self.remove_pod(pod)
-        responder = Responder(ip, self.port, zone)
+        responder = Responder(ip, self.port, zone, pod.encode() if self.nsid else None)
         started = time.perf_counter()
         await responder.start()
         self._pods[pod] = responder
@@ -309,6 +335,18 @@ class InProcessBackend:
             relay.broken = self._service_broken
         await relay.set_backends(backends)
         log.info("service_routed", cluster_ip=cluster_ip, backends=list(backends))
+
+    async def set_frontend(self, address: str, port: int, backends: Sequence[str]) -> None:
+        key = (address, port)
+        relay = self._frontends.get(key)
+        if relay is None:
+            if not backends:
+                return
+            relay = self._frontends[key] = ServiceRelay(address, port, self.port)
+        await relay.set_backends(backends)
+        if not backends:
+            await self._frontends.pop(key).close()
+        log.info("frontend_routed", address=address, port=port, backends=list(backends))
 
     async def set_pod_fault(self, pod: str, fault: Fault) -> None:
         responder = self._pods.get(pod)

@@ -6,7 +6,8 @@ per pod (veth to the bridge, an unbound from Debian's packages on
 ``<pod-ip>:53`` answering only from local data, a health HTTP port 8080
 beside it), a sink namespace where a broken Service path (dropped) and a
 Service without ready pods (ICMP port unreachable, TCP reset) lead, a host nft
-table that makes the ClusterIPs work as kube-proxy's nftables mode does and
+table that makes the ClusterIPs, NodePorts on the node addresses and the
+LoadBalancer addresses work as kube-proxy's nftables mode does and
 never forwards the namespaces' packets off the host, and a blackhole route
 over the whole instance range so that no packet for it can leave by the
 host's default route. Pod faults are nft rules in the pod's namespace, a
@@ -53,7 +54,7 @@ log = logs.get(__name__)
 
 STATE_DIR = Path("/run/corednsprobe-sandbox")
 ADDRESS_POOL = ipaddress.IPv4Network("10.128.0.0/9")
-INSTANCE_PREFIXLEN = 21  # pods: first /22 of it, ClusterIPs: its fifth /24
+INSTANCE_PREFIXLEN = 21  # pods: first /22; ClusterIPs: fifth /24; nodes: sixth; LBs: eighth
 ROUTE_METRIC = 53053  # marks the instance's blackhole route
 HEALTH_PORT = 8080
 START_TIMEOUT_SECONDS = 10.0
@@ -374,6 +375,16 @@ class _Layout:
         return list(self.supernet.subnets(new_prefix=24))[4]
 
     @property
+    def nodes(self) -> ipaddress.IPv4Network:
+        """Node InternalIPs: routed to the bridge, DNAT'd at NodePorts like ClusterIPs."""
+        return list(self.supernet.subnets(new_prefix=24))[5]
+
+    @property
+    def externals(self) -> ipaddress.IPv4Network:
+        """The sandbox "cloud"'s LoadBalancer ingress addresses."""
+        return list(self.supernet.subnets(new_prefix=24))[7]  # the sixth /24 stays unused
+
+    @property
     def sinks(self) -> tuple[str, str]:
         """(dropping, rejecting) addresses of the sink namespace, where a broken Service
         path and a Service without ready pods lead."""
@@ -385,6 +396,7 @@ class NetnsBackend:
 
     name = "netns"
     port = config.DNS_PORT
+    nsid = False
 
     def __init__(self, domain: str = "cluster.local", server: str = "unbound",
                  prefix: str = "cdps") -> None:
@@ -399,7 +411,10 @@ class NetnsBackend:
         self._pod_numbers = itertools.count(1)
         self._pod_ips: Iterator[str] = iter(())
         self._service_ips: Iterator[str] = iter(())
+        self._node_ips: Iterator[str] = iter(())
+        self._external_ips: Iterator[str] = iter(())
         self._services: dict[str, tuple[str, ...]] = {}
+        self._frontends: dict[tuple[str, int], tuple[str, ...]] = {}
         self._service_broken = False
 
     # -------------------------------------------------------------- names
@@ -437,6 +452,8 @@ class NetnsBackend:
             reserved = {gateway, *map(ipaddress.IPv4Address, layout.sinks)}
             self._pod_ips = (str(h) for h in layout.pods.hosts() if h not in reserved)
             self._service_ips = (str(h) for h in layout.services.hosts())
+            self._node_ips = (str(h) for h in layout.nodes.hosts())
+            self._external_ips = (str(h) for h in layout.externals.hosts())
             self.workdir.mkdir(mode=0o700, exist_ok=True)
             await self._create_bridge()
             await self._create_sink()
@@ -454,6 +471,8 @@ class NetnsBackend:
             f"addr add {layout.gateway}/{layout.pods.prefixlen} dev {self.bridge}",
             f"link set {self.bridge} up",
             f"route add {layout.services} dev {self.bridge} src {layout.gateway}",
+            f"route add {layout.nodes} dev {self.bridge} src {layout.gateway}",
+            f"route add {layout.externals} dev {self.bridge} src {layout.gateway}",
         ]) + "\n")
 
     async def _create_sink(self) -> None:
@@ -503,6 +522,20 @@ class NetnsBackend:
             raise RuntimeError("the netns backend is not started or has no service "
                                "address left") from None
 
+    def allocate_node_ip(self) -> str:
+        try:
+            return next(self._node_ips)
+        except StopIteration:
+            raise RuntimeError("the netns backend is not started or has no node "
+                               "address left") from None
+
+    def allocate_external_ip(self) -> str:
+        try:
+            return next(self._external_ips)
+        except StopIteration:
+            raise RuntimeError("the netns backend is not started or has no external "
+                               "address left") from None
+
     # -------------------------------------------------------------- pods
 
     async def add_pod(self, pod: str, ip: str, zone: ZoneData) -> None:
@@ -544,7 +577,7 @@ class NetnsBackend:
     async def _start_processes(self, pod: _Pod) -> None:
         pod.directory.mkdir(mode=0o700)
         pod.config_path.write_text(config.unbound_config(pod.ip, pod.directory, self._zone,
-                                                         pod.mode))
+                                                         pod.mode, self._nsid_of(pod)))
         pod.server = await _spawn_in(pod.netns, ["unbound", "-d", "-p", "-c", str(pod.config_path)],
                                      pod.directory / "server.log")
         pod.health = await _spawn_in(
@@ -562,6 +595,9 @@ class NetnsBackend:
             _poll(lambda: tcp_accepts(pod.ip, HEALTH_PORT, 0.2), f"health port of {pod.name}",
                   START_TIMEOUT_SECONDS),
         )
+
+    def _nsid_of(self, pod: _Pod) -> str | None:
+        return pod.name if self.nsid else None
 
     async def _teardown(self, pod: _Pod) -> None:
         await asyncio.gather(_stop(pod.relay), _stop(pod.health), _stop(pod.server))
@@ -591,7 +627,7 @@ class NetnsBackend:
 
     async def _reconfigure(self, pod: _Pod) -> None:
         pod.config_path.write_text(config.unbound_config(pod.ip, pod.directory, self._zone,
-                                                         pod.mode))
+                                                         pod.mode, self._nsid_of(pod)))
         await run("unbound-control", "-c", str(pod.config_path), "reload")
 
     async def update_zone(self, zone: ZoneData) -> None:
@@ -640,6 +676,18 @@ class NetnsBackend:
         await self._apply_service_table()
         log.info("service_routed", cluster_ip=cluster_ip, backends=list(backends))
 
+    async def set_frontend(self, address: str, port: int, backends: Sequence[str]) -> None:
+        where = ipaddress.IPv4Address(address)
+        if where not in self.layout.nodes and where not in self.layout.externals:
+            raise ValueError(f"frontend {address} is outside {self.layout.nodes} and "
+                             f"{self.layout.externals}")
+        if backends:
+            self._frontends[(address, port)] = tuple(backends)
+        elif self._frontends.pop((address, port), None) is None:
+            return
+        await self._apply_service_table()
+        log.info("frontend_routed", address=address, port=port, backends=list(backends))
+
     async def set_service_fault(self, broken: bool) -> None:
         self._service_broken = broken
         await self._apply_service_table()
@@ -648,7 +696,7 @@ class NetnsBackend:
     async def _apply_service_table(self) -> None:
         await run("nft", "-f", "-", stdin=config.service_ruleset(
             self.instance, self._services, self._service_broken, self.layout.sinks,
-            str(self.layout.supernet), str(self.layout.pods)))
+            str(self.layout.supernet), str(self.layout.pods), self._frontends))
 
     def client_hint(self) -> str:
         if self._layout is None:

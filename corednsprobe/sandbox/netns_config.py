@@ -57,8 +57,10 @@ def _local_data(zone: ZoneData) -> list[str]:
     return lines
 
 
-def unbound_config(ip: str, directory: Path, zone: ZoneData, mode: ServerMode) -> str:
-    """An authoritative-only unbound for one pod, answering ``zone`` at ``ip``:53."""
+def unbound_config(ip: str, directory: Path, zone: ZoneData, mode: ServerMode,
+                   nsid: str | None = None) -> str:
+    """An authoritative-only unbound for one pod, answering ``zone`` at ``ip``:53;
+    with ``nsid`` (the pod name) it answers EDNS NSID queries with it."""
     domain = zone.domain.strip(".").lower()
     server = [
         f"interface: {ip}@{DNS_PORT}", f"port: {DNS_PORT}", 'username: ""', 'chroot: ""',
@@ -67,6 +69,10 @@ def unbound_config(ip: str, directory: Path, zone: ZoneData, mode: ServerMode) -
         "access-control: 0.0.0.0/0 allow", 'module-config: "iterator"',
         "do-not-query-localhost: yes", 'local-zone: "." refuse',
     ]
+    if nsid is not None:
+        if not _PLAIN_NAME.match(nsid):
+            raise ValueError(f"NSID {nsid!r}: a pod name of [a-z0-9.-] was expected")
+        server.append(f'nsid: "ascii_{nsid}"')
     tail: list[str] = []
     if mode is ServerMode.SERVFAIL:
         # The zone is resolved by forwarding to loopback, which unbound never queries:
@@ -131,15 +137,29 @@ def _service_rule(cluster_ip: str, backends: Sequence[str], broken: bool,
     return f"    ip daddr {cluster_ip} meta l4proto {{ udp, tcp }} th dport 53 dnat to {target}"
 
 
+def _frontend_rule(address: str, port: int, backends: Sequence[str]) -> str:
+    """The nat rule for a NodePort on one node address, or a LoadBalancer address."""
+    if len(backends) == 1:
+        target = f"{backends[0]}:{DNS_PORT}"
+    else:
+        spread = ", ".join(f"{index} : {ip}" for index, ip in enumerate(backends))
+        target = f"numgen random mod {len(backends)} map {{ {spread} }} : {DNS_PORT}"
+    return f"    ip daddr {address} meta l4proto {{ udp, tcp }} th dport {port} dnat to {target}"
+
+
 def service_ruleset(table: str, services: Mapping[str, Sequence[str]], broken: bool,
-                    sinks: tuple[str, str], supernet: str, pods: str) -> str:
+                    sinks: tuple[str, str], supernet: str, pods: str,
+                    frontends: Mapping[tuple[str, int], Sequence[str]] | None = None) -> str:
     """The host table: DNAT each ClusterIP to a random ready pod (conntrack keeps the
-    flow on it), to the rejecting sink when there are none, and to the dropping sink
-    when the path is broken. ``sinks`` is (dropping, rejecting). A forward guard
-    keeps anything the namespaces send from being routed off this host, should
-    forwarding be on."""
+    flow on it), each frontend (node address and nodePort, LoadBalancer address and
+    port) to a random one of its pods at port 53, to the rejecting sink when there
+    are none, and to the dropping sink when the path is broken. ``sinks`` is
+    (dropping, rejecting). A forward guard keeps anything the namespaces send from
+    being routed off this host, should forwarding be on."""
     rules = [_service_rule(ip, backends, broken, sinks)
              for ip, backends in sorted(services.items())]
+    rules += [_frontend_rule(address, port, backends)
+              for (address, port), backends in sorted((frontends or {}).items()) if backends]
     body = ["  chain clusterip {", "    type nat hook output priority -100; policy accept;",
             *rules, "  }",
             "  chain egress_guard {", "    type filter hook forward priority 0; policy accept;",

@@ -12,6 +12,7 @@ with respect to watchers and controllers.
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,10 +27,12 @@ from corednsprobe.sandbox.store import Store, now_iso
 Obj = dict[str, Any]
 
 PODS = R.require("", "pods")
+NODES = R.require("", "nodes")
 NAMESPACES = R.require("", "namespaces")
 SERVICES = R.require("", "services")
 PDBS = R.require("policy", "poddisruptionbudgets")
 
+NODE_PORT_RANGE = (30000, 32767)  # --service-node-port-range's default
 # Kinds whose PUT creates a missing object (AllowCreateOnUpdate in their strategies).
 _CREATE_ON_UPDATE = {"leases", "endpoints", "events"}
 # Kinds whose DELETE answers with the deleted object rather than a Status.
@@ -132,8 +135,78 @@ class Registry:
             obj["status"] = {"phase": "Active"}
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = \
                 obj["metadata"]["name"]
+        elif res is NODES:
+            pass  # "Nodes allow *all* fields, including status, to be set on create."
         elif res.has_status:
             obj["status"] = {}
+
+    def _used_node_ports(self, except_key: tuple[str, str] | None = None) -> set[int]:
+        used: set[int] = set()
+        for svc in self.store.items(SERVICES):
+            key = (svc["metadata"]["namespace"], svc["metadata"]["name"])
+            if key == except_key:
+                continue
+            spec = svc.get("spec") or {}
+            used.update(int(p["nodePort"]) for p in spec.get("ports") or () if p.get("nodePort"))
+            if spec.get("healthCheckNodePort"):
+                used.add(int(spec["healthCheckNodePort"]))
+        return used
+
+    def _free_node_port(self, used: set[int]) -> int:
+        low, high = NODE_PORT_RANGE
+        free = [p for p in range(low, high + 1) if p not in used]
+        if not free:
+            raise S.internal_error("failed to allocate a nodePort: range is full")
+        chosen = random.choice(free)
+        used.add(chosen)
+        return chosen
+
+    def _allocate_node_ports(self, obj: Obj, previous: Obj | None = None) -> None:
+        """nodePorts of NodePort and LoadBalancer Services, as the real allocator
+        (pkg/registry/core/service/portallocator) assigns and checks them; a port
+        given twice in one Service for different protocols is one allocation."""
+        spec, name = obj["spec"], obj["metadata"].get("name", "")
+        key = (obj["metadata"].get("namespace", ""), name)
+        kind = spec.get("type", "ClusterIP")
+        ports = spec.get("ports") or []
+        if kind not in ("NodePort", "LoadBalancer") or (
+                kind == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is False):
+            for index, port in enumerate(ports):
+                if port.get("nodePort") and kind in ("ClusterIP", "ExternalName"):
+                    raise S.invalid(SERVICES, name, f"spec.ports[{index}].nodePort",
+                                    f"Forbidden: may not be used when `type` is '{kind}'",
+                                    "FieldValueForbidden")
+            return
+        used = self._used_node_ports(key)
+        kept = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                for p in ((previous or {}).get("spec") or {}).get("ports") or ()}
+        mine: set[int] = set()
+        low, high = NODE_PORT_RANGE
+        for index, port in enumerate(ports):
+            wanted = port.get("nodePort") or kept.get((port.get("port"),
+                                                       port.get("protocol", "TCP")))
+            if not wanted:
+                continue
+            wanted = int(wanted)
+            field = f"spec.ports[{index}].nodePort"
+            if not low <= wanted <= high:
+                raise S.invalid(SERVICES, name, field, f"Invalid value: {wanted}: provided port "
+                                "is not in the valid range. The range of valid ports is "
+                                f"{low}-{high}")
+            if wanted in used:
+                raise S.invalid(SERVICES, name, field, f"Invalid value: {wanted}: provided port "
+                                "is already allocated")
+            port["nodePort"] = wanted
+            mine.add(wanted)
+        used |= mine
+        for port in ports:
+            if not port.get("nodePort"):
+                port["nodePort"] = self._free_node_port(used)
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+        if kind == "LoadBalancer" and spec["externalTrafficPolicy"] == "Local":
+            previous_hc = ((previous or {}).get("spec") or {}).get("healthCheckNodePort")
+            spec["healthCheckNodePort"] = spec.get("healthCheckNodePort") or previous_hc \
+                or self._free_node_port(used)
 
     def _service_defaults(self, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
@@ -149,6 +222,9 @@ class Registry:
         for port in spec.get("ports") or ():
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port["port"])
+        if spec["type"] == "LoadBalancer":
+            spec.setdefault("allocateLoadBalancerNodePorts", True)
+        self._allocate_node_ports(obj)
         obj["status"] = {"loadBalancer": {}}
 
     def _normalize(self, res: Resource, obj: Obj) -> None:
@@ -214,10 +290,29 @@ class Registry:
                 meta.pop(key, None)
         if res.has_status:
             obj["status"] = copy.deepcopy(current.get("status", {}))
+        if res is SERVICES:
+            self._service_update(current, obj)
         if res.has_generation and obj.get("spec") != current.get("spec"):
             meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
         self._normalize(res, obj)
         return self.store.replace(res, obj)
+
+    def _service_update(self, current: Obj, obj: Obj) -> None:
+        """An update keeps the allocated ClusterIP and nodePorts it does not name
+        (patchAllocatedValues in pkg/registry/core/service/storage)."""
+        spec, old = obj.setdefault("spec", {}), current.get("spec") or {}
+        for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            if not spec.get(key) and old.get(key):
+                spec[key] = copy.deepcopy(old[key])
+        spec.setdefault("type", old.get("type", "ClusterIP"))
+        for port in spec.get("ports") or ():
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+        if spec["type"] == "LoadBalancer":
+            spec.setdefault("allocateLoadBalancerNodePorts", True)
+        else:
+            obj["status"] = {"loadBalancer": {}}
+        self._allocate_node_ports(obj, current)
 
     def write_status(self, res: Resource, obj: Obj) -> Obj:
         """The controllers' status subresource: replace status only, no checks."""

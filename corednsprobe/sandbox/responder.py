@@ -1,7 +1,8 @@
 """A small authoritative DNS responder for the sandbox's in-process pods.
 
 Owns: the DNS wire code the sandbox needs to answer one zone (parse a query,
-build a reply with an SOA for negative answers, minimal EDNS), a ``Responder``
+build a reply with an SOA for negative answers, minimal EDNS with NSID when
+asked and enabled), a ``Responder``
 serving that zone on UDP and TCP (2-byte length framing) at one address, and
 the pod faults that can be done inside a process (drop, loss, delay, servfail,
 wrong answers; reject by closing the UDP socket so that the kernel answers
@@ -28,6 +29,7 @@ log = logs.get(__name__)
 
 TTL = 30
 TYPE_A, TYPE_SOA, TYPE_AAAA, TYPE_OPT = 1, 6, 28, 41
+OPTION_NSID = 3  # RFC 5001
 CLASS_IN = 1
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 FLAG_QR, FLAG_AA, FLAG_TC, FLAG_RD = 0x8000, 0x0400, 0x0200, 0x0100
@@ -48,6 +50,7 @@ class Query:
     qclass: int
     question_wire: bytes  # QNAME QTYPE QCLASS exactly as received
     edns_size: int | None  # the client's UDP payload size when it sent OPT
+    nsid: bool = False  # the client's OPT carried an NSID option (RFC 5001)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +83,21 @@ def _read_name(wire: bytes, offset: int) -> tuple[str, int] | None:
         offset += length
 
 
-def _read_edns_size(wire: bytes, offset: int) -> int | None:
-    """The UDP size of an OPT record starting at ``offset``, if one is there."""
+def _read_edns(wire: bytes, offset: int) -> tuple[int | None, bool]:
+    """(UDP size, NSID asked) of an OPT record starting at ``offset``, if one is there."""
     if offset + 1 + _RR_FIXED.size > len(wire) or wire[offset] != 0:
-        return None
-    rtype, rclass, _ttl, _rdlen = _RR_FIXED.unpack_from(wire, offset + 1)
-    return max(rclass, UDP_PLAIN_LIMIT) if rtype == TYPE_OPT else None
+        return None, False
+    rtype, rclass, _ttl, rdlen = _RR_FIXED.unpack_from(wire, offset + 1)
+    if rtype != TYPE_OPT:
+        return None, False
+    start = offset + 1 + _RR_FIXED.size
+    rdata = wire[start : start + rdlen]
+    nsid, index = False, 0
+    while index + 4 <= len(rdata):
+        code, length = struct.unpack_from("!HH", rdata, index)
+        nsid = nsid or code == OPTION_NSID
+        index += 4 + length
+    return max(rclass, UDP_PLAIN_LIMIT), nsid
 
 
 def parse_query(wire: bytes) -> Query | Rejected | None:
@@ -104,8 +116,8 @@ def parse_query(wire: bytes) -> Query | Rejected | None:
         return Rejected(ident, flags, FORMERR)
     name, end = decoded
     qtype, qclass = struct.unpack_from("!HH", wire, end)
-    edns = _read_edns_size(wire, end + 4) if arcount else None
-    return Query(ident, flags, name, qtype, qclass, wire[_HEADER.size : end + 4], edns)
+    edns, nsid = _read_edns(wire, end + 4) if arcount else (None, False)
+    return Query(ident, flags, name, qtype, qclass, wire[_HEADER.size : end + 4], edns, nsid)
 
 
 def encode_name(name: str) -> bytes:
@@ -183,13 +195,16 @@ def _header(ident: int, query_flags: int, rcode: int, aa: bool, counts: tuple[in
     return _HEADER.pack(ident, flags, *counts)
 
 
-def _opt_record() -> bytes:
-    return b"\x00" + _RR_FIXED.pack(TYPE_OPT, UDP_EDNS_LIMIT, 0, 0)
+def _opt_record(nsid: bytes | None = None) -> bytes:
+    options = b"" if nsid is None else struct.pack("!HH", OPTION_NSID, len(nsid)) + nsid
+    return b"\x00" + _RR_FIXED.pack(TYPE_OPT, UDP_EDNS_LIMIT, 0, len(options)) + options
 
 
-def build_reply(query: Query, answer: _Answer, limit: int) -> bytes:
-    """Serialise ``answer``; set TC and drop the records when over ``limit``."""
-    opt = (_opt_record(),) if query.edns_size is not None else ()
+def build_reply(query: Query, answer: _Answer, limit: int, nsid: bytes | None = None) -> bytes:
+    """Serialise ``answer``; set TC and drop the records when over ``limit``. ``nsid``
+    (the server's identifier) is echoed only to a query that asked for it."""
+    shown = nsid if query.nsid else None
+    opt = (_opt_record(shown),) if query.edns_size is not None else ()
     body = b"".join((*answer.answers, *answer.authority, *opt))
     counts = (1, len(answer.answers), len(answer.authority), len(opt))
     reply = _header(query.ident, query.flags, answer.rcode, answer.authoritative, counts)
@@ -217,7 +232,8 @@ def falsified(zone: ZoneData) -> ZoneData:
 
 
 def respond(
-    wire: bytes, zone: ZoneData, *, servfail: bool = False, udp: bool = True
+    wire: bytes, zone: ZoneData, *, servfail: bool = False, udp: bool = True,
+    nsid: bytes | None = None,
 ) -> bytes | None:
     """The reply to ``wire`` from ``zone``; None when the query is to be dropped."""
     parsed = parse_query(wire)
@@ -232,7 +248,7 @@ def respond(
         limit = UDP_PLAIN_LIMIT
     else:
         limit = min(parsed.edns_size, UDP_EDNS_LIMIT)
-    return build_reply(parsed, answer, limit)
+    return build_reply(parsed, answer, limit, nsid)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -251,10 +267,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class Responder:
-    """Serves one zone at ``host``:``port`` over UDP and TCP, with pod faults."""
+    """Serves one zone at ``host``:``port`` over UDP and TCP, with pod faults;
+    ``nsid`` (e.g. the pod name) answers EDNS NSID queries, None answers none."""
 
-    def __init__(self, host: str, port: int, zone: ZoneData) -> None:
+    def __init__(self, host: str, port: int, zone: ZoneData, nsid: bytes | None = None) -> None:
         self.host, self.port, self.zone = host, port, zone
+        self.nsid = nsid
         self.fault = Fault()
         self.udp_queries = 0
         self.tcp_queries = 0
@@ -302,7 +320,7 @@ class Responder:
     def _reply(self, data: bytes, udp: bool) -> bytes | None:
         kind = self.fault.kind
         zone = falsified(self.zone) if kind is FaultKind.WRONG_ANSWER else self.zone
-        return respond(data, zone, servfail=kind is FaultKind.SERVFAIL, udp=udp)
+        return respond(data, zone, servfail=kind is FaultKind.SERVFAIL, udp=udp, nsid=self.nsid)
 
     def handle_udp(
         self, protocol: _UdpProtocol, data: bytes, addr: tuple[str | object, int]

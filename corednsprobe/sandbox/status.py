@@ -88,12 +88,13 @@ def conflict_precondition(res: Resource, namespace: str, name: str, what: str,
     return ApiError(status_body(409, "Conflict", message, _details(res, name)))
 
 
-def invalid(res: Resource, name: str, field: str, detail: str) -> ApiError:
-    """422 with one FieldValueInvalid cause (e.g. a Lease PUT without resourceVersion)."""
+def invalid(res: Resource, name: str, field: str, detail: str,
+            reason: str = "FieldValueInvalid") -> ApiError:
+    """422 with one cause (e.g. a Lease PUT without resourceVersion)."""
     group = f".{res.group}" if res.group else ""
     message = f'{res.kind}{group} "{name}" is invalid: {field}: {detail}'
     details = _details(res, name, kind=res.kind)
-    details["causes"] = [{"reason": "FieldValueInvalid", "message": detail, "field": field}]
+    details["causes"] = [{"reason": reason, "message": detail, "field": field}]
     return ApiError(status_body(422, "Invalid", message, details))
 
 
@@ -177,3 +178,11 @@ def internal_error(message: str, code: int = 500) -> ApiError:
         return ApiError(status_body(503, "ServiceUnavailable", message, {}))
     return ApiError(status_body(code, "InternalError", f"Internal error occurred: {message}",
                                 {"causes": [{"message": message}]}))
+
+
+def not_acceptable() -> ApiError:
+    """406, as asTable in apiserver/pkg/endpoints/handlers/response.go answers an
+    unknown Table group/version."""
+    return ApiError(status_body(406, "NotAcceptable",
+                                "only the following media types are accepted: application/json, "
+                                "application/yaml, application/vnd.kubernetes.protobuf", {}))

@@ -19,7 +19,7 @@ from corednsprobe import logs
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import prober_namespace
 from corednsprobe.kube.informer import DEFAULT_TIMING
-from corednsprobe.kube.lease import LeaderElector
+from corednsprobe.kube.lease import LeaderElector, LeaseStore
 from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, Health, TargetKey
@@ -60,7 +60,8 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     metrics = Metrics(settings.timeout, now=loop_time)
     view = ClusterView(api, namespace=settings.namespace, service=settings.service,
-                       timing=timing or DEFAULT_TIMING, on_restart=metrics.watch_restarted)
+                       timing=timing or DEFAULT_TIMING, on_restart=metrics.watch_restarted,
+                       on_skip=metrics.object_skipped)
     metrics.follow_watches(lambda: view.last_event_at)
     elector: LeaderElector | None = None
     remediator: Remediator | None = None
@@ -69,7 +70,9 @@ async def serve(
         elector = LeaderElector(api, lease_ns, settings.lease_name, timing=lease_timing,
                                 on_change=lambda leading: metrics.leader.set(int(leading)))
         remediator = Remediator(api, settings.namespace, rails_from(settings),
-                                leadership=elector, metrics=metrics, lease_namespace=lease_ns)
+                                leadership=elector, store=LeaseStore(elector), metrics=metrics,
+                                lease_namespace=lease_ns,
+                                service=settings.service)
 
     def after_round(diagnosis: Diagnosis, healths: dict[TargetKey, Health]) -> None:
         if remediator is not None:

@@ -90,7 +90,8 @@ class ProberService:
         self.tracker = Tracker(Thresholds(settings.window, settings.failure_ratio,
                                           settings.min_samples, settings.recovery_successes,
                                           settings.min_pod_age))
-        self.policy = Policy(settings.max_unhealthy_fraction, settings.failure_ratio)
+        self.policy = Policy(settings.max_unhealthy_fraction, settings.failure_ratio,
+                             settings.min_samples)
         self.state = State()
         self._on_diagnosis = on_diagnosis
         self.rounds = Rounds(view, self.checks, engine, self.round_done,

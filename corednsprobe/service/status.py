@@ -58,7 +58,7 @@ class StatusPage:
                 "state": st.diagnosis.state.value,
                 "reason": st.diagnosis.reason,
                 "candidates": [t.name for t in st.diagnosis.candidates],
-                "evidence": dict(st.diagnosis.evidence),
+                "evidence": st.diagnosis.evidence.as_dict() if st.diagnosis.evidence else {},
             },
             "targets": [self._target(t) for t in st.targets.targets],
             "rounds": {

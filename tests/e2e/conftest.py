@@ -166,3 +166,9 @@ def health_of(service: ProberService, name: str) -> Any:
         if h.target.name == name:
             return h
     raise KeyError(name)
+
+
+def pods_judged(service: ProberService) -> int:
+    """How many pods the last diagnosis judged (0 before the first)."""
+    evidence = service.state.diagnosis.evidence
+    return evidence.pods_judged if evidence is not None else 0

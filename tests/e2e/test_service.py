@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from corednsprobe.model import DiagnosisState, HealthState
-from tests.e2e.conftest import Start, health_of
+from tests.e2e.conftest import Start, health_of, pods_judged
 
 pytestmark = pytest.mark.root
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.root
 async def test_one_pod_with_udp_dropped_is_the_only_candidate(start: Start) -> None:
     c = await start(replicas=3)
     await c.until(lambda s: s.state.diagnosis.state is DiagnosisState.HEALTHY
-                  and s.state.diagnosis.evidence[1] == ("pods_judged", "3"), within=20)
+                  and pods_judged(s) == 3, within=20)
     sick = c.pod_names()[0]
     await c.sandbox.set_pod_fault(sick, "drop")
     s = c.service.settings
@@ -47,7 +47,7 @@ async def test_every_pod_broken_is_widespread_and_restarts_none(start: Start) ->
 
 async def test_broken_service_path_restarts_none(start: Start) -> None:
     c = await start(replicas=3)
-    await c.until(lambda s: s.state.diagnosis.evidence[1] == ("pods_judged", "3"), within=20)
+    await c.until(lambda s: pods_judged(s) == 3, within=20)
     await c.sandbox.set_service_broken(True)
     await c.until(lambda s: s.state.diagnosis.state is DiagnosisState.SERVICE_PATH, within=30)
     d = c.service.state.diagnosis
@@ -72,3 +72,21 @@ async def test_thirty_percent_loss_on_one_pod_stays_healthy(start: Start) -> Non
     assert 0.1 < h.ratio < 0.5, h  # the loss is seen, and judged tolerable
     assert HealthState.UNHEALTHY not in states
     assert c.service.state.diagnosis.candidates == ()
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "netns"])
+async def test_a_pod_answering_a_wrong_address_every_time_is_the_candidate(
+        start: Start, backend: str) -> None:
+    # the NXDOMAIN canary still passes on that pod: half of its outcomes are ok
+    c = await start(replicas=3, backend=backend)
+    await c.until(lambda s: s.state.diagnosis.state is DiagnosisState.HEALTHY
+                  and pods_judged(s) == 3, within=20)
+    sick = c.pod_names()[0]
+    await c.sandbox.set_pod_fault(sick, "wrong-answer")
+    await c.until(lambda s: s.state.diagnosis.state is DiagnosisState.POD, within=30)
+    assert [t.name for t in c.service.state.diagnosis.candidates] == [sick]
+    h = health_of(c.service, sick)
+    assert h.state is HealthState.UNHEALTHY
+    assert dict(h.outcomes).get("wrong_answer", 0) > 0 and dict(h.outcomes).get("ok", 0) > 0
+    for other in c.pod_names()[1:]:
+        assert health_of(c.service, other).state is HealthState.HEALTHY

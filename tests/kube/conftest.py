@@ -176,6 +176,10 @@ class Command:
     def __init__(self) -> None:
         self.env = {**os.environ, "PYTHONPATH": str(REPO)}
 
+    @staticmethod
+    def argv(*args: str) -> list[str]:
+        return [sys.executable, "-m", "corednsprobe", *args]
+
     async def start(self, *args: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "corednsprobe", *args, stdout=asyncio.subprocess.PIPE,

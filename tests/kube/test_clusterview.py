@@ -222,6 +222,30 @@ async def test_stalled_watch_is_restarted_by_the_inactivity_guard(
 
 
 @pytest.mark.looptime
+async def test_a_watch_that_stays_stalled_is_followed_by_relists_that_refresh_the_view(
+        make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    """Streams open but silent for good while lists still work: every stall ends in a
+    relist, so a pod deleted meanwhile leaves the TargetSet within one inactivity period,
+    and again after the next stall."""
+    sandbox = await make_sandbox(replicas=2)
+    async with running_view(sandbox, tmp_path) as run:
+        loop = asyncio.get_running_loop()
+        sandbox.stall_watches()  # and it never ends: every new watch stalls too
+        for _ in range(2):
+            since = loop.time()
+            victim = sorted(by_name(run.view.current))[0]
+            sandbox.registry.delete(PODS, NS, victim, {}, 0)
+            await sandbox.wait_ready(within=5)
+            ts = await run.until(lambda ts, gone=victim: gone not in by_name(ts)
+                                 and len(ts.pods) == 2,
+                                 within=DEFAULT_TIMING.inactivity + 10)
+            assert set(by_name(ts)) == set(live_pods(sandbox))
+            assert loop.time() - since < DEFAULT_TIMING.inactivity + 10
+        assert {name for name, reason, _ in run.restarts if reason == "stalled"} == INFORMERS
+        assert run.reasons() == {"stalled"}  # no errors, no backoff: a stall, then a list
+
+
+@pytest.mark.looptime
 async def test_quiet_watches_live_on_bookmarks_without_restarts(make_sandbox: MakeSandbox,
                                                                 tmp_path: Path) -> None:
     sandbox = await make_sandbox(replicas=2)  # a BOOKMARK every 60 s, as a real server

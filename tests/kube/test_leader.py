@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from corednsprobe.kube.lease import LeaderElector, LeaseTiming
+from corednsprobe.kube.lease import LeaderElector, LeaseStore, LeaseTiming
 from corednsprobe.metrics import Metrics
-from corednsprobe.remedy.policy import Blocked, History, Result, Verdict
+from corednsprobe.remedy.history import History, Result
+from corednsprobe.remedy.policy import Blocked, Verdict
 from corednsprobe.remedy.remediator import HISTORY_ANNOTATION, Remediator
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
@@ -39,6 +40,7 @@ class Replica:
         self.changes: list[tuple[bool, float]] = []
         self.elector = LeaderElector(api, NS, LEASE, identity=name, timing=timing,
                                      on_change=self._changed)
+        self.store = LeaseStore(self.elector)
         self.task: asyncio.Task[None] | None = None
 
     def _changed(self, leading: bool) -> None:
@@ -140,7 +142,7 @@ async def test_a_leader_that_cannot_renew_stops_before_another_starts(
         await eventually(a.elector.is_leader, within=5)
         b.start()
         remediator = Remediator(a.elector.leases.api_client, NS, RAILS, leadership=a.elector,
-                                metrics=Metrics(1.0), wall=clock)
+                                store=a.store, metrics=Metrics(1.0), wall=clock)
         await asyncio.sleep(0.3)
         loop = asyncio.get_running_loop()
         cut = loop.time()
@@ -170,9 +172,9 @@ async def test_the_next_leader_reads_the_budget_the_first_one_recorded(
     async with replicas(sandbox, tmp_path, "alpha", "beta") as (a, b), \
             watching(a.elector.leases.api_client) as view:
         first = Remediator(a.elector.leases.api_client, NS, RAILS, leadership=a.elector,
-                           metrics=Metrics(1.0), wall=clock)
+                           store=a.store, metrics=Metrics(1.0), wall=clock)
         second = Remediator(b.elector.leases.api_client, NS, RAILS, leadership=b.elector,
-                            metrics=Metrics(1.0), wall=clock)
+                            store=b.store, metrics=Metrics(1.0), wall=clock)
         a.start()
         await eventually(a.elector.is_leader, within=5)
         b.start()
@@ -210,7 +212,7 @@ async def test_history_survives_a_crashed_remediator(sandbox: Sandbox, tmp_path:
     async with replicas(sandbox, tmp_path, "alpha") as (a,), \
             watching(a.elector.leases.api_client) as view:
         first = Remediator(a.elector.leases.api_client, NS, RAILS, leadership=a.elector,
-                           metrics=Metrics(1.0), wall=clock)
+                           store=a.store, metrics=Metrics(1.0), wall=clock)
         a.start()
         await eventually(a.elector.is_leader, within=5)
         victim = sorted(live_pods(sandbox))[0]
@@ -225,7 +227,7 @@ async def test_history_survives_a_crashed_remediator(sandbox: Sandbox, tmp_path:
     async with replicas(sandbox, tmp_path, "gamma") as (c,), \
             watching(c.elector.leases.api_client) as view:
         restarted = Remediator(c.elector.leases.api_client, NS, RAILS, leadership=c.elector,
-                               metrics=Metrics(1.0), wall=clock)
+                               store=c.store, metrics=Metrics(1.0), wall=clock)
         c.start()
         await eventually(c.elector.is_leader, within=3 * FAST.lease_duration)
         assert lease(sandbox)["leaseTransitions"] == 1

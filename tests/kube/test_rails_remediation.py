@@ -20,16 +20,13 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from corednsprobe.kube.lease import LeaderElector
+from corednsprobe.kube.lease import LeaderElector, LeaseStore
 from corednsprobe.metrics import Metrics
+from corednsprobe.remedy.history import History, Mode, Record, Result
 from corednsprobe.remedy.policy import (
     FAILURES_BEFORE_ESCALATION,
     UNANSWERED_GRACE,
     Blocked,
-    History,
-    Mode,
-    Record,
-    Result,
     Verdict,
 )
 from corednsprobe.remedy.remediator import HISTORY_ANNOTATION, Remediator
@@ -171,7 +168,9 @@ async def plain_sandbox(make_sandbox: MakeSandbox, **options: Any) -> Sandbox:
 def make(api: client.ApiClient, clock: Clock, mode: Mode = Mode.EVICT,
          leadership: LeaderElector | None = None, **rails: Any) -> Remediator:
     return Remediator(api, NS, dataclasses.replace(RAILS, mode=mode, **rails),
-                      leadership=leadership, metrics=Metrics(1.0), wall=clock)
+                      leadership=leadership,
+                      store=LeaseStore(leadership) if leadership is not None else None,
+                      metrics=Metrics(1.0), wall=clock)
 
 
 def terminating(sandbox: Sandbox, name: str) -> bool:
@@ -326,10 +325,10 @@ async def test_a_leader_never_writes_its_history_over_an_edit_it_has_not_read(
     async with replicas(sandbox, tmp_path, "alpha") as (a,):
         a.start()
         await eventually(a.elector.is_leader, within=5)
-        assert await a.elector.write_annotations({HISTORY_ANNOTATION: "ours"})
+        assert await a.store.write({HISTORY_ANNOTATION: "ours"})
         annotate(sandbox, escalated_history(clock))  # the elector has not read it yet
-        stored = await a.elector.write_annotations({HISTORY_ANNOTATION: "newer"},
-                                                   expect={HISTORY_ANNOTATION: "ours"})
+        stored = await a.store.write({HISTORY_ANNOTATION: "newer"},
+                                     expect={HISTORY_ANNOTATION: "ours"})
         assert not stored
         current = sandbox.store.must_get(LEASES, NS, LEASE)["metadata"]["annotations"]
         assert current[HISTORY_ANNOTATION] == escalated_history(clock)
@@ -394,7 +393,7 @@ async def test_a_former_leader_shows_the_gauge_of_the_history_it_mirrors(
         assert second.history.escalated == () and gauge(second) == 0
 
         restarted = Replica(a.elector.leases.api_client, "alpha")
-        first.leadership = restarted.elector
+        first.leadership, first.store = restarted.elector, restarted.store
         restarted.start()
         try:
             await eventually(lambda: '"escalated":[]' in restarted.elector.annotations.get(

@@ -17,7 +17,8 @@ from corednsprobe.judge.diagnose import Policy, diagnose
 from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, TargetKey
-from corednsprobe.remedy.policy import Blocked, Mode, Rails, Result, Verdict
+from corednsprobe.remedy.history import Mode, Result
+from corednsprobe.remedy.policy import Blocked, Rails, Verdict
 from corednsprobe.remedy.remediator import Remediator
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox
@@ -134,8 +135,10 @@ async def test_eviction_restarts_the_sick_pod_and_says_so(
     assert counter(m, "corednsprobe_last_remediation_timestamp_seconds") == record.at
 
 
-async def test_the_uid_precondition_spares_a_pod_that_took_the_name(
+async def test_a_pod_whose_name_another_pod_took_is_not_touched_and_costs_nothing(
         sandbox: Sandbox, api: client.ApiClient) -> None:
+    """The view judged a pod whose name another pod (another uid) now has: the fresh read
+    before acting sees the new uid, so nothing is evicted and nothing is recorded."""
     async with watching(api) as view:
         diagnosis, healths = verdict(view, {sorted(live_pods(sandbox))[0]})
         stale = diagnosis.candidates[0]
@@ -146,27 +149,34 @@ async def test_the_uid_precondition_spares_a_pod_that_took_the_name(
                    for k, h in healths.items()}
         diagnosis = dataclasses.replace(diagnosis, candidates=(other,))
         remediator = make(api, Clock())
-        await remediator.step(diagnosis, healths)
-    record = remediator.history.records[-1]
-    assert record.result is Result.GONE  # 409: success by other means, not a crash
-    assert stale.name in live_pods(sandbox)  # and the pod was not evicted
-    assert remediator.history.records[-1].settled_at is None  # waits like any restart
+        decision = await remediator.step(diagnosis, healths)
+    assert (decision.verdict, decision.reason) == (Verdict.BLOCKED, Blocked.POD_GONE)
+    assert "another pod" in decision.detail
+    assert stale.name in live_pods(sandbox)  # the pod that took the name was not evicted
+    assert remediator.history.records == ()  # not a restart: no budget, no cooldown
+    assert counter(remediator.metrics, "corednsprobe_remediations_total", action="evict",
+                   result="gone") == 0
 
 
-async def test_a_pod_already_gone_is_success_by_other_means(
+async def test_a_pod_already_gone_is_no_restart_and_uses_no_budget(
         sandbox: Sandbox, api: client.ApiClient) -> None:
+    """The view still shows a pod the API has deleted (a stale watch): the fresh read gets
+    404, so nothing is sent, nothing is recorded and the hourly budget is untouched."""
     async with watching(api) as view:
         victim = sorted(live_pods(sandbox))[0]
         stale = verdict(view, {victim})
         await client.CoreV1Api(api).delete_namespaced_pod(victim, NS, grace_period_seconds=0)
         await eventually(lambda: sandbox.store.get(PODS, NS, victim) is None)
         remediator = make(api, Clock())
-        await remediator.step(*stale)
-    record = remediator.history.records[-1]
-    assert (record.result, record.action) == (Result.GONE, Mode.EVICT)
+        decision = await remediator.step(*stale)
+    assert (decision.verdict, decision.reason) == (Verdict.BLOCKED, Blocked.POD_GONE)
+    assert remediator.history.records == ()
+    assert remediator.status()["budget"]["used_last_hour"] == 0
     assert counter(remediator.metrics, "corednsprobe_remediations_total", action="evict",
-                   result="gone") == 1
-    assert "CoreDNSPodRestarted" in reasons(sandbox, victim)
+                   result="gone") == 0
+    assert counter(remediator.metrics, "corednsprobe_remediation_blocked_total",
+                   reason="pod_gone") == 1
+    assert "CoreDNSPodRestarted" not in reasons(sandbox, victim)
 
 
 async def test_pdb_429_backs_off_never_deletes_and_retries_after_the_cooldown(

@@ -9,18 +9,20 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from corednsprobe.kube.client import ApiError
 from corednsprobe.remedy.actions import Involved, outcome_of
-from corednsprobe.remedy.policy import Result
+from corednsprobe.remedy.history import Result
 
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
 def answer(code: int, body: dict[str, Any], headers: dict[str, str] | None = None
-           ) -> ApiException:
+           ) -> ApiError:
+    """The generated client's exception, as the one client edge hands it on."""
     exc = ApiException(status=code, reason="phrase")
     exc.body = json.dumps({"kind": "Status", "code": code, **body}).encode()
     exc.headers = headers or {}
-    return exc
+    return ApiError.from_exception(exc)
 
 
 def test_pdb_429_with_its_causes_and_no_retry_after() -> None:
@@ -56,7 +58,7 @@ def test_error_answers(code: int, message: str, result: Result) -> None:
 def test_a_body_that_is_not_json_still_reads() -> None:
     exc = ApiException(status=502, reason="Bad Gateway")
     exc.body = b"<html>bad gateway</html>"
-    out = outcome_of(exc)
+    out = outcome_of(ApiError.from_exception(exc))
     assert (out.result, out.message) == (Result.FAILED, "Bad Gateway")
 
 

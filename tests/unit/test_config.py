@@ -112,10 +112,13 @@ def test_look_alikes_of_service_links_are_still_rejected(name: str, value: str) 
 
 
 @pytest.mark.parametrize(("env", "variable", "valid"), [
-    ({"COREDNSPROBE_FAILURE_RATIO": "1"}, "COREDNSPROBE_FAILURE_RATIO", "at most 0.89"),
-    ({"COREDNSPROBE_MIN_SAMPLES": "25"}, "COREDNSPROBE_MIN_SAMPLES", "at most 24"),
-    ({"COREDNSPROBE_WINDOW": "10", "COREDNSPROBE_INTERVAL": "5"},  # 4 outcomes < 5 samples
-     "COREDNSPROBE_MIN_SAMPLES", "at most 4"),
+    # each check is judged on its own window: 60 s / 5 s = 12 outcomes of each check
+    ({"COREDNSPROBE_FAILURE_RATIO": "1"}, "COREDNSPROBE_FAILURE_RATIO", "at most 0.68"),
+    ({"COREDNSPROBE_FAILURE_RATIO": "0.7"}, "COREDNSPROBE_FAILURE_RATIO", "at most 0.68"),
+    ({"COREDNSPROBE_MIN_SAMPLES": "13"}, "COREDNSPROBE_MIN_SAMPLES", "at most 12"),
+    ({"COREDNSPROBE_MIN_SAMPLES": "25"}, "COREDNSPROBE_MIN_SAMPLES", "at most 12"),
+    ({"COREDNSPROBE_WINDOW": "10", "COREDNSPROBE_INTERVAL": "5"},  # 2 outcomes < 5 samples
+     "COREDNSPROBE_MIN_SAMPLES", "at most 2"),
 ])
 def test_settings_that_could_never_judge_a_dead_target_stop_start_up(
         env: dict[str, str], variable: str, valid: str) -> None:
@@ -125,11 +128,19 @@ def test_settings_that_could_never_judge_a_dead_target_stop_start_up(
 
 
 def test_defaults_can_judge_a_dead_target() -> None:
-    from corednsprobe.stats import failure_lower_bound
+    from corednsprobe.stats import Z_CHECK, failure_lower_bound
 
     s = Settings.from_env({})
     n = int(s.window / s.interval) * 2
     assert n >= s.min_samples and failure_lower_bound(s.min_samples, s.min_samples) >= 0.5
+    per_check = int(s.window / s.interval)  # and a check that fails every time, alone
+    assert per_check >= s.min_samples
+    assert failure_lower_bound(per_check, per_check, Z_CHECK) >= s.failure_ratio
+
+
+def test_settings_that_judge_a_wholly_failing_check_start() -> None:
+    s = Settings.from_env({"COREDNSPROBE_WINDOW": "30", "COREDNSPROBE_FAILURE_RATIO": "0.5"})
+    assert s.window == 30  # 6 outcomes of each check: 6 of 6 is sure of more than half
 
 
 def test_listen_defaults_to_loopback_off_cluster_and_an_explicit_address_wins() -> None:

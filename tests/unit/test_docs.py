@@ -63,7 +63,9 @@ def test_output_page_names_every_metric_outcome_state_and_log_event() -> None:
     for enum in (Outcome, DiagnosisState, HealthState):
         assert {v.value for v in enum} - words == set(), enum.__name__
     emitted = set()
-    for path in (ROOT / "corednsprobe").glob("*.py"):
+    for path in (ROOT / "corednsprobe").glob("**/*.py"):
+        if "sandbox" in path.relative_to(ROOT / "corednsprobe").parts:
+            continue  # the sandbox's own logs are not the product's output
         emitted |= set(re.findall(r'log\.(?:debug|info|warning|error)\(\s*"([a-z_]+)"',
                                   path.read_text()))
     assert emitted - words == set(), "log events missing from corednsprobe-output(7)"

@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
-from corednsprobe.model import Health, HealthState
+import pytest
+
+from corednsprobe.model import Diagnosis, DiagnosisState, Health, HealthState, Target
+from corednsprobe.remedy.history import History, Mode, Record, Result
 from corednsprobe.remedy.policy import (
     FAILURES_BEFORE_ESCALATION,
     UNANSWERED_GRACE,
     Blocked,
-    History,
-    Mode,
+    Decision,
+    PodNow,
     Rails,
-    Record,
     RemediationPolicy,
-    Result,
     Verdict,
     budget,
+    candidacy,
     recover,
+    refusal,
     settle,
 )
 from tests.unit.test_remedy import NOW, P1, P2, WORKLOAD, decide, done, healths, pod, pod_problem
@@ -215,3 +219,148 @@ def test_a_success_resets_the_failures_in_a_row() -> None:
     h = h.add(done(4000), NOW - 4000)
     h = failed_attempt(h, NOW - 500)
     assert decide(history=h.records).verdict is Verdict.ACT
+
+
+# -- issue 15/1: a pod verdict is confirmed before it is acted on ---------------------------
+
+CONFIRMING = Rails(confirm=10.0)
+
+
+def rounds_of(*verdicts: tuple[float, Diagnosis]) -> dict[str, float]:
+    """``candidacy`` carried through rounds, each (seconds after NOW, diagnosis)."""
+    since: dict[str, float] = {}
+    for at, diagnosis in verdicts:
+        since = candidacy(since, diagnosis, NOW + at)
+    return since
+
+
+def decide_at(at: float, since: dict[str, float], sick: Target = P2) -> Decision:
+    return RemediationPolicy(CONFIRMING).decide(
+        pod_problem(sick), healths([sick], [P1, P3]), [P1, sick, P3], History(), NOW + at,
+        since)
+
+
+def test_a_pod_verdict_is_held_for_the_confirmation_period_then_acted_on() -> None:
+    since = rounds_of(*((t, pod_problem(P2)) for t in range(0, 11)))
+    early = decide_at(9.5, since)
+    assert (early.verdict, early.reason, early.pod) == (Verdict.BLOCKED, Blocked.CONFIRMING,
+                                                       P2.name)
+    assert early.until == NOW + 10.0
+    assert decide_at(10.0, since).verdict is Verdict.ACT
+
+
+def test_a_pod_never_seen_as_a_candidate_before_is_not_acted_on_at_once() -> None:
+    assert decide_at(0.0, {}).reason is Blocked.CONFIRMING
+    assert decide_at(100.0, {}).reason is Blocked.CONFIRMING  # "since" unknown: just now
+
+
+def test_a_second_pod_turning_sick_meanwhile_starts_the_period_afresh() -> None:
+    widespread = Diagnosis(DiagnosisState.WIDESPREAD, "two of three sick", (P2, P3))
+    since = rounds_of((0, pod_problem(P2)), (5, widespread), (6, pod_problem(P2)))
+    assert decide_at(10.0, since).reason is Blocked.CONFIRMING  # it was widespread at 5
+    assert decide_at(15.9, since).reason is Blocked.CONFIRMING
+    assert decide_at(16.0, since).verdict is Verdict.ACT
+
+
+def test_a_candidate_that_stopped_being_one_starts_afresh() -> None:
+    since = rounds_of((0, pod_problem(P2)), (3, pod_problem(P3)), (4, pod_problem(P2)))
+    assert since == {"uid-2": NOW + 4}
+    assert decide_at(13.0, since).reason is Blocked.CONFIRMING
+
+
+def test_without_a_confirmation_period_the_first_verdict_acts() -> None:
+    d = RemediationPolicy(Rails(confirm=0.0)).decide(
+        pod_problem(P2), healths([P2], [P1]), [P1, P2], History(), NOW, {})
+    assert d.verdict is Verdict.ACT
+
+
+# -- issue 15/2 and 15/7: the fresh read before a restart -----------------------------------
+
+SELECTOR = {"k8s-app": "kube-dns"}
+
+
+def fresh(**change: Any) -> PodNow:
+    """P2 as the API shows it when all is well; ``change`` makes it otherwise."""
+    base = PodNow(exists=True, uid="uid-2", labels={**SELECTOR, "pod-template-hash": "abc"},
+                  workload=WORKLOAD, selector=SELECTOR, endpoint=True)
+    return dataclasses.replace(base, **change)
+
+
+@pytest.mark.parametrize(("change", "reason", "words"), [
+    ({"exists": False}, Blocked.POD_GONE, "no longer exists"),
+    ({"uid": "uid-99"}, Blocked.POD_GONE, "another pod"),
+    ({"terminating": True}, Blocked.POD_TERMINATING, "terminating"),
+    ({"labels": {"component": "etcd"}}, Blocked.NOT_OURS, "not selected"),
+    ({"selector": {}}, Blocked.NOT_OURS, "not selected"),
+    ({"workload": ""}, Blocked.NOT_OURS, "controlled by nothing"),
+    ({"workload": "Node/master-1"}, Blocked.NOT_OURS, "Node/master-1"),
+    ({"workload": "Deployment/other"}, Blocked.NOT_OURS, "Deployment/other"),
+    ({"endpoint": False}, Blocked.NOT_AN_ENDPOINT, "no longer an endpoint"),
+])
+def test_a_pod_read_fresh_is_restarted_only_when_it_is_still_the_pod_judged(
+        change: dict[str, Any], reason: Blocked, words: str) -> None:
+    assert refusal(P2, fresh()) is None
+    refused = refusal(P2, fresh(**change))
+    assert refused is not None and refused[0] is reason and words in refused[1], refused
+
+
+def test_an_endpoint_that_names_no_pod_is_never_restarted() -> None:
+    no_ref = dataclasses.replace(P2, pod=dataclasses.replace(P2.pod, name="10.244.0.2",
+                                                               uid="", workload=""))
+    refused = refusal(no_ref, fresh())
+    assert refused is not None and refused[0] is Blocked.NOT_OURS
+    assert "no targetRef" in refused[1]
+
+
+# -- issue 15/3: a replacement that relapses within the settle period did not recover -------
+
+def flapping(settle_period: float, restarts: int = 3, on: float = 8.0,
+             off: float = 4.0) -> tuple[History, float]:
+    """A pod slot that is sick ``on`` seconds and well ``off`` seconds, replacements too:
+    each restart is followed by a healthy spell, then the slot turns sick again."""
+    h, t = History(), NOW
+    for n in range(restarts):
+        h = h.add(Record(t, f"coredns-abc-{n}", f"uid-{n}", WORKLOAD, Mode.EVICT, Result.DONE,
+                         ready_before=3, settled_at=t + 2), t)
+        t += off
+        h = recover(h, healths([], [P1, P2, P3]), t, settle_period)  # looks recovered
+        t += on
+        h = recover(h, healths([P2], [P1, P3]), t, settle_period)  # and relapses
+    return h, t
+
+
+def test_a_flapping_slot_gives_up_after_the_configured_restarts() -> None:
+    rails = Rails(give_up_after=3, settle_period=300.0, cooldown=0.0, max_per_hour=100)
+    h, t = flapping(rails.settle_period)
+    assert all(r.recovered_at is None for r in h.records)
+    d = RemediationPolicy(rails).decide(pod_problem(P2), healths([P2], [P1, P3]),
+                                        [P1, P2, P3], h, t)
+    assert (d.verdict, d.reason, d.escalate) == (Verdict.BLOCKED, Blocked.GAVE_UP, WORKLOAD)
+    assert "3 remediations" in d.detail
+
+
+def test_without_a_settle_period_each_healthy_spell_reset_the_count() -> None:
+    """What the settle period closes: every off phase looked like recovery."""
+    rails = Rails(give_up_after=3, settle_period=0.0, cooldown=0.0, max_per_hour=100)
+    h, t = flapping(0.0)
+    d = RemediationPolicy(rails).decide(pod_problem(P2), healths([P2], [P1, P3]),
+                                        [P1, P2, P3], h, t)
+    assert d.verdict is Verdict.ACT
+
+
+def test_health_held_for_the_settle_period_is_a_recovery_a_later_fault_does_not_undo() -> None:
+    h = History((done(400, settled=True),))
+    h = recover(h, healths([], [P1, P2]), NOW - 390, 300.0)
+    assert h.records[0].recovered_at == NOW - 390
+    h = recover(h, healths([P2], [P1]), NOW, 300.0)  # 390 s later: a new fault
+    assert h.records[0].recovered_at == NOW - 390
+
+
+def test_an_escalation_is_lifted_only_once_health_has_held_for_the_settle_period() -> None:
+    h = History((done(400, settled=True),), escalated=(WORKLOAD,))
+    h = recover(h, healths([], [P1, P2]), NOW, 300.0)
+    assert h.escalated == (WORKLOAD,)  # healthy for a moment only
+    h = recover(h, healths([], [P1, P2]), NOW + 299, 300.0)
+    assert h.escalated == (WORKLOAD,)
+    h = recover(h, healths([], [P1, P2]), NOW + 300, 300.0)
+    assert h.escalated == ()

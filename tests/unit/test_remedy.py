@@ -17,15 +17,12 @@ from corednsprobe.model import (
     Target,
     TargetKind,
 )
+from corednsprobe.remedy.history import History, Mode, Record, Result
 from corednsprobe.remedy.policy import (
     Blocked,
     Decision,
-    History,
-    Mode,
     Rails,
-    Record,
     RemediationPolicy,
-    Result,
     Verdict,
     budget,
     recover,

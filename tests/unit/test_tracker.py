@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from corednsprobe.judge.tracker import Thresholds, Tracker
-from corednsprobe.model import HealthState, Outcome
+from corednsprobe.model import Check, HealthState, Outcome
 from corednsprobe.stats import failure_lower_bound
-from tests.unit.helpers import UPSTREAM, pod, result
+from tests.unit.helpers import CHECK, UPSTREAM, pod, result
 
 OK, TO = Outcome.OK, Outcome.TIMEOUT
 P = pod(1)
@@ -143,3 +145,45 @@ def test_departed_targets_are_forgotten() -> None:
     assert tr.evaluate([], 30) == {}
     # back with the same identity: no memory of the old failures
     assert tr.evaluate([P], 31)[P.key].samples == 0
+
+
+CANARY = Check("nxdomain", "canary.invalid.", "A", None, "NXDOMAIN")
+
+
+def test_a_check_that_always_fails_is_not_diluted_by_one_that_passes() -> None:
+    # a pod answering a wrong address for kubernetes.default.svc every time while
+    # the NXDOMAIN canary passes: 50 % of its outcomes fail, but one check fails wholly
+    tr = Tracker(Thresholds())
+    for i in range(19):
+        tr.record(result(P, Outcome.WRONG_ANSWER, i * 5.0), i * 5.0)
+        tr.record(result(P, OK, i * 5.0, check=CANARY), i * 5.0)
+    health = tr.evaluate([P], 90.0)[P.key]
+    assert health.state is HealthState.UNHEALTHY
+    assert dict(health.outcomes) == {"ok": 12, "wrong_answer": 12}
+    assert [(c.check, c.samples, c.failures) for c in health.checks] == [
+        ("cluster_ip", 12, 12), ("nxdomain", 12, 0)]
+
+
+def test_a_wholly_failing_check_is_caught_after_six_rounds() -> None:
+    tr = Tracker(Thresholds())
+    states = []
+    for i in range(7):
+        tr.record(result(P, Outcome.WRONG_ANSWER, i * 5.0), i * 5.0)
+        tr.record(result(P, OK, i * 5.0, check=CANARY), i * 5.0)
+        states.append(tr.evaluate([P], i * 5.0)[P.key].state)
+    assert states.index(HealthState.UNHEALTHY) == 5  # 6 of 6 at 99 %; 5 of 5 is not sure
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_thirty_percent_loss_on_every_check_is_never_unhealthy(seed: int) -> None:
+    # defaults: 60 s window, a round every 5 s, two checks; 4000 rounds is 5.5 hours.
+    # Judged per check at 95 % instead of 99 %, each seed here turns unhealthy.
+    rng = random.Random(seed)
+    tr = Tracker(Thresholds())
+    unhealthy = 0
+    for i in range(4000):
+        now = i * 5.0
+        for check in (CHECK, CANARY):
+            tr.record(result(P, TO if rng.random() < 0.3 else OK, now, check=check), now)
+        unhealthy += tr.evaluate([P], now)[P.key].state is HealthState.UNHEALTHY
+    assert unhealthy == 0
