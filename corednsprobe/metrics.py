@@ -30,6 +30,7 @@ from corednsprobe.model import (
     Health,
     HealthState,
     IgnoredReply,
+    Outcome,
     ProbeResult,
     RoundReport,
     Target,
@@ -148,6 +149,10 @@ class Metrics:
         for reason in IgnoredReply:
             self.replies_ignored.labels(reason.value)
         self._labelled: dict[TargetKey, Target] = {}
+        # children per target (labels() takes a lock and checks its values on every call)
+        self._children: dict[TargetKey, dict[tuple[str, Outcome], Counter]] = {}
+        self._rtt: dict[tuple[TargetKind, str], Histogram] = {}
+        self._gauges: dict[TargetKey, tuple[str, Gauge, Gauge]] = {}
 
     def follow_watches(self, last_event_at: Callable[[], float | None]) -> None:
         """Where the watch-age gauge reads the time of the API's last event from."""
@@ -155,13 +160,23 @@ class Metrics:
 
     def observe(self, result: ProbeResult) -> None:
         t = result.target
-        self.probes.labels(t.kind.value, target_label(t), result.check.name,
-                           result.outcome.value).inc()
+        children = self._children.get(t.key)
+        if children is None:
+            children = self._children[t.key] = {}
+            self._labelled.setdefault(t.key, t)
+        check, outcome = result.check.name, result.outcome
+        probes = children.get((check, outcome))
+        if probes is None:
+            probes = children[check, outcome] = self.probes.labels(
+                t.kind.value, target_label(t), check, outcome.value)
+        probes.inc()
         if result.rtt_seconds is not None and result.rcode is not None:  # answered
-            self.rtt.labels(t.kind.value, result.check.name).observe(result.rtt_seconds)
+            rtt = self._rtt.get((t.kind, check))
+            if rtt is None:
+                rtt = self._rtt[t.kind, check] = self.rtt.labels(t.kind.value, check)
+            rtt.observe(result.rtt_seconds)
         if result.udp_only:
             self.udp_only.labels(target_label(t)).inc()
-        self._labelled.setdefault(t.key, t)
 
     def set_targets(self, ts: TargetSet) -> None:
         """Mirror the TargetSet and drop every series of targets that left."""
@@ -172,19 +187,27 @@ class Metrics:
             self._forget(self._labelled.pop(key))
 
     def _forget(self, t: Target) -> None:
+        self._children.pop(t.key, None)
+        self._gauges.pop(t.key, None)
         label = target_label(t)
         for metric in (self.probes, self.healthy, self.ratio):
             metric.remove_by_labels({"target_kind": t.kind.value, "pod": label})
         self.udp_only.remove_by_labels({"pod": label})
 
     def set_health(self, healths: Mapping[TargetKey, Health]) -> None:
-        for h in healths.values():
+        for key, h in healths.items():
             t = h.target
             node = t.pod.node if t.pod else ""
-            label = target_label(t)
-            self.healthy.labels(t.kind.value, label, node).set(_HEALTH_VALUE.get(h.state, -1.0))
-            self.ratio.labels(t.kind.value, label).set(h.ratio)
-            self._labelled.setdefault(t.key, t)
+            gauges = self._gauges.get(key)
+            if gauges is None or gauges[0] != node:
+                label = target_label(t)
+                if gauges is not None:  # the pod moved: its old series goes
+                    self.healthy.remove(t.kind.value, label, gauges[0])
+                gauges = self._gauges[key] = (node, self.healthy.labels(t.kind.value, label, node),
+                                              self.ratio.labels(t.kind.value, label))
+                self._labelled.setdefault(key, t)
+            gauges[1].set(_HEALTH_VALUE.get(h.state, -1.0))
+            gauges[2].set(h.ratio)
 
     def set_diagnosis(self, d: Diagnosis) -> None:
         for state in DiagnosisState:
