@@ -92,7 +92,7 @@ def measure(pods: int, interval: float, seconds: float, warmup: float,
         port = free_port()
         run = None
         try:
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + 600
             while not kubeconfig.exists():
                 if time.monotonic() > deadline:
                     raise RuntimeError("the sandbox did not start")
