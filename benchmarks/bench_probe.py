@@ -13,6 +13,8 @@ every target once a second, spread evenly over the second:
   deadline, matching, classification);
 * floor: a bare DatagramProtocol on one long-lived connected socket per target
   that patches the ID into pre-built bytes and checks only the reply's ID;
+* fresh: the floor with the engine's one kernel-side property, a new socket
+  (so a new source port and conntrack entry) per probe, and nothing else;
 * dnsperf: ``dnsperf -Q N`` against one address at the same rate.
 
 CPU is user+system time of the client process (all threads) per wall second of
@@ -21,6 +23,7 @@ one core. Nothing here is asserted; it prints numbers.
 
 from __future__ import annotations
 
+import _socket
 import argparse
 import asyncio
 import contextlib
@@ -75,6 +78,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _sys() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 Launch = Callable[[int], Coroutine[Any, Any, float | None]]  # target index → RTT or None
 
 
@@ -101,7 +108,7 @@ async def drive(count: int, seconds: int, launch: Launch) -> dict[str, Any]:
         task.add_done_callback(pending.discard)
 
     start = loop.time() + 0.05
-    cpu0 = wall0 = 0.0
+    cpu0 = wall0 = sys0 = 0.0
     for second in range(WARMUP + seconds):
         tick = start + second
         for index in range(count):
@@ -109,15 +116,16 @@ async def drive(count: int, seconds: int, launch: Launch) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, tick - loop.time()))
         if second == WARMUP:
             await asyncio.sleep(0)
-            measuring, cpu0, wall0 = True, _cpu(), time.perf_counter()
+            measuring, cpu0, wall0, sys0 = True, _cpu(), time.perf_counter(), _sys()
         peak_threads = max(peak_threads, _threads())
     await asyncio.sleep(max(0.0, start + WARMUP + seconds - loop.time()))
     while pending:
         await asyncio.gather(*list(pending))
-    cpu, wall = _cpu() - cpu0, time.perf_counter() - wall0
+    cpu, wall, kernel = _cpu() - cpu0, time.perf_counter() - wall0, _sys() - sys0
     probes = len(rtts) + sum(failures.values())
     return {
         "cpu_pct": 100 * cpu / wall, "us_per_probe": 1e6 * cpu / max(1, probes),
+        "sys_us": 1e6 * kernel / max(1, probes),
         "p50_ms": 1000 * percentile(rtts, 0.5), "p99_ms": 1000 * percentile(rtts, 0.99),
         "rss_mib": _rss_mib(), "threads": peak_threads, "probes": probes,
         "failed": sum(failures.values()),
@@ -173,6 +181,46 @@ async def floor(count: int, seconds: int) -> dict[str, Any]:
             transport.close()
 
 
+async def fresh(count: int, seconds: int) -> dict[str, Any]:
+    """The floor with the engine's one kernel-side property: a new socket (source port,
+    conntrack entry) per probe, read with add_reader, nothing else."""
+    loop = asyncio.get_running_loop()
+    template = wire.question_bytes(NAME, "A")
+    targets = [(a, PORT) for a in addresses(count)]
+    next_id = 0
+
+    async def launch(index: int) -> float | None:
+        nonlocal next_id
+        next_id = (next_id + 1) & 0xFFFF
+        expected = next_id.to_bytes(2, "big")
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK)
+        sock.connect(targets[index])
+        waiter: asyncio.Future[float] = loop.create_future()
+        sent = 0.0
+
+        def readable() -> None:
+            try:
+                data = sock.recv(65535)
+            except BlockingIOError:
+                return
+            if data[:2] == expected and not waiter.done():
+                waiter.set_result(time.perf_counter() - sent)
+
+        fd = sock.fileno()
+        loop.add_reader(fd, readable)
+        sent = time.perf_counter()
+        sock.send(wire.with_id(template, next_id))
+        try:
+            return await asyncio.wait_for(waiter, 1.0)
+        except TimeoutError:
+            return None
+        finally:
+            loop.remove_reader(fd)
+            sock.close()
+
+    return await drive(count, seconds, launch)
+
+
 def dnsperf(count: int, seconds: int, workdir: Path) -> dict[str, Any]:
     queries = workdir / "queries.txt"
     queries.write_text(f"{NAME} A\n")
@@ -186,7 +234,9 @@ def dnsperf(count: int, seconds: int, workdir: Path) -> dict[str, Any]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rtts = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("> NOERROR")]
+    kernel = after.ru_stime - before.ru_stime
     return {"cpu_pct": 100 * cpu / wall, "us_per_probe": 1e6 * cpu / max(1, len(rtts)),
+            "sys_us": 1e6 * kernel / max(1, len(rtts)),
             "p50_ms": 1000 * percentile(rtts, 0.5), "p99_ms": 1000 * percentile(rtts, 0.99),
             "rss_mib": float("nan"), "threads": 1, "probes": len(rtts),
             "failed": sum(1 for line in out.splitlines() if line.startswith("> ")) - len(rtts)}
@@ -196,7 +246,7 @@ def worker(kind: str, count: int, seconds: int) -> None:
     import uvloop
 
     os.sched_setaffinity(0, {0})
-    run = {"engine": engine, "floor": floor}[kind]
+    run = {"engine": engine, "floor": floor, "fresh": fresh}[kind]
     print(json.dumps(uvloop.run(run(count, seconds))))
 
 
@@ -209,20 +259,25 @@ def measure(kind: str, count: int, seconds: int) -> dict[str, Any]:
 
 
 def report(rows: list[tuple[int, str, dict[str, Any]]]) -> None:
-    header = (f"{'targets':>7} {'client':<7} {'CPU%':>6} {'µs/probe':>9} {'p50 ms':>7} "
+    header = (f"{'targets':>7} {'client':<7} {'CPU%':>6} {'µs/probe':>9} {'of it sys':>9} "
+              f"{'p50 ms':>7} "
               f"{'p99 ms':>7} {'RSS MiB':>8} {'threads':>7} {'probes':>7} {'failed':>6}")
     print(header)
     for count, kind, r in rows:
         print(f"{count:>7} {kind:<7} {r['cpu_pct']:>6.1f} {r['us_per_probe']:>9.1f} "
+              f"{r.get('sys_us', float('nan')):>9.1f} "
               f"{r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f} {r['rss_mib']:>8.1f} "
               f"{r['threads']:>7} {r['probes']:>7} {r['failed']:>6}")
     print()
-    print(f"{'targets':>7} {'CPU engine/floor':>17} {'p50 engine-dnsperf':>19} "
-          f"{'p99 engine-dnsperf':>19}")
+    print(f"{'targets':>7} {'CPU engine/floor':>17} {'µs/probe engine/floor':>22} "
+          f"{'engine/fresh':>13} {'p50 engine-dnsperf':>19} {'p99 engine-dnsperf':>19}")
     by = {(c, k): r for c, k, r in rows}
     for count in sorted({c for c, _, _ in rows}):
         e, f, d = by[count, "engine"], by[count, "floor"], by[count, "dnsperf"]
+        fr = by.get((count, "fresh"), {"us_per_probe": float("nan")})
         print(f"{count:>7} {e['cpu_pct'] / f['cpu_pct']:>17.2f} "
+              f"{e['us_per_probe'] / f['us_per_probe']:>22.2f} "
+              f"{e['us_per_probe'] / fr['us_per_probe']:>13.2f} "
               f"{e['p50_ms'] - d['p50_ms']:>+16.3f} ms {e['p99_ms'] - d['p99_ms']:>+16.3f} ms")
 
 
@@ -230,7 +285,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="100,1000,5000")
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--worker", choices=["engine", "floor"])
+    parser.add_argument("--worker", choices=["engine", "floor", "fresh"])
     args = parser.parse_args()
     counts = [int(c) for c in args.targets.split(",")]
     if args.worker:
@@ -245,7 +300,7 @@ def main() -> None:
             subprocess.run(["taskset", "-a", "-p", "-c", "1", str(server.process.pid)],
                            check=True, capture_output=True)
         for count in counts:
-            for kind in ("engine", "floor"):
+            for kind in ("engine", "fresh", "floor"):
                 rows.append((count, kind, measure(kind, count, args.seconds)))
                 print(f"# {count} targets, {kind}: done", file=sys.stderr)
             rows.append((count, "dnsperf", dnsperf(count, args.seconds, Path(tmp))))

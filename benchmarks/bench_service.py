@@ -1,15 +1,20 @@
 """CPU and memory of `corednsprobe run` against a sandbox of N CoreDNS pods.
 
-Run by hand (not in CI):
+Run by hand (not in CI; knotd and taskset must be installed):
 
-    PYTHONPATH=. python3 benchmarks/bench_service.py --pods 50 --interval 1 --seconds 60
+    PYTHONPATH=. python3 benchmarks/bench_service.py --pods 5000 --interval 1 --seconds 30
 
-Starts `corednsprobe sandbox --dns inprocess` (its pods answer DNS on 127.x
-addresses in that process, so their cost is not counted) and `corednsprobe
-run` against it, lets the service warm up, then samples the run process's
-CPU time and RSS from /proc. Beside it, the same process's idle reference:
-`corednsprobe run` against a sandbox with one pod, so the ratio shows what the
-targets themselves cost. Prints one table.
+Starts a sandbox whose pods answer DNS (``--dns knot``, the default:
+benchmarks/knot_sandbox.py, one knotd per 2,500 pods on 127.10.x.y, so it
+reaches 5,000 pods and more; ``--dns inprocess``: `corednsprobe sandbox`, at
+most 762 pods, answered in the sandbox's process) and `corednsprobe run`
+against it pinned to CPU 0 (the sandbox and knotd on CPU 1), lets the service
+warm up, then samples the run process's CPU time and RSS from /proc and its
+/metrics. Beside it, the same process's idle reference: `corednsprobe run`
+against a sandbox with one pod, so the ratio shows what the targets
+themselves cost. The columns are bench_probe.py's (the whole pipeline: probe,
+classify, tracker, diagnosis, metrics); p50/p99 are the upper edges of the
+RTT histogram's buckets. Prints one table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -55,19 +60,39 @@ def metric(text: str, name: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def measure(pods: int, interval: float, seconds: float, warmup: float) -> dict[str, float]:
+def quantile(text: str, q: float) -> float:
+    """The upper edge of the RTT histogram bucket holding quantile ``q`` (all labels)."""
+    edges: dict[float, float] = {}
+    for le, value in re.findall(
+            r'^corednsprobe_probe_rtt_seconds_bucket\{.*le="([^"]+)".*\} ([0-9.e+]+)$', text, re.M):
+        edges[float(le)] = edges.get(float(le), 0.0) + float(value)
+    total = edges.get(float("inf"), 0.0)
+    for le in sorted(edges):
+        if total and edges[le] >= q * total:
+            return le
+    return float("nan")
+
+
+def sandbox_command(dns: str, pods: int, kubeconfig: Path) -> list[str]:
+    if dns == "knot":
+        return ["taskset", "-c", "1", sys.executable, str(ROOT / "benchmarks" / "knot_sandbox.py"),
+                "--pods", str(pods), "--kubeconfig-out", str(kubeconfig)]
+    return ["taskset", "-c", "1", sys.executable, "-m", "corednsprobe", "sandbox", "--pods",
+            str(pods), "--dns", "inprocess", "--kubeconfig-out", str(kubeconfig)]
+
+
+def measure(pods: int, interval: float, seconds: float, warmup: float,
+            dns: str = "knot") -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COREDNSPROBE_")}
     env["PYTHONPATH"] = str(ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
-        sandbox = subprocess.Popen(
-            [sys.executable, "-m", "corednsprobe", "sandbox", "--pods", str(pods),
-             "--dns", "inprocess", "--kubeconfig-out", str(kubeconfig)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sandbox = subprocess.Popen(sandbox_command(dns, pods, kubeconfig),
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port = free_port()
         run = None
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 600
             while not kubeconfig.exists():
                 if time.monotonic() > deadline:
                     raise RuntimeError("the sandbox did not start")
@@ -77,7 +102,8 @@ def measure(pods: int, interval: float, seconds: float, warmup: float) -> dict[s
                        "COREDNSPROBE_LISTEN": f"127.0.0.1:{port}",
                        "COREDNSPROBE_LOG_LEVEL": "warning", "COREDNSPROBE_MIN_POD_AGE": "0"}
             run = subprocess.Popen(
-                [sys.executable, "-m", "corednsprobe", "run", "--kubeconfig", str(kubeconfig)],
+                ["taskset", "-c", "0", sys.executable, "-m", "corednsprobe", "run",
+                 "--kubeconfig", str(kubeconfig)],
                 env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(warmup)
             url = f"http://127.0.0.1:{port}/metrics"
@@ -95,6 +121,8 @@ def measure(pods: int, interval: float, seconds: float, warmup: float) -> dict[s
                 "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
                 "us_per_probe": 1e6 * (c1 - c0) / probes if probes else float("nan"),
                 "probes_per_s": probes / (t1 - t0),
+                "p50_ms": 1000 * quantile(after, 0.5),
+                "p99_ms": 1000 * quantile(after, 0.99),
                 "rss_mib": rss_mib(run.pid),
                 "threads": threads(run.pid),
                 "rounds": metric(after, "corednsprobe_rounds_total")
@@ -117,11 +145,12 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=10.0)
+    ap.add_argument("--dns", choices=("knot", "inprocess"), default="knot")
     args = ap.parse_args()
-    rows = [measure(1, args.interval, args.seconds, args.warmup),
-            measure(args.pods, args.interval, args.seconds, args.warmup)]
-    cols = ["pods", "cpu_pct", "us_per_probe", "probes_per_s", "rss_mib", "threads", "rounds",
-            "overruns"]
+    rows = [measure(1, args.interval, args.seconds, args.warmup, args.dns),
+            measure(args.pods, args.interval, args.seconds, args.warmup, args.dns)]
+    cols = ["pods", "cpu_pct", "us_per_probe", "probes_per_s", "p50_ms", "p99_ms", "rss_mib",
+            "threads", "rounds", "overruns"]
     print(f"corednsprobe run, interval {args.interval:g} s, {args.seconds:g} s measured "
           f"after {args.warmup:g} s warm-up (CPU % of one core)")
     print(" ".join(f"{c:>13}" for c in cols))

@@ -33,6 +33,7 @@ from corednsprobe.model import (
     Health,
     HealthState,
     IgnoredReply,
+    Outcome,
     ProbeResult,
     RoundReport,
     Target,
@@ -182,6 +183,8 @@ class Metrics:
         self._escalated: set[str] = set()
         self._shown: set[str] = set()
         self._present: set[str] = set()
+        # children per target: labels() takes a lock and checks its values on every call
+        self._children: dict[TargetKey, dict[tuple[str, Outcome], Counter]] = {}
 
     def set_remediation_mode(self, mode: str) -> None:
         """The configured mode; its restart action's counters start at 0."""
@@ -199,15 +202,22 @@ class Metrics:
 
     def observe(self, result: ProbeResult) -> None:
         t = result.target
-        self.probes.labels(t.kind.value, target_label(t), result.check.name,
-                           result.outcome.value).inc()
         label = target_label(t)
-        self.success.labels(t.kind.value, label, result.check.name).set(1 if result.ok else 0)
+        children = self._children.get(t.key)
+        if children is None:
+            children = self._children[t.key] = {}
+            self._labelled.setdefault(t.key, t)
+        check, outcome = result.check.name, result.outcome
+        probes = children.get((check, outcome))
+        if probes is None:
+            probes = children[check, outcome] = self.probes.labels(
+                t.kind.value, label, check, outcome.value)
+        probes.inc()
+        self.success.labels(t.kind.value, label, check).set(1 if result.ok else 0)
         if result.rtt_seconds is not None and result.rcode is not None:  # answered
-            self.rtt.labels(t.kind.value, label, result.check.name).observe(result.rtt_seconds)
+            self.rtt.labels(t.kind.value, label, check).observe(result.rtt_seconds)
         if result.udp_only:
             self.udp_only.labels(target_label(t)).inc()
-        self._labelled.setdefault(t.key, t)
 
     def set_targets(self, ts: TargetSet) -> None:
         """Mirror the TargetSet and drop every series of targets that left."""
@@ -224,6 +234,7 @@ class Metrics:
         self._show_gave_up(self._present | self._escalated)  # a workload whose pods left goes
 
     def _forget(self, t: Target) -> None:
+        self._children.pop(t.key, None)
         label = target_label(t)
         for metric in (self.probes, self.healthy, self.health, self.ratio, self.rtt,
                        self.success):

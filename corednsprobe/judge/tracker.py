@@ -34,9 +34,9 @@ say nothing about the pod itself.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from corednsprobe.judge.eligibility import pod_grace
 from corednsprobe.model import (
@@ -59,22 +59,81 @@ class Thresholds:
     min_pod_age: float = 30.0
 
 
-@dataclass(slots=True)
 class _Sample:
-    at: float
-    ok: bool
-    outcome: str
-    udp_only: bool
-    upstream: bool
-    check: str
+    __slots__ = ("at", "check", "ok", "outcome", "udp_only", "upstream")
+
+    def __init__(self, at: float, ok: bool, outcome: str, udp_only: bool, upstream: bool,
+                 check: str) -> None:
+        self.at = at
+        self.ok = ok
+        self.outcome = outcome
+        self.udp_only = udp_only
+        self.upstream = upstream
+        self.check = check
 
 
-@dataclass(slots=True)
 class _Window:
-    samples: deque[_Sample] = field(default_factory=deque)
-    state: HealthState = HealthState.UNKNOWN
-    since: float = 0.0
-    streak: int = 0  # consecutive ok outcomes (non-upstream)
+    """A target's samples and running counts of them, updated in O(1) per sample added
+    or expired (judging a target no longer walks its window)."""
+
+    __slots__ = ("checks", "failures", "outcomes", "samples", "since", "state", "streak",
+                 "udp_only", "up_failures", "up_samples")
+
+    def __init__(self, since: float = 0.0) -> None:
+        self.samples: deque[_Sample] = deque()
+        self.state = HealthState.UNKNOWN
+        self.since = since
+        self.streak = 0  # consecutive ok outcomes (non-upstream)
+        self.clear()
+
+    def clear(self) -> None:
+        self.samples.clear()
+        self.failures = 0  # of own (non-upstream) samples
+        self.udp_only = 0
+        self.outcomes: dict[str, int] = {}
+        self.checks: dict[str, list[int]] = {}  # check → [samples, failures]
+        self.up_samples = 0
+        self.up_failures = 0
+
+    def add(self, s: _Sample) -> None:
+        self.samples.append(s)
+        self._count(s, 1)
+
+    def expire(self, horizon: float) -> None:
+        samples = self.samples
+        while samples and samples[0].at <= horizon:
+            self._count(samples.popleft(), -1)
+
+    def _count(self, s: _Sample, d: int) -> None:
+        if s.upstream:
+            self.up_samples += d
+            if not s.ok:
+                self.up_failures += d
+            return
+        outcomes = self.outcomes
+        n = outcomes.get(s.outcome, 0) + d
+        if n:
+            outcomes[s.outcome] = n
+        else:
+            del outcomes[s.outcome]
+        counts = self.checks.get(s.check)
+        if counts is None:
+            counts = self.checks[s.check] = [0, 0]
+        counts[0] += d
+        if not s.ok:
+            self.failures += d
+            counts[1] += d
+        if s.udp_only:
+            self.udp_only += d
+        if not counts[0]:
+            del self.checks[s.check]
+
+    @property
+    def own(self) -> int:
+        return len(self.samples) - self.up_samples
+
+    def check_windows(self) -> tuple[CheckWindow, ...]:
+        return tuple(CheckWindow(name, n, f) for name, (n, f) in sorted(self.checks.items()))
 
 
 def grace_reason(target: Target, now: float, min_pod_age: float) -> str:
@@ -92,10 +151,13 @@ class Tracker:
         """Add one outcome; outcomes of targets in grace are not kept."""
         if grace_reason(result.target, now, self.thresholds.min_pod_age):
             return
-        w = self._windows.setdefault(result.target.key, _Window(since=now))
+        key = result.target.key
+        w = self._windows.get(key)
+        if w is None:
+            w = self._windows[key] = _Window(since=now)
         upstream = result.check.upstream
-        w.samples.append(_Sample(result.at or now, result.ok, result.outcome.value,
-                                 result.udp_only, upstream, result.check.name))
+        w.add(_Sample(result.at or now, result.ok, result.outcome.value, result.udp_only,
+                      upstream, result.check.name))
         if not upstream:
             w.streak = w.streak + 1 if result.ok else 0
 
@@ -112,20 +174,16 @@ class Tracker:
         if reason:
             self._windows.pop(target.key, None)  # judge anew once grace ends
             return Health(target, HealthState.GRACE, since=now, grace_reason=reason)
-        w = self._windows.setdefault(target.key, _Window(since=now))
-        self._expire(w, now)
-        own = [s for s in w.samples if not s.upstream]
-        state = self._next_state(w, len(own), sum(1 for s in own if not s.ok), _checks(own))
+        w = self._windows.get(target.key)
+        if w is None:
+            w = self._windows[target.key] = _Window(since=now)
+        w.expire(now - self.thresholds.window)
+        state = self._next_state(w, w.own, w.failures, w.check_windows())
         if state is not w.state:
             if w.state is HealthState.UNHEALTHY:
-                w.samples.clear()  # recovered: judge anew from here
+                w.clear()  # recovered: judge anew from here
             w.state, w.since = state, now
         return _health(target, w)
-
-    def _expire(self, w: _Window, now: float) -> None:
-        horizon = now - self.thresholds.window
-        while w.samples and w.samples[0].at <= horizon:
-            w.samples.popleft()
 
     def _next_state(self, w: _Window, samples: int, failures: int,
                     checks: tuple[CheckWindow, ...]) -> HealthState:
@@ -144,26 +202,15 @@ class Tracker:
 
 
 def _health(target: Target, w: _Window) -> Health:
-    own = [s for s in w.samples if not s.upstream]
-    up = [s for s in w.samples if s.upstream]
     return Health(
         target,
         w.state,
-        samples=len(own),
-        failures=sum(1 for s in own if not s.ok),
-        udp_only=sum(1 for s in own if s.udp_only),
-        outcomes=tuple(sorted(Counter(s.outcome for s in own).items())),
-        upstream_samples=len(up),
-        upstream_failures=sum(1 for s in up if not s.ok),
+        samples=w.own,
+        failures=w.failures,
+        udp_only=w.udp_only,
+        outcomes=tuple(sorted(w.outcomes.items())),
+        upstream_samples=w.up_samples,
+        upstream_failures=w.up_failures,
         since=w.since,
-        checks=_checks(own),
+        checks=w.check_windows(),
     )
-
-
-def _checks(own: list[_Sample]) -> tuple[CheckWindow, ...]:
-    seen: dict[str, list[int]] = {}
-    for s in own:
-        counts = seen.setdefault(s.check, [0, 0])
-        counts[0] += 1
-        counts[1] += not s.ok
-    return tuple(CheckWindow(name, n, f) for name, (n, f) in sorted(seen.items()))

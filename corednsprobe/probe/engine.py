@@ -28,11 +28,15 @@ what a matched reply means (its Outcome) in classify.py.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
+import functools
+import os
 import secrets
-import socket
+import select
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from corednsprobe.addr import normal_address
@@ -41,38 +45,97 @@ from corednsprobe.probe import wire
 from corednsprobe.probe.appview import application_view
 from corednsprobe.probe.classify import replace, result_of, socket_error_outcome
 
+_ID_BYTES = 4096  # random bytes drawn at once: 2,048 query IDs per getrandom(2) call
+
+
+class _Ids:
+    """Fresh, unpredictable 16-bit query IDs from the OS's CSPRNG, drawn in batches
+    (``secrets.randbits`` makes one syscall per ID)."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = _ID_BYTES
+
+    def next(self) -> int:
+        i = self._pos
+        if i >= _ID_BYTES:
+            self._buf, i = os.urandom(_ID_BYTES), 0
+        self._pos = i + 2
+        return self._buf[i] << 8 | self._buf[i + 1]
+
+
+_ids = _Ids()
+
+
+@functools.lru_cache(maxsize=65536)
+def _endpoint(address: str, port: int) -> tuple[int, tuple[str, int]]:
+    """The socket family and the normalised (address, port) replies must come from."""
+    host = normal_address(address)
+    return (_socket.AF_INET6 if ":" in host else _socket.AF_INET), (host, port)
+
 
 class _Exchange:
-    """One UDP query's receiving side on a connected socket, read with ``add_reader``
-    (a datagram transport per probe costs twice the CPU): resolves ``done`` with
-    the first acceptable event, and hands every datagram it ignores to
-    ``on_ignored`` with the reason."""
+    """One UDP query in flight: its socket, what a reply must match, its deadline.
 
-    def __init__(self, sock: socket.socket, query_id: int, question: wire.Question,
-                 source: tuple[str, int],
-                 done: asyncio.Future[tuple[float, wire.Reply | wire.Malformed | OSError]],
-                 on_ignored: Callable[[IgnoredReply], None] | None = None) -> None:
+    Reads are dispatched by the :class:`_Pump` of its loop; the first acceptable
+    event (a matching reply, a receive error, the deadline or a cancel) ends it,
+    closes the socket and calls ``on_done`` once with the ProbeResult.
+    """
+
+    __slots__ = (
+        "at",
+        "check",
+        "deadline",
+        "fd",
+        "finished",
+        "ignored",
+        "name",
+        "on_done",
+        "pump",
+        "query_id",
+        "question",
+        "sent",
+        "sock",
+        "source",
+        "target",
+    )
+
+    def __init__(self, pump: _Pump, sock: _socket.socket, target: Target, check: Check,
+                 name: str, query_id: int, question: wire.Question, source: tuple[str, int],
+                 on_done: Callable[[ProbeResult], None]) -> None:
+        self.pump = pump
         self.sock = sock
+        self.fd = sock.fileno()
+        self.target = target
+        self.check = check
+        self.name = name
         self.query_id = query_id
         self.question = question
         self.source = source
-        self.done = done
-        self.on_ignored = on_ignored
+        self.at = time.time()
+        self.sent = 0.0
+        self.deadline = 0.0
+        self.on_done = on_done
         self.ignored = 0
+        self.finished = False
 
-    def ignore(self, reason: IgnoredReply) -> None:
-        self.ignored += 1
-        if self.on_ignored is not None:
-            self.on_ignored(reason)
+    def cancel(self) -> None:
+        """Stop waiting without a result (the caller was cancelled)."""
+        if not self.finished:
+            self.finished = True
+            self.pump.release(self)
 
     def on_readable(self) -> None:
-        while not self.done.done():
+        while not self.finished:
             try:
                 data, addr = self.sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP unreachable arrives as a receive error
-                self.done.set_result((time.perf_counter(), exc))
+                self._end(result_of(self._base(), self.check, self.question, exc,
+                                    time.perf_counter() - self.sent))
                 return
             self.datagram_received(data, addr)
 
@@ -86,7 +149,128 @@ class _Exchange:
         if reason is not None:
             self.ignore(reason)
             return
-        self.done.set_result((received, parsed))
+        self._end(result_of(self._base(), self.check, self.question, parsed,
+                            received - self.sent))
+
+    def ignore(self, reason: IgnoredReply) -> None:
+        self.ignored += 1
+        on_ignored = self.pump.on_ignored
+        if on_ignored is not None:
+            on_ignored(reason)
+
+    def expire(self) -> None:
+        detail = f"no acceptable reply in {self.pump.timeout:g}s"
+        if self.ignored:
+            detail += f" ({self.ignored} datagram(s) ignored)"
+        self._end(ProbeResult(self.target, self.check, Outcome.TIMEOUT, at=self.at,
+                              qname=self.name, detail=detail))
+
+    def fail(self, exc: OSError) -> None:
+        """The send itself failed (EPERM, no route, refused)."""
+        self._end(ProbeResult(self.target, self.check, socket_error_outcome(exc), at=self.at,
+                              qname=self.name, detail=str(exc)))
+
+    def _base(self) -> ProbeResult:
+        return ProbeResult(self.target, self.check, Outcome.ERROR, at=self.at, qname=self.name)
+
+    def _end(self, result: ProbeResult) -> None:
+        self.finished = True
+        self.pump.release(self)
+        self.on_done(result)
+
+
+class _Pump:
+    """The receiving side of every UDP exchange of one Prober on one loop.
+
+    One epoll set, read by one ``add_reader``, holds the sockets in flight (a
+    socket leaves it when closed), so a probe costs one ``epoll_ctl`` instead of
+    the loop's per-fd handle; the deadlines are a FIFO (one timeout per Prober,
+    so they expire in the order the probes were sent) served by one timer
+    handle at the earliest deadline still pending.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
+                 on_ignored: Callable[[IgnoredReply], None] | None) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.on_ignored = on_ignored
+        self.epoll = select.epoll()
+        self.by_fd: dict[int, _Exchange] = {}
+        self.deadlines: deque[_Exchange] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        loop.add_reader(self.epoll.fileno(), self.on_ready)
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.epoll.fileno())
+        if self.timer is not None:
+            self.timer.cancel()
+        for ex in list(self.by_fd.values()):
+            ex.cancel()
+        self.epoll.close()
+
+    def begin(self, ex: _Exchange, packet: bytes) -> None:
+        """Register, send and arm the deadline; a failed send ends the exchange."""
+        self.by_fd[ex.fd] = ex
+        self.epoll.register(ex.fd, select.EPOLLIN)
+        ex.deadline = self.loop.time() + self.timeout
+        ex.sent = time.perf_counter()
+        try:
+            ex.sock.send(packet)
+        except OSError as exc:
+            ex.fail(exc)
+            return
+        self.deadlines.append(ex)
+        if self.timer is None:
+            self._arm(ex.deadline)
+
+    def release(self, ex: _Exchange) -> None:
+        if self.by_fd.pop(ex.fd, None) is ex:
+            ex.sock.close()  # also leaves the epoll set
+
+    def on_ready(self) -> None:
+        by_fd = self.by_fd
+        for fd, _ in self.epoll.poll(0):
+            ex = by_fd.get(fd)
+            if ex is not None:
+                ex.on_readable()
+
+    def _arm(self, when: float) -> None:
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        pending = self.deadlines
+        while pending:
+            ex = pending[0]
+            if ex.finished:
+                pending.popleft()
+            elif ex.deadline <= now:
+                pending.popleft()
+                ex.expire()
+            else:
+                self._arm(ex.deadline)
+                return
+
+
+class Probe:
+    """A probe started with :meth:`Prober.start`; ``cancel`` ends it without a result."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self) -> None:
+        self._now: _Exchange | asyncio.Task[ProbeResult] | None = None
+
+    def follow(self, step: _Exchange | asyncio.Task[ProbeResult]) -> None:
+        """What the probe waits on now (its UDP exchange, then perhaps a TCP re-ask)."""
+        self._now = step
+
+    def cancel(self) -> None:
+        if self._now is not None:
+            self._now.cancel()
 
 
 def why_not_ours(reply: wire.Reply | wire.Malformed, query_id: int, question: wire.Question
@@ -122,55 +306,98 @@ class Prober:
         self.edns = edns
         # Only for paths that carry TCP alone (kubectl port-forward); never the default.
         self.tcp_only = tcp_only
+        self._pump: _Pump | None = None
+        self._tasks: set[asyncio.Task[ProbeResult]] = set()
 
     async def probe(self, target: Target, check: Check, qname: str | None = None) -> ProbeResult:
         """Ask once and classify; ``qname`` overrides the check's name (canaries)."""
+        done: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+
+        def finish(result: ProbeResult) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        started = self.start(target, check, qname, finish)
+        try:
+            return await done
+        finally:
+            started.cancel()
+
+    def start(self, target: Target, check: Check, qname: str | None,
+              on_done: Callable[[ProbeResult], None]) -> Probe:
+        """Start one probe on the running loop; ``on_done`` gets its ProbeResult once
+        (possibly before this returns, when no socket could be made)."""
         name = qname or check.qname
+        if check.application_view or self.tcp_only:
+            started = Probe()
+            started.follow(self._in_task(self._slow(target, check, name), on_done))
+            return started
+        try:
+            template = wire.question_bytes(name, check.qtype, self.edns)
+        except ValueError as exc:
+            on_done(ProbeResult(target, check, Outcome.ERROR, qname=name, detail=str(exc)))
+            return Probe()
+        pump = self._pump_here()
+        family, source = _endpoint(target.address, target.port)
+        query_id = _ids.next()
+        started = Probe()
+        on_udp = on_done
+        if self.tcp_reask:
+            def on_udp(result: ProbeResult) -> None:
+                if result.outcome is Outcome.TIMEOUT or result.outcome is Outcome.UNREACHABLE:
+                    started.follow(self._in_task(self._with_tcp_view(result, template), on_done))
+                else:
+                    on_done(result)
+        try:
+            sock = _socket.socket(family, _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            on_done(ProbeResult(target, check, socket_error_outcome(exc), at=time.time(),
+                                qname=name, detail=str(exc)))
+            return Probe()
+        try:
+            sock.connect(source)
+        except OSError as exc:
+            sock.close()
+            on_done(ProbeResult(target, check, socket_error_outcome(exc), at=time.time(),
+                                qname=name, detail=str(exc)))
+            return Probe()
+        exchange = _Exchange(pump, sock, target, check, name, query_id,
+                             wire.question_of(template), source, on_udp)
+        started.follow(exchange)
+        pump.begin(exchange, wire.with_id(template, query_id))
+        return started
+
+    def _pump_here(self) -> _Pump:
+        loop = asyncio.get_running_loop()
+        pump = self._pump
+        if pump is None or pump.loop is not loop:
+            if pump is not None:
+                pump.close()
+            pump = self._pump = _Pump(loop, self.timeout, self.on_ignored)
+        return pump
+
+    def _in_task(self, coro: Coroutine[Any, Any, ProbeResult],
+                 on_done: Callable[[ProbeResult], None]) -> asyncio.Task[ProbeResult]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def finished(t: asyncio.Task[ProbeResult]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled():
+                on_done(t.result())
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _slow(self, target: Target, check: Check, name: str) -> ProbeResult:
+        """The application view and TCP-only paths (neither is the per-probe hot path)."""
         if check.application_view:
             return await application_view(target, check, name, self.timeout)
         try:
             template = wire.question_bytes(name, check.qtype, self.edns)
         except ValueError as exc:
             return ProbeResult(target, check, Outcome.ERROR, qname=name, detail=str(exc))
-        if self.tcp_only:
-            return await self._tcp(target, check, name, template)
-        result = await self._udp(target, check, name, template)
-        if self.tcp_reask and result.outcome in (Outcome.TIMEOUT, Outcome.UNREACHABLE):
-            return await self._with_tcp_view(result, template)
-        return result
-
-    async def _udp(self, target: Target, check: Check, name: str, template: bytes) -> ProbeResult:
-        loop = asyncio.get_running_loop()
-        query_id = secrets.randbits(16)
-        question = wire.question_of(template)
-        base = ProbeResult(target, check, Outcome.ERROR, qname=name, at=time.time())
-        done: asyncio.Future[tuple[float, wire.Reply | wire.Malformed | OSError]]
-        done = loop.create_future()
-        source = (normal_address(target.address), target.port)
-        try:
-            sock = _connected_udp_socket(source)
-        except OSError as exc:
-            return replace(base, outcome=socket_error_outcome(exc), detail=str(exc))
-        exchange = _Exchange(sock, query_id, question, source, done, self.on_ignored)
-        fd = sock.fileno()
-        loop.add_reader(fd, exchange.on_readable)
-        try:
-            deadline = loop.time() + self.timeout
-            sent = time.perf_counter()
-            sock.send(wire.with_id(template, query_id))
-            async with asyncio.timeout_at(deadline):
-                received, event = await done
-        except TimeoutError:
-            detail = f"no acceptable reply in {self.timeout:g}s"
-            if exchange.ignored:
-                detail += f" ({exchange.ignored} datagram(s) ignored)"
-            return replace(base, outcome=Outcome.TIMEOUT, detail=detail)
-        except OSError as exc:  # the send itself failed (EPERM, no route, refused)
-            return replace(base, outcome=socket_error_outcome(exc), detail=str(exc))
-        finally:
-            loop.remove_reader(fd)
-            sock.close()
-        return result_of(base, check, question, event, received - sent)
+        return await self._tcp(target, check, name, template)
 
     async def _with_tcp_view(self, udp: ProbeResult, template: bytes) -> ProbeResult:
         tcp = await self._tcp(udp.target, udp.check, udp.qname, template)
@@ -210,16 +437,3 @@ class Prober:
                 or not parsed.question.matches(question)):
             return replace(base, outcome=Outcome.MALFORMED, detail="tcp reply to another query")
         return result_of(base, check, question, parsed, received - sent)
-
-
-def _connected_udp_socket(source: tuple[str, int]) -> socket.socket:
-    """A new UDP socket connected to the target: new source port, ICMP errors delivered."""
-    family = socket.AF_INET6 if ":" in source[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.connect(source)
-    except OSError:
-        sock.close()
-        raise
-    return sock

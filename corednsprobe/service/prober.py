@@ -139,7 +139,10 @@ class ProberService:
             return  # it left while the probe was out: no window, no series to revive
         self.tracker.record(result, self.wall())
         self.metrics.observe(result)
-        ring = self.state.last.setdefault(result.target.key, deque(maxlen=LAST_RESULTS))
+        key = result.target.key
+        ring = self.state.last.get(key)
+        if ring is None:
+            ring = self.state.last[key] = deque(maxlen=LAST_RESULTS)
         ring.append(result)
 
     def judge(self) -> Diagnosis:

@@ -202,14 +202,15 @@ zone "cluster.local" {{ type primary; file "{workdir}/broken.zone"; }};
 
 
 @contextlib.contextmanager
-def knot(workdir: Path, addresses: Sequence[str], port: int = 5353) -> Iterator[RunningServer]:
+def knot(workdir: Path, addresses: Sequence[str], port: int = 5353,
+         records: Sequence[str] = ZONE_RECORDS) -> Iterator[RunningServer]:
     """knotd serving cluster.local on every address in ``addresses`` (one listen list)."""
     workdir = workdir / f"knot{next(_counter)}"
     workdir.mkdir(parents=True)
     zone = workdir / "cluster.local.zone"
     zone.write_text("$ORIGIN cluster.local.\n$TTL 30\n"
                     "@ SOA ns admin 1 7200 1800 86400 30\n@ NS ns\nns A 127.0.0.1\n"
-                    + "".join(f"{record}\n" for record in ZONE_RECORDS))
+                    + "".join(f"{record}\n" for record in records))
     listen = ", ".join(f"{a}@{port}" for a in addresses)
     conf = workdir / "knot.conf"
     conf.write_text(f"""server:
