@@ -178,7 +178,7 @@ class Informer:
         self.synced = True
         self._touch()
         self._on_change(self.objects)
-        return str(body.get("metadata", {}).get("resourceVersion", ""))
+        return str(metadata(body).get("resourceVersion") or "")
 
     async def _watch_once(self, version: str, timeout_seconds: int) -> str:
         """One watch request; returns the last version seen when it ends cleanly."""
@@ -212,7 +212,7 @@ class Informer:
             raise ValueError(f"not a watch event: {str(event)[:200]}")
         self._touch()
         self._received += 1
-        new_version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+        new_version = str(metadata(obj).get("resourceVersion") or version)
         if kind == "BOOKMARK":
             return new_version
         key = _key(obj)
