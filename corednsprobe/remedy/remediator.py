@@ -65,6 +65,7 @@ from corednsprobe.remedy.policy import (
     Verdict,
     budget,
     candidacy,
+    candidate_key,
     ready_pods,
     recover,
     refusal,
@@ -281,7 +282,7 @@ class Remediator:
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
                                       self._since)
         if decision.verdict is Verdict.ACT:
-            decision = await self._verified(decision)
+            decision = self._still_wanted(await self._verified(decision))
         self.decision = decision
         if decision.verdict is Verdict.BLOCKED:
             await self._blocked(decision, now)
@@ -291,6 +292,9 @@ class Remediator:
         if self.history.to_json() != self._written:
             await self._persist()
         if decision.verdict is Verdict.ACT:
+            if (latest := self._still_wanted(decision)) is not decision:
+                self.decision = latest  # withdrawn while the history was stored
+                return latest
             assert decision.target is not None
             self._onset(decision.target, healths)
             await self._act(decision, targets, now)
@@ -479,6 +483,19 @@ class Remediator:
             log.warning("remediation_refused", pod=target.name, address=target.address,
                         reason=why[0].value, detail=why[1])
         return Decision(Verdict.BLOCKED, why[1], target, None, why[0])
+
+    def _still_wanted(self, decision: Decision) -> Decision:
+        """The decision, unless a verdict that arrived while the pod was read withdrew it.
+
+        The fresh read awaits the API; meanwhile newer verdicts may have turned
+        ``suspect`` or ``widespread``, or dropped the pod. Every verdict updates
+        ``_since``, so a pod no longer in it is no longer a confirmed candidate."""
+        target = decision.target
+        if decision.verdict is not Verdict.ACT or target is None \
+                or candidate_key(target) in self._since:
+            return decision
+        return Decision(Verdict.BLOCKED, f"a newer verdict no longer names {target.name}: "
+                        "its confirmation starts afresh", target, None, Blocked.CONFIRMING)
 
     async def _act(self, decision: Decision, targets: Sequence[Target], now: float) -> None:
         target, action = decision.target, decision.action
