@@ -198,8 +198,8 @@ class Settings:
     confirm: float = setting(
         10.0,
         _seconds(0, 3600),
-        "A pod verdict must hold this long, the pod the only sick one throughout, before the "
-        "pod is restarted; any other verdict meanwhile starts it afresh.",
+        "A pod must stay a restart candidate this long, without a break, before it is "
+        "restarted; any other verdict meanwhile starts it afresh.",
     )
     settle_period: float = setting(
         300.0,
