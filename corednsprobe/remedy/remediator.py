@@ -145,6 +145,7 @@ class Remediator:
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
         self._since: dict[str, float] = {}  # candidate -> since when, without a break
+        self._recovery_told: set[tuple[str, float]] = set()  # (uid, at) of restarts announced
         self._last_block: tuple[str, Blocked] | None = None
         self._failing_since: dict[str, float] = {}  # pod uid -> first failure seen, unbroken
         self._onsets: dict[str, tuple[float | None, float | None, frozenset[str]]] = {}
@@ -582,11 +583,16 @@ class Remediator:
     async def _announce_recovered(self, before: History, after: History,
                                   healths: Mapping[TargetKey, Health], now: float) -> None:
         """A restart whose workload is now wholly judged healthy: log it with the
-        timeline (first failure, verdict, restart, recovery) and post an Event."""
+        timeline (first failure, verdict, restart, recovery) and post an Event, once per
+        restart even when the settle period takes a recovery back and it recovers again."""
+        self._recovery_told &= {(r.uid, r.at) for r in after.records}
         for old, new in zip(before.records, after.records, strict=True):
             if old.recovered_at is not None or new.recovered_at is None or new.dry_run \
                     or new.result not in (Result.DONE, Result.GONE):
                 continue
+            if (new.uid, new.at) in self._recovery_told:
+                continue  # recovered, relapsed within the settle period, recovered again
+            self._recovery_told.add((new.uid, new.at))
             failing, judged, there = self._onsets.pop(new.uid, (None, None, None))
             replacements = sorted(
                 (h.target for h in healths.values()
