@@ -230,7 +230,7 @@ class Metrics:
         for t in ts.targets:
             self.udp_only.labels(target_label(t))  # from 0, so increase() sees the first
             self._labelled.setdefault(t.key, t)
-        self._present = {t.pod.workload for t in ts.pods if t.pod and t.pod.workload}
+        self._present = {t.pod.workload_key for t in ts.pods if t.pod is not None}
         self._show_gave_up(self._present | self._escalated)  # a workload whose pods left goes
 
     def _forget(self, t: Target) -> None:

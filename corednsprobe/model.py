@@ -79,6 +79,12 @@ class PodRef:
     workload: str = ""  # controlling workload, e.g. "Deployment/coredns"; "" when unknown
     containers: tuple[ContainerFacts, ...] = ()  # as the pod status last said
 
+    @property
+    def workload_key(self) -> str:
+        """The workload remediation counts against: the controller, else a guess from the
+        name (what is left of it without its random suffix) when the API gave none."""
+        return self.workload or f"Pod/{self.name.rsplit('-', 1)[0]}"
+
 
 @dataclass(frozen=True, slots=True)
 class Target:

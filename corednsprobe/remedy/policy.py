@@ -130,10 +130,7 @@ class Rails:
 
 def workload_of(target: Target) -> str:
     """The workload key of a pod target; a guess from the name when the API gave none."""
-    pod = target.pod
-    if pod is None:
-        return ""
-    return pod.workload or f"Pod/{pod.name.rsplit('-', 1)[0]}"
+    return target.pod.workload_key if target.pod is not None else ""
 
 
 def ready_pods(targets: Iterable[Target]) -> set[str]:
