@@ -26,12 +26,14 @@ from corednsprobe.config import (
     parse_k8s_name,
     troff_settings,
 )
-from corednsprobe.sandbox import command as sandbox_command
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CLUSTER = 3
+# The container image leaves the sandbox out; `demo` and `sandbox` then say so.
+NO_SANDBOX = ("this installation leaves out the sandbox (corednsprobe/sandbox), as the "
+              "container image does; install the Python package (README) to run it")
 # Other commands log only warnings unless COREDNSPROBE_LOG_LEVEL says otherwise
 # (the demo's table already shows what its info lines would say).
 LONG_RUNNING = frozenset({"run", "sandbox"})
@@ -97,6 +99,9 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
+    if not _sandbox_installed():
+        print(f"corednsprobe demo: {NO_SANDBOX}", file=sys.stderr)
+        return EXIT_USAGE
     from corednsprobe.cli.demo import ScriptedFault, demo_settings, run_demo, validate
 
     try:
@@ -201,9 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_targets)
 
-    sandbox_command.register(sub)
+    if _sandbox_installed():
+        from corednsprobe.sandbox import command as sandbox_command
+
+        sandbox_command.register(sub)
+    else:
+        p = sub.add_parser("sandbox", help="(not installed here) a local stand-in cluster")
+        p.set_defaults(handler=_cmd_no_sandbox)
 
     return parser
+
+
+def _sandbox_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("corednsprobe.sandbox") is not None
+
+
+def _cmd_no_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    print(f"corednsprobe sandbox: {NO_SANDBOX}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

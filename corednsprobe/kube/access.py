@@ -78,18 +78,21 @@ class Permission:
     subresource: str = ""
     purpose: str = ""
     required: bool = True
+    name: str = ""  # one object only (RBAC resourceNames); "" means any
 
     @property
     def what(self) -> str:
         res = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
         grp = self.group or "core"
-        return f"{self.verb} {res} ({grp}) in namespace {self.namespace}"
+        named = f" {self.name!r}" if self.name else ""
+        return f"{self.verb} {res}{named} ({grp}) in namespace {self.namespace}"
 
     @property
     def rule(self) -> str:
         res = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        names = f'resourceNames: ["{self.name}"], ' if self.name else ""
         return (f'Role in {self.namespace}: apiGroups: ["{self.group}"], '
-                f'resources: ["{res}"], verbs: ["{self.verb}"]')
+                f'resources: ["{res}"], {names}verbs: ["{self.verb}"]')
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +135,28 @@ def prober_namespace(configured: str, fallback: str, path: Path = NAMESPACE_PATH
     return found or fallback
 
 
-def remediation_permissions(mode: str, namespace: str, lease_namespace: str) -> list[Permission]:
-    """What restarting pods in ``mode`` needs: the write, the Lease, and (optionally) Events."""
+def remediation_permissions(mode: str, namespace: str, lease_namespace: str,
+                            lease_name: str = "", legacy_endpoints: bool = False,
+                            ) -> list[Permission]:
+    """What restarting pods in ``mode`` needs: the Lease, the fresh read of the pod, the
+    Service and its endpoints before a restart (dry-run too), the write, and
+    (optionally) Events.
+
+    get and update name the Lease (``lease_name``), so a Role that limits them
+    with resourceNames passes the check; create cannot be limited by name.
+    """
     if mode == "off":
         return []
+    purpose = "elect one leader and keep the remediation history"
     wanted = [Permission(v, "leases", lease_namespace, "coordination.k8s.io",
-                         purpose="elect one leader and keep the remediation history")
+                         purpose=purpose, name=lease_name if v != "create" else "")
               for v in ("get", "create", "update")]
+    fresh = "read a pod, its Service and endpoints fresh before restarting it"
+    wanted += [Permission("get", "pods", namespace, purpose=fresh),
+               Permission("get", "services", namespace, purpose=fresh),
+               Permission("get", "endpoints", namespace, purpose=fresh) if legacy_endpoints
+               else Permission("list", "endpointslices", namespace, "discovery.k8s.io",
+                               purpose=fresh)]
     if mode == "evict":
         wanted.append(Permission("create", "pods", namespace, subresource="eviction",
                                  purpose="evict sick CoreDNS pods"))
@@ -258,7 +276,7 @@ async def ssar(api: ApiClient, p: Permission) -> bool:
         api_version="authorization.k8s.io/v1", kind="SelfSubjectAccessReview",
         spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
             namespace=p.namespace, verb=p.verb, group=p.group, resource=p.resource,
-            subresource=p.subresource or None)))
+            subresource=p.subresource or None, name=p.name or None)))
     answer = await call(client.AuthorizationV1Api(api).create_self_subject_access_review,
                         review, deadline=SSAR_DEADLINE)
     return bool(getattr(answer.status, "allowed", False))

@@ -122,12 +122,14 @@ class Remediator:
         metrics: Metrics,
         lease_namespace: str = "",
         service: str = "kube-dns",
+        lease_name: str = "",
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.service = service
         self.lease_namespace = lease_namespace or namespace
+        self.lease_name = lease_name  # asked about by name: the Role may name only it
         self.configured = rails.mode
         self.policy = RemediationPolicy(rails)
         self.leadership = leadership
@@ -220,7 +222,7 @@ class Remediator:
         and a 403 later still downgrades it.
         """
         wanted = remediation_permissions(self.rails.mode.value, self.namespace,
-                                         self.lease_namespace)
+                                         self.lease_namespace, self.lease_name)
         for pause in (*SELF_CHECK_BACKOFF, None):
             try:
                 report = await check_permissions(self.api, wanted)

@@ -26,7 +26,13 @@ from corednsprobe import logs
 from corednsprobe.sandbox import portforward, tables
 from corednsprobe.sandbox import resources as R
 from corednsprobe.sandbox import status as S
-from corednsprobe.sandbox.auth import Attributes, Authorizer, Principal, forbidden_reason
+from corednsprobe.sandbox.auth import (
+    Attributes,
+    Authorizer,
+    Principal,
+    Request,
+    forbidden_reason,
+)
 from corednsprobe.sandbox.protobuf import ProtobufError, decode_access_review
 from corednsprobe.sandbox.registry import Registry
 from corednsprobe.sandbox.resources import Resource
@@ -274,7 +280,9 @@ class ApiServer:
         sub = target.res.subresource(target.subresource) if target.subresource else None
         attrs = Attributes(verb, target.res.group, target.res.plural, target.subresource,
                            target.namespace or "", target.name or selected)
-        if not Authorizer.decide(principal, attrs).allowed:
+        allowed = Authorizer.decide(principal, attrs).allowed
+        self.authorizer.requests.append(Request(principal.user, attrs, allowed))
+        if not allowed:
             raise S.forbidden(target.res.plural, target.name, target.res.group,
                               forbidden_reason(principal.user, attrs))
         allowed_verbs = sub.verbs if sub else target.res.verbs

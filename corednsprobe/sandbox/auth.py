@@ -3,13 +3,15 @@
 Owns: the token table (token → user and rules; ServiceAccount tokens resolve
 through the RBAC objects on every request), deny rules injected as faults,
 the authorization decision with the real ``RuleAllows`` matching (verbs, API
-groups, ``res/sub`` and ``*/sub`` resources, resourceNames), and the 403
+groups, ``res/sub`` and ``*/sub`` resources, resourceNames), the record of
+the resource requests decided (what a client really asked for), and the 403
 wording of the real authorizer. Never does: HTTP. The same decision answers requests and
 SelfSubjectAccessReviews, so the review tells the truth.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,11 +102,23 @@ class Decision:
 TokenResolver = Callable[[str], tuple[str, Callable[[], Iterable[Rule]]] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One resource request as the authorizer saw it (SelfSubjectAccessReviews are the
+    create of selfsubjectaccessreviews, not the attributes they ask about)."""
+
+    user: str
+    attrs: Attributes
+    allowed: bool
+
+
 class Authorizer:
     def __init__(self) -> None:
         self._tokens: dict[str, Principal] = {}
         self._denied: dict[str, list[Rule]] = {}
         self._resolvers: list[TokenResolver] = []
+        # The last resource requests, oldest first: what a client really asked for.
+        self.requests: deque[Request] = deque(maxlen=100_000)
 
     def add_token(self, token: str, user: str, rules: Iterable[Rule]) -> None:
         self._tokens[token] = Principal(user, tuple(rules), self._denied.setdefault(token, []))

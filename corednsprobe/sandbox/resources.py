@@ -98,6 +98,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget",
              short_names=("pdb",), has_status=True, has_generation=True),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", requires_rv_on_update=True),
+    # Stored only (deploy/ ships one); nothing in the sandbox enforces it.
+    Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy",
+             short_names=("netpol",), has_generation=True),
     Resource("events.k8s.io", "v1", "events", "Event", short_names=("ev",),
              extra_fields=("reason", "type", "regarding.kind", "regarding.name",
                            "regarding.namespace", "regarding.uid")),

@@ -80,7 +80,7 @@ async def serve(
         remediator = Remediator(api, settings.namespace, rails_from(settings),
                                 leadership=elector, store=LeaseStore(elector), metrics=metrics,
                                 lease_namespace=lease_ns,
-                                service=settings.service)
+                                service=settings.service, lease_name=settings.lease_name)
 
     def decided(decision: Decision | None) -> None:
         if on_decided is not None:

@@ -52,8 +52,10 @@ async def test_apply_k_creates_every_object(applied: tuple[Sandbox, Kubectl]) ->
         ("Role", "kube-system", "corednsprobe"), ("Role", "default", "corednsprobe-truth"),
         ("RoleBinding", "kube-system", "corednsprobe"),
         ("RoleBinding", "default", "corednsprobe-truth"),
+        ("Role", "kube-system", "corednsprobe-evict"),
+        ("RoleBinding", "kube-system", "corednsprobe-evict"),
         ("Deployment", "kube-system", "corednsprobe"), ("Service", "kube-system", "corednsprobe")}
-    role = (await kubectl.json("get", "role", "corednsprobe", "-n", "kube-system"))
+    role = (await kubectl.json("get", "role", "corednsprobe-evict", "-n", "kube-system"))
     assert {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]} \
         in role["rules"]
 
@@ -72,7 +74,10 @@ async def test_the_account_may_do_exactly_what_its_roles_say(
 
     assert await can("watch", "endpointslices.discovery.k8s.io", "-n", "kube-system")
     assert await can("create", "pods", "--subresource=eviction", "-n", "kube-system")
-    assert await can("update", "leases.coordination.k8s.io", "-n", "kube-system")
+    # the Lease: create any, get and update only the one named (resourceNames)
+    assert await can("create", "leases.coordination.k8s.io", "-n", "kube-system")
+    assert await can("update", "leases.coordination.k8s.io/corednsprobe", "-n", "kube-system")
+    assert not await can("update", "leases.coordination.k8s.io/other", "-n", "kube-system")
     assert await can("list", "services", "-n", "default")  # the truth Role
     assert not await can("list", "pods", "-n", "default")  # a Role holds in its namespace
     assert not await can("get", "pods", "--subresource=log", "-n", "kube-system")
@@ -99,10 +104,17 @@ async def test_kubectl_create_token_is_a_working_token(applied: tuple[Sandbox, K
         assert code == 403
         code, _, review = await http.call(
             "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-            {"spec": {"resourceAttributes": {"verb": "delete", "resource": "pods",
+            {"spec": {"resourceAttributes": {"verb": "create", "resource": "pods",
+                                             "subresource": "eviction",
                                              "namespace": "kube-system"}}},
             token=token.strip())
         assert code == 201 and review["status"]["allowed"] is True
+        code, _, review = await http.call(  # delete pods: only the delete variant grants it
+            "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            {"spec": {"resourceAttributes": {"verb": "delete", "resource": "pods",
+                                             "namespace": "kube-system"}}},
+            token=token.strip())
+        assert code == 201 and review["status"]["allowed"] is False
     code, _, _ = await kubectl.run("delete", "sa", "corednsprobe", "-n", "kube-system")
     assert code == 0
     async with aiohttp.ClientSession() as session:
@@ -175,7 +187,7 @@ async def test_run_works_with_the_account_and_exactly_its_rules(
     remediation = status["remediation"]
     assert (remediation["mode"], remediation["downgraded"]) == ("evict", None)
 
-    drop_rule(sandbox, "kube-system", "corednsprobe", "pods/eviction", "create")
+    drop_rule(sandbox, "kube-system", "corednsprobe-evict", "pods/eviction", "create")
     status, err = await run_and_read_status(corednsprobe, kubeconfig)
     assert status is not None, err
     remediation = status["remediation"]
