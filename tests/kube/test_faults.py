@@ -20,10 +20,12 @@ from corednsprobe.sandbox.backends import BACKENDS, BackendUnavailable, make_bac
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.nullbackend import NullBackend
 from corednsprobe.sandbox.registry import PODS, SERVICES
+from corednsprobe.sandbox.resources import require
 from tests.kube.conftest import Http, eventually
 
 NS = "kube-system"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
+ENDPOINTSLICES = require("discovery.k8s.io", "endpointslices")
 REPO = str(Path(__file__).resolve().parents[2])
 
 
@@ -93,9 +95,23 @@ async def test_hand_made_slice_lives_beside_the_managed_one(sandbox: Sandbox,
     code, _, listing = await http.call(
         "GET", f"{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dkube-dns")
     assert sorted(i["addressType"] for i in listing["items"]) == ["IPv4", "IPv6"]
-    await asyncio.sleep(0.2)  # a controller pass must leave the hand-made slice alone
+    # a controller pass must leave the hand-made slice alone: make one happen (a pod goes,
+    # the managed slice drops its address) before looking
+    victim = sandbox.dns_pods()[0]
+    ip = victim["status"]["podIP"]
+    code, _, _ = await http.call(
+        "DELETE", f"/api/v1/namespaces/{NS}/pods/{victim['metadata']['name']}"
+        "?gracePeriodSeconds=0")
+    assert code == 200
+    await eventually(lambda: ip not in managed_ipv4_addresses(sandbox), within=10)
     code, _, _ = await http.call("DELETE", f"{SLICES}/kube-dns-v6")
     assert code == 200
+
+
+def managed_ipv4_addresses(sandbox: Sandbox) -> set[str]:
+    return {address for s in sandbox.store.items(ENDPOINTSLICES, NS)
+            if s.get("addressType") == "IPv4"
+            for e in s.get("endpoints") or () for address in e.get("addresses") or ()}
 
 
 async def test_stalled_watch_sends_nothing_until_released(sandbox: Sandbox,

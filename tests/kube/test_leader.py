@@ -104,7 +104,9 @@ async def test_release_hands_the_lease_over_at_once(sandbox: Sandbox, tmp_path: 
         a.start()
         await eventually(a.elector.is_leader, within=5)
         b.start()
-        await asyncio.sleep(0.5)
+        # b has read the Lease and found alpha holding it: only then does "not leader" mean
+        # something
+        await eventually(lambda: b.elector.holder == a.elector.identity, within=5)
         assert not b.elector.is_leader()
         loop = asyncio.get_running_loop()
         stopped = loop.time()
