@@ -15,7 +15,8 @@ import contextlib
 import json
 import math
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +39,13 @@ from corednsprobe.sandbox.registry import Registry
 from corednsprobe.sandbox.resources import Resource
 from corednsprobe.sandbox.selectors import FieldSelector, LabelSelector, SelectorError
 from corednsprobe.sandbox.store import Store, TooOld, Watcher
-from corednsprobe.sandbox.workloads import PodKind, ProcessPods, log_refusal, pod_kind
+from corednsprobe.sandbox.workloads import (
+    LogOptions,
+    PodKind,
+    ProcessPods,
+    log_refusal,
+    pod_kind,
+)
 
 Obj = dict[str, Any]
 log = logs.get(__name__)
@@ -54,6 +61,43 @@ VERSION_INFO = {
 
 def truthy(value: str | None) -> bool:
     return value in ("true", "True", "1")
+
+
+def _int_param(query: Mapping[str, str], key: str) -> int | None:
+    """A query parameter decoded as the API server's parameter codec decodes an
+    int64 (strconv.ParseInt), or its 400."""
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return None
+    body = raw[1:] if raw[:1] in "+-" else raw
+    if not body.isascii() or not body.isdigit():
+        raise S.bad_request(f'strconv.ParseInt: parsing "{raw}": invalid syntax')
+    value = int(raw)
+    if not -(2 ** 63) <= value < 2 ** 63:
+        raise S.bad_request(f'strconv.ParseInt: parsing "{raw}": value out of range')
+    return value
+
+
+def log_options(query: Mapping[str, str], name: str) -> LogOptions:
+    """PodLogOptions from the query, validated as pkg/apis/core/validation
+    ValidatePodLogOptions does (a 422 Invalid naming each bad field)."""
+    tail = _int_param(query, "tailLines")
+    since = _int_param(query, "sinceSeconds")
+    causes = []
+    if tail is not None and tail < 0:
+        causes.append(("tailLines", f"Invalid value: {tail}: must be greater than or equal to 0"))
+    if since is not None and since < 1:
+        causes.append(("sinceSeconds", f"Invalid value: {since}: must be greater than 0"))
+    if causes:
+        listed = [f"{field}: {detail}" for field, detail in causes]
+        summary = listed[0] if len(listed) == 1 else f"[{', '.join(listed)}]"
+        raise S.ApiError(S.status_body(
+            422, "Invalid", f'PodLogOptions "{name}" is invalid: {summary}',
+            {"name": name, "kind": "PodLogOptions",
+             "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}
+                        for field, detail in causes]}))
+    since_ns = None if since is None else time.time_ns() - since * 1_000_000_000
+    return LogOptions(tail=tail, since_ns=since_ns, timestamps=truthy(query.get("timestamps")))
 
 
 @dataclass
@@ -325,7 +369,8 @@ class ApiServer:
             return await portforward.serve(request, self.store.must_get(res, ns, name),
                                            self.dns_port)
         if verb == "get" and target.subresource == "log":
-            return await self._log(request, self.store.must_get(res, ns, name))
+            options = log_options(request.query, name)  # decoded before the pod is read
+            return await self._log(request, self.store.must_get(res, ns, name), options)
         if verb == "get":
             obj = self.store.must_get(res, ns, name)
             if table is not None:
@@ -383,7 +428,8 @@ class ApiServer:
         except ValueError as exc:
             raise S.bad_request(f"the body of the request could not be decoded: {exc}") from None
 
-    async def _log(self, request: web.Request, pod: Obj) -> web.StreamResponse:
+    async def _log(self, request: web.Request, pod: Obj,
+                   options: LogOptions) -> web.StreamResponse:
         """pods/log: the container's output (CoreDNS pods: their banner), or the
         kubelet's 400 while the container is waiting; ``follow`` streams to its exit."""
         name = pod["metadata"]["name"]
@@ -404,17 +450,16 @@ class ApiServer:
             raise S.bad_request(log_refusal(pod, container) or
                                 f'container "{container}" in pod "{name}" is waiting to '
                                 "start: ContainerCreating")
-        raw_tail = request.query.get("tailLines")
-        tail = int(raw_tail) if raw_tail and raw_tail.lstrip("-").isdigit() else None
         if not truthy(request.query.get("follow")):
-            return web.Response(body=processes.read(namespace, name, tail),
+            return web.Response(body=processes.read(namespace, name, options),
                                 content_type="text/plain")
         response = web.StreamResponse(status=200)
         response.content_type = "text/plain"
         response.enable_chunked_encoding()
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):
-            async for chunk in processes.follow(namespace, name, pod["metadata"]["uid"], tail):
+            async for chunk in processes.follow(namespace, name, pod["metadata"]["uid"],
+                                                options):
                 await response.write(chunk)
             await response.write_eof()
         return response

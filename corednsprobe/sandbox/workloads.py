@@ -8,20 +8,26 @@ when its restartPolicy is Never or OnFailure; any other image never starts),
 the container statuses a real kubelet reports for each (``ErrImagePull`` then
 ``ImagePullBackOff`` while Pending; ``running``, then ``terminated`` with the
 exit code; ``DeadlineExceeded`` past ``activeDeadlineSeconds``), the process's
-output kept as the container log, and the texts of the kubelet's log errors
-(pkg/kubelet/kubelet_pods.go validateContainerLogStatus). Never does: touch
-the store (the controllers write what this module computes); run any image
-but the project's; run a process anywhere but as a child of this one.
+output kept as the container log (read through a pipe and written line by line
+with its arrival time, in the CRI log format the kubelet reads:
+``<RFC3339Nano> stdout F|P <line>``), reading it back with ``tailLines``,
+``sinceSeconds`` and ``timestamps`` as pkg/kubelet/kuberuntime/logs does, and
+the texts of the kubelet's log errors (pkg/kubelet/kubelet_pods.go
+validateContainerLogStatus). Never does: touch the store (the controllers
+write what this module computes); run any image but the project's; run a
+process anywhere but as a child of this one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -32,6 +38,54 @@ Obj = dict[str, Any]
 PROJECT_IMAGE = "corednsprobe"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 _KEPT_ENV = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "TZ")
+_READ_CHUNK = 65536
+
+
+def rfc3339_nano(ns: int) -> str:
+    """Unix nanoseconds as the kubelet prints a log line's time (UTC, nine digits)."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def parse_rfc3339_nano(text: str) -> int:
+    """The inverse of :func:`rfc3339_nano` (a CRI log record's time)."""
+    seconds = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    digits = text[20:].rstrip("Z")
+    return seconds * 1_000_000_000 + int(digits.ljust(9, "0")[:9] or 0)
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """The read side of PodLogOptions the sandbox honours."""
+
+    tail: int | None = None  # tailLines
+    since_ns: int | None = None  # sinceSeconds, as the earliest line time (unix ns)
+    timestamps: bool = False
+
+
+def cri_record(ns: int, line: bytes) -> bytes:
+    """One CRI log record: a whole line (tag F, newline dropped) or the last,
+    unterminated piece of output (tag P)."""
+    if line.endswith(b"\n"):
+        return f"{rfc3339_nano(ns)} stdout F ".encode() + line
+    return f"{rfc3339_nano(ns)} stdout P ".encode() + line + b"\n"
+
+
+def render(records: Iterable[bytes], options: LogOptions) -> bytes:
+    """CRI records (each ending in a newline) → what ``pods/log`` returns: the
+    lines at or after ``since``, each with its time and a space if asked."""
+    out = []
+    for record in records:
+        stamp, _, rest = record.partition(b" ")
+        _stream, _, rest = rest.partition(b" ")
+        tag, _, content = rest.partition(b" ")
+        if options.since_ns is not None and \
+                parse_rfc3339_nano(stamp.decode()) < options.since_ns:
+            continue
+        if tag == b"P":
+            content = content[:-1]
+        out.append(stamp + b" " + content if options.timestamps else content)
+    return b"".join(out)
 
 
 class PodKind(StrEnum):
@@ -111,7 +165,7 @@ class RunningProcess:
 
     process: asyncio.subprocess.Process
     log_path: Path
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)  # output all logged
 
 
 class ProcessPods:
@@ -131,10 +185,11 @@ class ProcessPods:
         self.directory.mkdir(parents=True, exist_ok=True)
         meta = pod["metadata"]
         log_path = self.directory / f"{meta['namespace']}_{meta['name']}_{meta['uid']}.log"
-        with log_path.open("ab") as sink:
-            process = await asyncio.create_subprocess_exec(
-                *argv_of(container), stdin=asyncio.subprocess.DEVNULL, stdout=sink,
-                stderr=sink, env=env, start_new_session=True)
+        log_path.touch()
+        process = await asyncio.create_subprocess_exec(
+            *argv_of(container), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            start_new_session=True)
         running = RunningProcess(process, log_path)
         self.running[meta["uid"]] = running
         self.logs[(meta["namespace"], meta["name"])] = log_path
@@ -143,8 +198,25 @@ class ProcessPods:
 
     @staticmethod
     async def _reap(running: RunningProcess) -> None:
-        await running.process.wait()
-        running.exited.set()
+        """Copy the process's output into its log, each line stamped with the
+        time it arrived, until the pipe closes; then wait for the exit."""
+        try:
+            stdout = running.process.stdout
+            if stdout is not None:
+                with running.log_path.open("ab", buffering=0) as sink:
+                    pending = b""
+                    while chunk := await stdout.read(_READ_CHUNK):
+                        arrived = time.time_ns()
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        if lines:
+                            sink.write(b"".join(cri_record(arrived, line + b"\n")
+                                                for line in lines))
+                    if pending:
+                        sink.write(cri_record(time.time_ns(), pending))
+            await running.process.wait()
+        finally:
+            running.exited.set()
 
     async def stop(self, uid: str, grace: float) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code."""
@@ -172,29 +244,40 @@ class ProcessPods:
         if path is not None:
             path.unlink(missing_ok=True)
 
-    def read(self, namespace: str, name: str, tail: int | None = None) -> bytes:
+    def _records(self, namespace: str, name: str) -> list[bytes]:
         path = self.logs.get((namespace, name))
         data = path.read_bytes() if path is not None and path.exists() else b""
-        if tail is not None:
-            lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-tail:]) if tail > 0 else b""
-        return data
+        return data.splitlines(keepends=True)
+
+    def read(self, namespace: str, name: str, options: LogOptions = LogOptions()) -> bytes:
+        """The log so far: the last ``tail`` lines, then of those the ones since
+        ``since`` (the kubelet's order)."""
+        records = self._records(namespace, name)
+        if options.tail is not None:
+            records = records[-options.tail:] if options.tail > 0 else []
+        return render(records, options)
 
     async def follow(self, namespace: str, name: str, uid: str,
-                     tail: int | None = None) -> AsyncIterator[bytes]:
+                     options: LogOptions = LogOptions()) -> AsyncIterator[bytes]:
         """The log so far, then what the process writes until it has exited."""
-        first = self.read(namespace, name, tail)
-        offset = len(self.read(namespace, name))
-        if first:
-            yield first
         path = self.logs.get((namespace, name))
+        data = path.read_bytes() if path is not None and path.exists() else b""
+        offset = data.rfind(b"\n") + 1
+        records = data[:offset].splitlines(keepends=True)
+        if options.tail is not None:
+            records = records[-options.tail:] if options.tail > 0 else []
+        if first := render(records, options):
+            yield first
         while path is not None:
             running = self.running.get(uid)
+            done = running is None or running.exited.is_set()
             data = path.read_bytes()[offset:] if path.exists() else b""
-            if data:
-                offset += len(data)
-                yield data
-            elif running is None or running.exited.is_set():
+            whole = data[:data.rfind(b"\n") + 1]
+            if whole:
+                offset += len(whole)
+                if chunk := render(whole.splitlines(keepends=True), options):
+                    yield chunk
+            elif done:
                 return
             else:
                 await asyncio.sleep(0.05)

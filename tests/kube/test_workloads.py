@@ -5,7 +5,10 @@ ImagePullBackOff, and pods/log answers with the kubelet's texts."""
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
+import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +115,68 @@ async def test_logs_follow_a_probe_pod_to_its_end(cluster: tuple[Sandbox, Kubect
     await eventually(lambda: phase(sandbox, "probe") == "Succeeded", within=10)
 
 
+STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{9})Z (.*)$")
+
+
+def stamped(out: str) -> list[tuple[float, str]]:
+    """``kubectl logs --timestamps`` output → (unix time, line); every line must
+    carry the kubelet's RFC3339Nano UTC stamp and a space."""
+    found = []
+    for line in out.splitlines():
+        match = STAMPED.match(line)
+        assert match, f"no timestamp on {line!r}"
+        seconds = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%S"))
+        found.append((seconds + int(match[2]) / 1e9, match[3]))
+    return found
+
+
+async def test_logs_timestamps_and_since(cluster: tuple[Sandbox, Kubectl]) -> None:
+    """``kubectl logs --timestamps`` stamps each line with the time it was
+    written; ``--since`` keeps only the recent ones, and both combine with
+    ``--tail`` and ``-f``."""
+    sandbox, kubectl = cluster
+    dns = sandbox.service(NS, "kube-dns")["spec"]["clusterIP"]
+    before = time.time()
+    sandbox.registry.create(PODS, NS, pod(
+        "ticker", "corednsprobe:0.1.0", "check", "--server", f"{dns}:{sandbox.backend.port}",
+        "--count", "16", "--interval", "0.4"))
+    await eventually(lambda: phase(sandbox, "ticker") == "Running", within=10)
+    await asyncio.sleep(max(0.0, before + 4.0 - time.time()))
+
+    called = time.time()
+    code, out, err = await kubectl.run("logs", "ticker", "-n", NS, "--since=2s",
+                                       "--timestamps")
+    returned = time.time()
+    assert code == 0, err
+    recent = stamped(out)
+    code, out, err = await kubectl.run("logs", "ticker", "-n", NS, "--timestamps")
+    assert code == 0, err
+    full = stamped(out)
+    stamps = [t for t, _ in full]
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= time.time()
+    assert stamps[-1] - stamps[0] >= 2.5  # written over seconds, stamped as they came
+    assert len([line for _, line in full if dns in line]) >= 8, out
+
+    # --since=2s: the server's cut is 2s before some moment in [called, returned]
+    assert recent and all(t >= called - 2 for t, _ in recent), (recent, called)
+    first = full.index(recent[0])
+    assert full[first:first + len(recent)] == recent  # a contiguous run, not a sample
+    assert first > 0 and full[first - 1][0] < returned - 2  # older lines left out
+
+    code, out, err = await kubectl.run("logs", "-f", "ticker", "-n", NS, "--timestamps",
+                                       within=30)
+    assert code == 0, err
+    followed = stamped(out)
+    assert followed[:len(full)] == full
+    await eventually(lambda: phase(sandbox, "ticker") == "Succeeded", within=10)
+    code, out, err = await kubectl.run("logs", "ticker", "-n", NS, "--timestamps")
+    assert (code, stamped(out)) == (0, followed), err  # -f ran to the process's end
+    code, out, err = await kubectl.run("logs", "ticker", "-n", NS, "--tail=2", "--timestamps")
+    assert (code, stamped(out)) == (0, followed[-2:]), err
+    code, out, err = await kubectl.run("logs", "ticker", "-n", NS, "--since=1h", "--tail=3")
+    assert (code, out.splitlines()) == (0, [line for _, line in followed[-3:]]), err
+
+
 async def test_deadline_kills_a_running_process(cluster: tuple[Sandbox, Kubectl]) -> None:
     sandbox, _ = cluster
     sandbox.registry.create(PODS, NS, pod(
@@ -166,3 +231,27 @@ async def test_pod_log_errors_golden(cluster: tuple[Sandbox, Kubectl]) -> None:
         assert (code, body["message"]) == (400, "container nope is not valid for pod two")
         code, _, body = await http.call("GET", f"/api/v1/namespaces/{NS}/pods/gone/log")
         assert (code, body["message"]) == (404, 'pods "gone" not found')
+        # PodLogOptions are decoded (strconv.ParseInt: 400) and validated
+        # (ValidatePodLogOptions: 422) before the pod is looked at.
+        code, _, body = await http.call("GET", f"{base}?sinceSeconds=abc")
+        assert (code, body) == (400, {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": 'strconv.ParseInt: parsing "abc": invalid syntax',
+            "reason": "BadRequest", "code": 400})
+        for value in ("0", "-5"):
+            code, _, body = await http.call("GET", f"{base}?container=main&sinceSeconds={value}")
+            assert (code, body) == (422, {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": f'PodLogOptions "two" is invalid: sinceSeconds: Invalid value: '
+                           f"{value}: must be greater than 0",
+                "reason": "Invalid",
+                "details": {"name": "two", "kind": "PodLogOptions", "causes": [{
+                    "reason": "FieldValueInvalid",
+                    "message": f"Invalid value: {value}: must be greater than 0",
+                    "field": "sinceSeconds"}]},
+                "code": 422})
+        code, _, body = await http.call(
+            "GET", f"/api/v1/namespaces/{NS}/pods/gone/log?sinceSeconds=0&tailLines=-1")
+        assert (code, body["message"]) == (422, (
+            'PodLogOptions "gone" is invalid: [tailLines: Invalid value: -1: must be greater '
+            "than or equal to 0, sinceSeconds: Invalid value: 0: must be greater than 0]"))
