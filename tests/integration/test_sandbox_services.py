@@ -18,7 +18,7 @@ from corednsprobe.sandbox.controllers import Timings
 from corednsprobe.sandbox.inprocess import InProcessBackend
 from tests.integration.sandbox_dns_client import Reply, udp_query
 from tests.integration.test_sandbox_dns import netns_unavailable
-from tests.kube.conftest import eventually
+from tests.kube.conftest import communicate_within, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 NODEPORT_YAML = ROOT / "deploy" / "extras" / "dns-nodeport.yaml"
@@ -59,14 +59,7 @@ async def make_sandbox(request: pytest.FixtureRequest) -> AsyncIterator[MakeSand
 async def run(*argv: str, within: float = 30.0) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(within):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode or 0, out.decode(), err.decode()
+    return await communicate_within(process, within)
 
 
 async def dig(address: str, port: int, *options: str) -> str:
