@@ -110,6 +110,16 @@ def _listen() -> Spec:
     return Spec(split_host_port, "HOST:PORT, e.g. 0.0.0.0:9180 or [::]:9180", "")
 
 
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
+
+
+def _image(raw: str) -> str:
+    value = raw.strip()
+    if not _IMAGE.match(value):
+        raise ValueError
+    return value
+
+
 def setting(default: Any, spec: Spec, doc: str, unset: str = "") -> Any:
     """Declare one setting: its default, how it is parsed, and what it does.
 
@@ -206,6 +216,31 @@ class Settings:
         _seconds(0, 86400),
         "Health must hold this long after a restart for it to count as having brought health "
         "back; a relapse sooner counts towards giving up.",
+    )
+    reach: str = setting(
+        "auto",
+        _choice("auto", "direct", "exposed", "probe-pod", "port-forward"),
+        "How probes reach the pods: direct (UDP to every pod IP and the ClusterIP), exposed "
+        "(a NodePort/LoadBalancer Service of the DNS pods), probe-pod (a short-lived agent pod "
+        "in the cluster), port-forward (DNS over TCP through the API server); auto picks the "
+        "first that works in that order (see corednsprobe-deploy(7)).",
+    )
+    probe_image: str = setting(
+        "corednsprobe",
+        Spec(lambda raw: _image(raw), "an image reference, e.g. registry/corednsprobe:1.0", ""),
+        "Image of the agent pod of the probe-pod strategy (this project's image).",
+    )
+    exposed_service: str = setting(
+        "",
+        _optional(_k8s_name()),
+        "NodePort/LoadBalancer Service the exposed strategy probes; empty: found by its "
+        "selector (the DNS Service's) and a UDP port 53.",
+    )
+    quorum: int = setting(
+        2,
+        _integer(1, 1000),
+        "Vantages on this many distinct nodes must see a pod unhealthy before it is "
+        "restarted (capped at the vantages holding a fresh verdict on it).",
     )
     lease_name: str = setting(
         "corednsprobe", _k8s_name(), "Lease for leader election and the remediation history."
