@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -55,24 +56,18 @@ def status_of(line: bytes) -> int | None:
 async def get(endpoint: HealthEndpoint, pod_ip: str, deadline: float,
               wall: Callable[[], float] = time.time) -> EndpointState:
     """One GET of ``endpoint`` on the pod at ``pod_ip``, ended within ``deadline`` seconds."""
-    global _TLS
     at = wall()
     host = endpoint.host or pod_ip
     netloc = f"[{host}]:{endpoint.port}" if ":" in host else f"{host}:{endpoint.port}"
-    tls: ssl.SSLContext | None = None
-    if endpoint.scheme == "HTTPS":
-        tls = _TLS = _TLS or _tls()
-    writer: asyncio.StreamWriter | None = None
+    request = (f"GET {endpoint.path} HTTP/1.1\r\nHost: {netloc}\r\n"
+               f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+               ).encode()
     try:
         async with asyncio.timeout(deadline):
-            reader, writer = await asyncio.open_connection(
-                host, endpoint.port, ssl=tls, server_hostname=host if tls else None,
-                limit=MAX_HEAD_LINE)
-            writer.write(f"GET {endpoint.path} HTTP/1.1\r\nHost: {netloc}\r\n"
-                         f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\n"
-                         "Connection: close\r\n\r\n".encode())
-            await writer.drain()
-            line = await reader.readline()
+            if endpoint.scheme == "HTTPS":
+                line = await _status_line_tls(host, endpoint.port, request)
+            else:
+                line = await _status_line(host, endpoint.port, request)
     except TimeoutError:
         return EndpointState(endpoint, EndpointOutcome.TIMEOUT, None, at,
                              f"no answer within {deadline:g} s")
@@ -81,15 +76,43 @@ async def get(endpoint: HealthEndpoint, pod_ip: str, deadline: float,
     except (OSError, ValueError, asyncio.LimitOverrunError) as exc:  # ssl.SSLError is an OSError
         return EndpointState(endpoint, EndpointOutcome.ERROR, None, at,
                              f"{type(exc).__name__}: {exc}")
-    finally:
-        if writer is not None:
-            writer.close()
     status = status_of(line)
     if status is None:
         return EndpointState(endpoint, EndpointOutcome.ERROR, None, at,
                              f"not an HTTP reply: {line[:80]!r}")
     outcome = EndpointOutcome.OK if 200 <= status < 400 else EndpointOutcome.STATUS
     return EndpointState(endpoint, outcome, status, at)
+
+
+async def _status_line(host: str, port: int, request: bytes) -> bytes:
+    """The first line of the reply over plain TCP, on a bare non-blocking socket (no
+    streams: a GET per endpoint per round is the whole cost of the kubelet's view)."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+        await loop.sock_sendall(sock, request)
+        received = b""
+        while b"\n" not in received and len(received) < MAX_HEAD_LINE:
+            chunk = await loop.sock_recv(sock, MAX_HEAD_LINE)
+            if not chunk:
+                break
+            received += chunk
+        return received.split(b"\n", 1)[0]
+
+
+async def _status_line_tls(host: str, port: int, request: bytes) -> bytes:
+    global _TLS
+    _TLS = _TLS or _tls()
+    reader, writer = await asyncio.open_connection(host, port, ssl=_TLS, server_hostname=host,
+                                                   limit=MAX_HEAD_LINE)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.readline()
+    finally:
+        writer.close()
 
 
 async def check_pod(target: Target, deadline: float, gate: asyncio.Semaphore,
