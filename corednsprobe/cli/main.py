@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pods", type=int, default=3, help="CoreDNS replicas (default 3)")
     p.add_argument("--fault", action="append", default=[], metavar="POD=FAULT@SECONDS",
                    help="inject FAULT (udp-drop, udp-reject, delay:MS, loss:PCT, servfail, "
-                   "wrong-answer, none) into POD (a slot number or pod name) SECONDS after "
-                   "start; repeatable")
+                   "wrong-answer, none; +health-down hangs its /health too) into POD (a slot "
+                   "number or pod name) SECONDS after start; repeatable")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until ^C)")
     p.set_defaults(handler=_cmd_demo)

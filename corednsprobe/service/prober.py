@@ -2,7 +2,9 @@
 
 Owns: following the ClusterView's TargetSets (as the reach strategy plans them:
 a strategy may leave targets out, e.g. port-forward the ClusterIP), feeding each round's results
-into the Tracker, the metrics and the recent-results ring, judging every
+into the Tracker, the metrics and the recent-results ring, asking each pod's
+own health endpoints beside every round (the kubelet's view, kept as their
+latest states for the evidence, /status and a metric), judging every
 target and the whole after each round (logging what changed) and handing the
 verdict on (``on_diagnosis``); the State that /status and liveness read.
 Never does: remediate, serve HTTP or decide what /status shows.
@@ -25,6 +27,7 @@ from corednsprobe.metrics import Metrics
 from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
+    EndpointState,
     Health,
     HealthState,
     ProbeResult,
@@ -33,6 +36,7 @@ from corednsprobe.model import (
     TargetSet,
 )
 from corednsprobe.probe.checks import Checks
+from corednsprobe.probe.health import HealthRounds
 from corednsprobe.probe.rounds import ProbeEngine, Rounds
 
 log = logs.get(__name__)
@@ -61,6 +65,7 @@ class State:
         default_factory=lambda: Diagnosis(DiagnosisState.SYNCING, "starting")
     )
     last: dict[TargetKey, deque[ProbeResult]] = field(default_factory=dict)
+    endpoints: dict[TargetKey, tuple[EndpointState, ...]] = field(default_factory=dict)
     rounds: int = 0
     overruns: int = 0
     last_round: RoundReport | None = None
@@ -128,6 +133,9 @@ class ProberService:
         self.rounds = Rounds(self.planned, self.checks, engine, self.round_done,
                              interval=settings.interval, timeout=settings.timeout,
                              max_in_flight=settings.max_in_flight)
+        self.health_rounds = HealthRounds(view, self.endpoints_done, interval=settings.interval,
+                                          timeout=settings.timeout,
+                                          max_in_flight=settings.max_in_flight, wall=wall)
 
     def use(self, engine: ProbeEngine) -> None:
         """Probe through ``engine`` from the next probe on (a reach strategy chosen again);
@@ -145,6 +153,7 @@ class ProberService:
             await self.view.changed(0)
             self.state.started = loop_time()
             tasks.create_task(self.rounds.run(), name="rounds")
+            tasks.create_task(self.health_rounds.run(), name="health-endpoints")
         raise AssertionError("unreachable: the prober's tasks never end")
 
     async def _follow_targets(self) -> NoReturn:
@@ -161,6 +170,8 @@ class ProberService:
         current = {t.key for t in ts.targets}
         for key in [k for k in self.state.last if k not in current]:
             del self.state.last[key]
+        for key in [k for k in self.state.endpoints if k not in current]:
+            del self.state.endpoints[key]
 
     def round_done(self, report: RoundReport) -> None:
         """Take in one round's results, count it, and judge."""
@@ -175,6 +186,13 @@ class ProberService:
             log.warning("round_overran", round=report.number, duration=round(report.duration, 3),
                         interval=self.settings.interval, probes=report.probes)
         self.judge()
+
+    def endpoints_done(self, states: dict[TargetKey, tuple[EndpointState, ...]]) -> None:
+        """One pass over the pods' health endpoints: the latest states of current pods."""
+        current = {t.key for t in self.view.current.pods}
+        fresh = {k: v for k, v in states.items() if k in current}
+        self.state.endpoints.update(fresh)
+        self.metrics.set_health_endpoints(fresh)
 
     def record(self, result: ProbeResult) -> None:
         """One probe's outcome into the window, the metrics and the ring of recent results."""
@@ -197,7 +215,7 @@ class ProberService:
             old = st.healths.get(key)
             if old is not None and old.state is not h.state:
                 _log_health_change(old, h)
-        verdict = diagnose(ts, healths, self.policy)
+        verdict = diagnose(ts, healths, self.policy, st.endpoints)
         if verdict.state is not st.diagnosis.state or verdict.candidates != st.diagnosis.candidates:
             log.info("diagnosis_changed", state=verdict.state.value,
                      previous=st.diagnosis.state.value, reason=verdict.reason,
