@@ -41,6 +41,8 @@ async def test_check_cluster_json_direct_asks_every_pod_and_the_service(
     pods = {p["status"]["podIP"] for p in sandbox.dns_pods()}
     assert {r["server"].rsplit(":", 1)[0] for r in doc["results"]} == pods | {cluster_ip}
     assert all(set(r) >= SCHEMA_KEYS for r in doc["results"])
+    assert {(r["kind"], r["reach"]) for r in doc["results"]} == {("pod", "direct"),
+                                                                  ("service", "direct")}
     assert doc["summary"]["probes"] == 6 and doc["summary"]["ok"] == 6
     truth = sandbox.service("default", "kubernetes")["spec"]["clusterIP"]
     assert {tuple(r["answers"]) for r in doc["results"]} == {(truth,)}
