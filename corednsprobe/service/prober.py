@@ -133,8 +133,8 @@ class ProberService:
         self.rounds = Rounds(self.planned, self.checks, engine, self.round_done,
                              interval=settings.interval, timeout=settings.timeout,
                              max_in_flight=settings.max_in_flight)
-        self.health_rounds = HealthRounds(view, self.endpoints_done, interval=settings.interval,
-                                          timeout=settings.timeout,
+        self.health_rounds = HealthRounds(_ReachablePods(self), self.endpoints_done,
+                                          interval=settings.interval, timeout=settings.timeout,
                                           max_in_flight=settings.max_in_flight, wall=wall)
 
     def use(self, engine: ProbeEngine) -> None:
@@ -144,6 +144,9 @@ class ProberService:
         self.planned.use(engine)
         self.rounds.use(engine)
         self._show(self.view.current)
+        if not reaches_pod_network(engine):  # the pods' own endpoints are out of reach now
+            self.metrics.set_health_endpoints({key: () for key in self.state.endpoints})
+            self.state.endpoints.clear()
 
     async def run(self) -> NoReturn:
         """Run until cancelled: the watch, the schedule and the TargetSet follower."""
@@ -226,6 +229,28 @@ class ProberService:
         if self._on_diagnosis is not None:
             self._on_diagnosis(verdict, healths)
         return verdict
+
+
+def reaches_pod_network(engine: object) -> bool:
+    """Whether probes through ``engine`` go straight to the pod network (the direct
+    strategy, or a bare Prober), so that this process can ask the pods' own health
+    endpoints too."""
+    return str(getattr(engine, "strategy", "direct")) == "direct"
+
+
+class _ReachablePods:
+    """The pods whose own health endpoints this process asks: every pod while the probes
+    go straight to the pod network; none through an outside strategy, where a GET would
+    fail for want of a route, not because the kubelet would see the pod sick."""
+
+    def __init__(self, service: ProberService) -> None:
+        self.service = service
+
+    @property
+    def current(self) -> TargetSet:
+        if not reaches_pod_network(self.service.engine):
+            return TargetSet()
+        return self.service.view.current
 
 
 def _log_health_change(old: Health, new: Health) -> None:

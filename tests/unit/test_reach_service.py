@@ -113,3 +113,20 @@ async def test_a_lost_fixed_strategy_ends_the_service_with_its_reason() -> None:
                                       "reason": "the API refused the tunnel: 403"}]
     assert 'corednsprobe_reach_info{strategy="port-forward"} 1.0' in metrics.render().decode()
     assert 'corednsprobe_reach_info{strategy="direct"} 0.0' in metrics.render().decode()
+
+
+def test_pods_health_endpoints_are_asked_only_through_the_pod_network() -> None:
+    """Through an outside strategy a GET of a pod's /health would fail for want of a
+    route and read as "the kubelet sees it failing": such GETs are not made at all."""
+    view = View(None)
+    view.current = targetset(pod(1), pod(2))
+    outside = ProberService(SETTINGS, view, PodsOnly())
+    assert outside.health_rounds.view.current.pods == ()
+
+    class Direct(PodsOnly):
+        strategy = Strategy.DIRECT
+
+    inside = ProberService(SETTINGS, view, Direct())
+    assert [t.name for t in inside.health_rounds.view.current.pods] == ["coredns-1", "coredns-2"]
+    inside.use(PodsOnly())
+    assert inside.health_rounds.view.current.pods == ()
