@@ -148,6 +148,7 @@ class ProbeResult:
     detail: str = ""
     flags: tuple[str, ...] = field(default=())
     records: tuple[str, ...] = field(default=())  # the answer section, as dig prints it
+    nsid: str = ""  # the server's EDNS NSID (RFC 5001), when the probe asked and it answered
 
     @property
     def ok(self) -> bool:
@@ -213,6 +214,7 @@ class Health:
     since: float = 0.0  # when the state last changed
     grace_reason: str = ""
     checks: tuple[CheckWindow, ...] = ()  # per non-upstream check, by name; () when unknown
+    attribution: str = ""  # how answers through a shared address were tied to this pod
 
     @property
     def ratio(self) -> float:
@@ -241,12 +243,15 @@ class PodEvidence:
     udp_only: int
     outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count), as in Health
     since: float = 0.0  # when the pod turned unhealthy (Health.since)
+    attribution: str = ""  # Health.attribution: the numbers that tied the failures to it
 
     @property
     def summary(self) -> str:
-        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``."""
+        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``, and
+        how the failures were tied to the pod when it was not probed by itself."""
         outcomes = " ".join(f"{name}={count}" for name, count in self.outcomes)
-        return f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+        said = f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+        return f"{said}; {self.attribution}" if self.attribution else said
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,14 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
             tuple(h.target for h in sick),
             evidence,
         )
+    if service_sick and not judged:
+        return Diagnosis(
+            DiagnosisState.SERVICE_PATH,
+            "the Service path fails and no pod is judged on its own (grace, too few samples, "
+            "or nothing tells which pod answered): a Service-level verdict",
+            (),
+            evidence,
+        )
     if service_sick:
         return Diagnosis(
             DiagnosisState.SERVICE_PATH,
@@ -146,6 +154,6 @@ def _evidence(
         pods_in_grace=sum(1 for h in pods if h.state is HealthState.GRACE),
         service=tuple(h.state.value for h in services),
         unhealthy=tuple(PodEvidence(h.target.name, h.samples, h.failures, h.udp_only,
-                                    h.outcomes, h.since) for h in sick),
+                                    h.outcomes, h.since, h.attribution) for h in sick),
         unconfirmed=tuple(unconfirmed),
     )
