@@ -167,6 +167,9 @@ class Metrics:
                              ["workload"], registry=r)
         self.mode = Gauge("corednsprobe_remediation_mode",
                           "1 for the configured remediation mode.", ["mode"], registry=r)
+        self.reach = Gauge("corednsprobe_reach_info",
+                           "1 for the reach strategy the probes go through now, 0 for the others.",
+                           ["strategy"], registry=r)
         self._live = _Live(last_event_at, now)
         r.register(self._live)
         for state in DiagnosisState:
@@ -195,6 +198,11 @@ class Metrics:
                 self.remediations.labels(mode, result)
         if mode != "off":  # a missing permission downgrades to dry-run
             self.remediations.labels("dry-run", "dry_run")
+
+    def set_reach(self, chosen: str, strategies: Iterable[str]) -> None:
+        """The strategy in use (1) among all of them (0)."""
+        for strategy in strategies:
+            self.reach.labels(strategy).set(1 if strategy == chosen else 0)
 
     def follow_watches(self, last_event_at: Callable[[], float | None]) -> None:
         """Where the watch-age gauge reads the time of the API's last event from."""

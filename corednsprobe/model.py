@@ -148,6 +148,7 @@ class ProbeResult:
     detail: str = ""
     flags: tuple[str, ...] = field(default=())
     records: tuple[str, ...] = field(default=())  # the answer section, as dig prints it
+    reach: str = "direct"  # the strategy that carried the probe (reach.Strategy's value)
     nsid: str = ""  # the server's EDNS NSID (RFC 5001), when the probe asked and it answered
 
     @property

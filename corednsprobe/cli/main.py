@@ -120,16 +120,17 @@ def _serve_and_explain(body: Callable[[], object]) -> int:
     """Run a long-running command; turn the failures people can fix into one line
     and an exit code (they may arrive wrapped in a TaskGroup's ExceptionGroup)."""
     from corednsprobe.kube.access import ClusterAccessError
+    from corednsprobe.reach.base import NoReach
     from corednsprobe.service.server import ListenError
 
     try:
         body()
-    except (ClusterAccessError, ListenError, BaseExceptionGroup) as exc:
+    except (ClusterAccessError, ListenError, NoReach, BaseExceptionGroup) as exc:
         leaf = _single_leaf(exc)
-        if not isinstance(leaf, ClusterAccessError | ListenError):
+        if not isinstance(leaf, ClusterAccessError | ListenError | NoReach):
             raise
         print(f"corednsprobe: {leaf}", file=sys.stderr)
-        return EXIT_CLUSTER if isinstance(leaf, ClusterAccessError) else EXIT_USAGE
+        return EXIT_USAGE if isinstance(leaf, ListenError) else EXIT_CLUSTER
     return EXIT_OK
 
 

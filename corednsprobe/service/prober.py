@@ -1,6 +1,7 @@
 """The prober service: probes every target on the Rounds and judges each round.
 
-Owns: following the ClusterView's TargetSets, feeding each round's results
+Owns: following the ClusterView's TargetSets (as the reach strategy plans them:
+a strategy may leave targets out, e.g. port-forward the ClusterIP), feeding each round's results
 into the Tracker, the metrics and the recent-results ring, judging every
 target and the whole after each round (logging what changed) and handing the
 verdict on (``on_diagnosis``); the State that /status and liveness read.
@@ -67,6 +68,34 @@ class State:
     started: float | None = None  # loop time the schedule began (after the first list)
 
 
+class Planned:
+    """The TargetSet in force as the engine plans it (``engine.plan``, when it has one:
+    a reach strategy), computed once per published TargetSet."""
+
+    def __init__(self, view: TargetSource, engine: ProbeEngine) -> None:
+        self.view = view
+        self.engine = engine
+        self._cache: tuple[TargetSet | None, TargetSet] = (None, TargetSet())
+
+    def use(self, engine: ProbeEngine) -> None:
+        self.engine = engine
+        self._cache = (None, TargetSet())
+
+    def of(self, ts: TargetSet) -> TargetSet:
+        plan = getattr(self.engine, "plan", None)
+        if plan is None:
+            return ts
+        seen, planned = self._cache
+        if seen is not ts:
+            planned = plan(ts)
+            self._cache = (ts, planned)
+        return planned
+
+    @property
+    def current(self) -> TargetSet:
+        return self.of(self.view.current)
+
+
 class ProberService:
     """Probes, judges and reports. Remediation acts on its decisions (``on_diagnosis``)."""
 
@@ -94,9 +123,19 @@ class ProberService:
                              settings.min_samples)
         self.state = State()
         self._on_diagnosis = on_diagnosis
-        self.rounds = Rounds(view, self.checks, engine, self.round_done,
+        self.engine = engine
+        self.planned = Planned(view, engine)
+        self.rounds = Rounds(self.planned, self.checks, engine, self.round_done,
                              interval=settings.interval, timeout=settings.timeout,
                              max_in_flight=settings.max_in_flight)
+
+    def use(self, engine: ProbeEngine) -> None:
+        """Probe through ``engine`` from the next probe on (a reach strategy chosen again);
+        the targets are planned afresh, and the windows of targets it no longer probes go."""
+        self.engine = engine
+        self.planned.use(engine)
+        self.rounds.use(engine)
+        self._show(self.view.current)
 
     async def run(self) -> NoReturn:
         """Run until cancelled: the watch, the schedule and the TargetSet follower."""
@@ -113,11 +152,15 @@ class ProberService:
         while True:
             ts = await self.view.changed(seen)
             seen = ts.generation
-            self.state.targets = ts
-            self.metrics.set_targets(ts)
-            current = {t.key for t in ts.targets}
-            for key in [k for k in self.state.last if k not in current]:
-                del self.state.last[key]
+            self._show(ts)
+
+    def _show(self, published: TargetSet) -> None:
+        ts = self.planned.of(published)
+        self.state.targets = ts
+        self.metrics.set_targets(ts)
+        current = {t.key for t in ts.targets}
+        for key in [k for k in self.state.last if k not in current]:
+            del self.state.last[key]
 
     def round_done(self, report: RoundReport) -> None:
         """Take in one round's results, count it, and judge."""
@@ -148,7 +191,7 @@ class ProberService:
     def judge(self) -> Diagnosis:
         """Evaluate every target and the whole; log what changed."""
         st = self.state
-        ts = self.view.current
+        ts = self.planned.current
         healths = self.tracker.evaluate(ts.targets, self.wall())
         for key, h in healths.items():
             old = st.healths.get(key)

@@ -94,7 +94,7 @@ class StatusPage:
             "last": [
                 {"check": r.check.name, "outcome": r.outcome.value, "rcode": r.rcode,
                  "rtt_seconds": r.rtt_seconds, "udp_only": r.udp_only, "at": r.at,
-                 "answers": list(r.answers), "detail": r.detail}
+                 "answers": list(r.answers), "detail": r.detail, "reach": r.reach}
                 for r in st.last.get(t.key, ())
             ],
         }
