@@ -94,11 +94,14 @@ class Target:
     address: str
     port: int = 53
     pod: PodRef | None = None
+    label: str = ""  # a Service target's own name, e.g. ``exposed:<node>`` (a front door)
 
     @property
     def name(self) -> str:
-        """A short, bounded label: the pod name, or ``service``."""
-        return self.pod.name if self.pod is not None else self.kind.value
+        """A short, bounded label: the pod name, the label, or ``service``."""
+        if self.pod is not None:
+            return self.pod.name
+        return self.label or self.kind.value
 
     @property
     def key(self) -> TargetKey:

@@ -17,6 +17,7 @@ from corednsprobe.model import IgnoredReply
 from corednsprobe.reach import Strategy
 from corednsprobe.reach.base import Assessment, NoReach, Reach
 from corednsprobe.reach.direct import DirectReach
+from corednsprobe.reach.exposed import open_exposed
 
 
 @dataclass(frozen=True)
@@ -37,4 +38,7 @@ async def choose(settings: Settings, api: Any, *, in_cluster: bool,
                else "running in the cluster" if in_cluster
                else "auto: the only strategy built")
         return Chosen(DirectReach(settings.timeout, on_ignored=on_ignored), why)
+    if wanted == Strategy.EXPOSED.value:
+        exposed = await open_exposed(api, settings, on_ignored=on_ignored)
+        return Chosen(exposed, f"COREDNSPROBE_REACH=exposed: {exposed.reason}")
     raise NoReach(f"reach strategy {wanted!r} is not available in this build")
