@@ -196,13 +196,15 @@ class _NsidExchange(_Exchange):
         if reason is not None:
             self.ignore(reason)
             return
-        result = result_of(self._base(), self.check, self.question, parsed,
-                           received - self.sent)
-        nsid, problem = wire.nsid_of(data)
-        if nsid or problem:
-            detail = f"{result.detail}; nsid: {problem}" if problem and result.detail else (
-                f"nsid: {problem}" if problem else result.detail)
-            result = replace(result, nsid=nsid, detail=detail)
+        # the matched question is uncompressed (nothing precedes it to point at)
+        nsid, problem = wire.nsid_of(data, 16 + len(self.question.wire_name))
+        base = ProbeResult(self.target, self.check, Outcome.ERROR, at=self.at,
+                           qname=self.name, nsid=nsid)
+        result = result_of(base, self.check, self.question, parsed, received - self.sent)
+        if problem:
+            said = f"nsid: {problem}"
+            result = replace(result, detail=f"{result.detail}; {said}" if result.detail
+                             else said)
         self._end(result)
 
 

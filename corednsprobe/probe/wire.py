@@ -374,32 +374,36 @@ def _name_text(wire: bytes) -> str:
 MAX_NSID_SHOWN = 253  # a pod name is at most 253 characters; longer payloads are cut
 
 
-def nsid_of(data: bytes) -> tuple[str, str]:
+def nsid_of(data: bytes, answers_at: int = 0) -> tuple[str, str]:
     """(NSID, problem) of a reply: the server's identifier from the NSID option of its
     OPT record (RFC 5001), as text; ("", "") when the reply carries none, and ("",
     why) when its additional section or OPT record cannot be read. Never raises.
 
     Read apart from :func:`parse` (which stops after the answers) so that only
     probes that asked for NSID pay for walking the authority and additional sections.
+    ``answers_at``: where the answer section starts, when the caller knows (a reply
+    whose question matched a probe's: 12 + its wire name + 4); 0 reads the question.
     """
     try:
-        return _nsid_of(data)
+        return _nsid_of(data, answers_at)
     except _Bad as exc:
         return "", str(exc)
     except (IndexError, ValueError, struct.error) as exc:  # a backstop, as in parse()
         return "", f"unreadable: {exc}"
 
 
-def _nsid_of(data: bytes) -> tuple[str, str]:
+def _nsid_of(data: bytes, answers_at: int) -> tuple[str, str]:
     if len(data) < _HEADER.size:
         raise _Bad(f"short message: {len(data)} bytes")
     _, _, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data, 0)
     if not arcount:
         return "", ""
-    offset = _HEADER.size
-    for _ in range(qdcount):
-        _, offset = _read_name(data, offset)
-        offset += _QTAIL.size
+    offset = answers_at
+    if not offset:
+        offset = _HEADER.size
+        for _ in range(qdcount):
+            _, offset = _read_name(data, offset)
+            offset += _QTAIL.size
     for _ in range(ancount + nscount):
         offset = _skip_record(data, offset)
     for _ in range(arcount):
