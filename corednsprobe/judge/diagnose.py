@@ -103,8 +103,11 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
             evidence,
         )
     if service_sick:
+        exposed = any(h.target.label for h in service_sick)  # a NodePort/LoadBalancer address
         return Diagnosis(
             DiagnosisState.SERVICE_PATH,
+            "an exposed address (NodePort or LoadBalancer) fails while every pod answers: "
+            "kube-proxy, the load balancer or the network" if exposed else
             "the ClusterIP fails while every pod answers: kube-proxy, conntrack or the network",
             (),
             evidence,

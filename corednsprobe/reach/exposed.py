@@ -225,30 +225,37 @@ class ExposedReach:
         "the pod network", "the ClusterIP path",
         "each pod by itself: only through CoreDNS's nsid plugin or externalTrafficPolicy Local")
 
-    def __init__(self, api: Any, settings: Settings, exposure: Exposure,
-                 nodes: Mapping[str, str], *, poll: float = POLL_SECONDS,
+    def __init__(self, api: Any, settings: Settings, exposure: Exposure | None = None,
+                 nodes: Mapping[str, str] | None = None, *, poll: float = POLL_SECONDS,
                  on_ignored: Callable[[IgnoredReply], None] | None = None,
                  prober: Prober | None = None) -> None:
+        """``exposure`` None: ``run`` finds the Service first (nothing is probed until)."""
         self.api = api
         self.settings = settings
         self.exposure = exposure
-        self.nodes = dict(nodes)
+        self.nodes = dict(nodes or {})
         self.poll = poll
         self.prober = prober or Prober(settings.timeout, nsid=True, on_ignored=on_ignored)
         self.plan_version = 0  # bumped when the Service or the nodes change (plan afresh)
-        self.reason = f"{exposure.describe()} found"
+        self.reason = (f"{exposure.describe()} found" if exposure is not None
+                       else "the Service that exposes DNS is looked up as it starts")
         self.attribution = Attribution(
             Thresholds(settings.window, settings.failure_ratio, settings.min_samples,
-                       settings.recovery_successes, settings.min_pod_age),
-            bound=MISS_BOUND if not exposure.uniform else 0.0)
+                       settings.recovery_successes, settings.min_pod_age))
+        self._take(exposure, self.nodes)
         self._doors: dict[tuple[str, int], Frontend] = {}
         self._named: dict[str, int] = {}  # answers per NSID seen (for /status)
         self._anonymous = 0
 
     # ---------------------------------------------------------------- planning
 
+    def _take(self, exposure: Exposure | None, nodes: dict[str, str]) -> None:
+        self.exposure, self.nodes = exposure, nodes
+        # a Service that does not choose pods uniformly names none by its absence
+        self.attribution.bound = MISS_BOUND if exposure is None or not exposure.uniform else 0.0
+
     def plan(self, ts: TargetSet) -> TargetSet:
-        doors = frontends(self.exposure, self.nodes, ts)
+        doors = frontends(self.exposure, self.nodes, ts) if self.exposure is not None else ()
         self._doors = {(d.address, d.port): d for d in doors}
         return TargetSet(pods=(), services=tuple(d.target for d in doors), expected=ts.expected,
                          state=ts.state, generation=ts.generation + self.plan_version)
@@ -282,8 +289,23 @@ class ExposedReach:
     # ---------------------------------------------------------------- following
 
     async def run(self) -> None:
-        """Read the Service (and the nodes) again every ``poll`` seconds; raise
-        ReachLost when the Service is gone or exposes DNS no more."""
+        """Find the Service when not given; then read it (and the nodes) again every
+        ``poll`` seconds; raise ReachLost when none exposes DNS, or it is gone or
+        exposes DNS no more."""
+        while self.exposure is None:
+            try:
+                found, nodes, why = await discover(self.api, self.settings)
+            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("exposed_service_read_failed", service="",
+                            error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.poll)
+                continue
+            if found is None:
+                raise ReachLost(why)
+            log.info("exposed_frontends_changed", service=found.describe(), nodes=len(nodes))
+            self._take(found, nodes)
+            self.reason = f"{found.describe()} found"
+            self.plan_version += 1
         ns, name = self.exposure.namespace, self.exposure.name
         while True:
             await asyncio.sleep(self.poll)
@@ -308,7 +330,7 @@ class ExposedReach:
             if found != self.exposure or nodes != self.nodes:
                 log.info("exposed_frontends_changed", service=found.describe(),
                          nodes=len(nodes))
-                self.exposure, self.nodes = found, nodes
+                self._take(found, nodes)
                 self.plan_version += 1
 
     async def aclose(self) -> None:
@@ -316,15 +338,16 @@ class ExposedReach:
 
     def status(self) -> dict[str, Any]:
         pods = max((len(d.pods) for d in self._doors.values()), default=0)
+        exposure = self.exposure
         return {
             "exposed": {
-                "service": self.exposure.describe(),
+                "service": exposure.describe() if exposure is not None else None,
                 "frontends": [{"name": d.label, "address": f"{d.address}:{d.port}",
                                "pods": list(d.pods)} for d in self._doors.values()],
                 "nsid_answers": dict(sorted(self._named.items())),
                 "answers_without_nsid": self._anonymous,
                 "attribution_by_absence": (
-                    f"off: {self.exposure.uniform}" if self.exposure.uniform
+                    f"off: {exposure.uniform}" if exposure is not None and exposure.uniform
                     else f"on: a pod absent from {answers_needed(pods)} answers of {pods} pods "
                          f"(P <= {MISS_BOUND:g})" if pods > 1 else "on"),
                 "absences": {name: a.describe() for name, a in
@@ -345,6 +368,13 @@ async def discover(api: Any, settings: Settings) -> tuple[Exposure | None, dict[
     if not found.ingress and not nodes:
         return None, {}, f"{found.describe()} has no LoadBalancer address and no node an InternalIP"
     return found, nodes, ""
+
+
+def build(api: Any, settings: Settings, *,
+          on_ignored: Callable[[IgnoredReply], None] | None = None) -> ExposedReach:
+    """The exposed Reach for reach.choose; its ``run`` finds the Service first and
+    raises ReachLost, naming what is missing, when none exposes DNS."""
+    return ExposedReach(api, settings, on_ignored=on_ignored)
 
 
 async def open_exposed(api: Any, settings: Settings, *,

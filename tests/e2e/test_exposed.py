@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -90,6 +91,22 @@ async def test_a_nodeport_judges_every_pod_and_the_path_healthy(start: Start) ->
     assert labels == {f"exposed:{n}" for n in c.sandbox.node_addresses()}
     found = await assess(c.access.api, c.service.settings)
     assert found.usable and "kube-dns-probe" in found.reason and "NSID coredns" in found.reason
+    async with aiohttp.ClientSession() as session, session.get(f"{c.url}/status") as resp:
+        status = await resp.json()
+    exposed = status["reach"]["exposed"]
+    assert status["reach"]["strategy"] == "exposed"
+    assert {f["name"] for f in exposed["frontends"]} == labels
+    assert set(exposed["nsid_answers"]) == set(c.pod_names())
+    assert exposed["answers_without_nsid"] == 0
+    assert exposed["attribution_by_absence"] == "on: a pod absent from 20 answers of 2 pods " \
+                                                "(P <= 1e-06)"
+    shown = {t["name"]: t for t in status["targets"]}
+    assert set(shown) == labels | set(c.pod_names())
+    for pod in c.pod_names():
+        assert shown[pod]["health"] == "healthy" and shown[pod]["attribution"].startswith(
+            "named in ")
+    names = {r["nsid"] for t in labels for r in shown[t]["last"] if r["nsid"]}
+    assert names and names <= set(c.pod_names())
 
 
 async def test_a_load_balancer_is_probed_at_its_address(start: Start) -> None:

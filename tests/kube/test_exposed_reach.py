@@ -14,9 +14,10 @@ from kubernetes_asyncio import client
 
 from corednsprobe.config import Settings
 from corednsprobe.metrics import Metrics
-from corednsprobe.reach.base import NoReach
+from corednsprobe.model import TargetSet
+from corednsprobe.reach.base import NoReach, ReachLost
 from corednsprobe.reach.choose import Chosen
-from corednsprobe.reach.exposed import assess, open_exposed
+from corednsprobe.reach.exposed import assess, build, open_exposed
 from corednsprobe.sandbox.auth import Rule
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import SERVICES
@@ -98,3 +99,21 @@ async def test_without_the_right_to_list_nodes_assess_names_the_cluster_role(
     assert not found.usable
     assert found.reason.endswith("found, but nodes may not be listed (their InternalIPs are "
                                  "its addresses): a ClusterRole with list on nodes")
+
+
+async def test_built_without_a_service_it_finds_one_as_it_runs_or_says_why_not(
+        sandbox: Sandbox, api: client.ApiClient) -> None:
+    reach = build(api, SETTINGS)
+    assert reach.plan(TargetSet()).services == ()
+    with pytest.raises(ReachLost, match="no NodePort or LoadBalancer Service selects"):
+        await asyncio.wait_for(reach.run(), 5)
+    expose(sandbox, externalTrafficPolicy="Local")
+    reach = build(api, SETTINGS)
+    running = asyncio.create_task(reach.run())
+    try:
+        await eventually(lambda: reach.plan_version == 1, within=5)
+    finally:
+        running.cancel()
+    assert reach.exposure is not None and reach.exposure.local
+    assert reach.reason.startswith("Service kube-system/kube-dns-probe (NodePort")
+    assert set(reach.nodes) == set(sandbox.node_addresses())
