@@ -24,6 +24,9 @@ class Outcome(StrEnum):
     MALFORMED = "malformed"  # a reply that does not parse, or another rcode
     UNREACHABLE = "unreachable"  # ICMP unreachable / connection refused
     ERROR = "error"  # local failure (no socket, no route, resolver error)
+    # the port-forward tunnel could not be opened (API server or kubelet): never the
+    # pod's fault, so never a sample of it (the tracker counts it apart)
+    TUNNEL = "tunnel"
 
 
 TargetKey = tuple[str, str, int, str]
@@ -218,6 +221,8 @@ class Health:
     since: float = 0.0  # when the state last changed
     grace_reason: str = ""
     checks: tuple[CheckWindow, ...] = ()  # per non-upstream check, by name; () when unknown
+    tunnel_failures: int = 0  # probes in the window whose tunnel could not open (not samples)
+    tunnel_detail: str = ""  # why the latest of them failed
     attribution: str = ""  # how answers through a shared address were tied to this pod
 
     @property
@@ -269,6 +274,7 @@ class Evidence:
     service: tuple[str, ...] = ()  # HealthState value of each Service target
     unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
     unconfirmed: tuple[str, ...] = ()  # pods not sick whose windows are not confidently healthy
+    tunnel_failed: tuple[str, ...] = ()  # targets whose port-forward tunnel could not open
 
     def pod(self, name: str) -> PodEvidence | None:
         """The evidence against the pod called ``name``, if it is unhealthy."""
@@ -286,6 +292,8 @@ class Evidence:
         out.update((f"pod/{p.name}", p.summary) for p in self.unhealthy)
         if self.unconfirmed:
             out["pods_unconfirmed"] = ",".join(self.unconfirmed)
+        if self.tunnel_failed:
+            out["tunnel_failed"] = ",".join(self.tunnel_failed)
         return out
 
 

@@ -20,6 +20,11 @@ Optional methods a strategy may add (the service uses them when present):
   with the planned targets as the Service side, so a pod named this way can be a
   restart candidate under the usual rules; a pod it cannot judge is UNKNOWN and
   restarts nothing.
+
+Each strategy module provides ``async def assess(api, settings) -> Assessment`` (quick:
+SelfSubjectAccessReviews, a list, one question) and, for reach/choose.py to build it,
+``def build(api, settings, *, on_ignored=None) -> Reach`` (direct and port-forward are
+built by choose.py itself).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ probed address a node or LoadBalancer address).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +21,8 @@ import aiohttp
 import pytest
 import yaml
 
-from corednsprobe.model import DiagnosisState, HealthState, TargetKind
+from corednsprobe.model import Check, DiagnosisState, HealthState, Outcome, Target, TargetKind
+from corednsprobe.probe.engine import Prober
 from corednsprobe.reach.exposed import assess
 from corednsprobe.sandbox.cluster import Sandbox
 from corednsprobe.sandbox.registry import SERVICES
@@ -41,13 +44,30 @@ def dns_service(name: str, kind: str, **spec: Any) -> dict[str, Any]:
         **spec}}
 
 
+async def answering(address: str, port: int) -> None:
+    """Until ``address:port`` answers a UDP question (the sandbox's kube-proxy has
+    routed it): the strategy is assessed once, as the service starts."""
+    prober = Prober(0.3, tcp_reask=False)
+    check = Check("kubernetes", "kubernetes.default.svc.cluster.local.", "A")
+    async with asyncio.timeout(15):
+        for _ in itertools.count():
+            result = await prober.probe(Target(TargetKind.SERVICE, address, port), check)
+            if result.outcome not in (Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.ERROR):
+                return
+            await asyncio.sleep(0.1)
+
+
 def nodeport(**spec: Any) -> Callable[[Sandbox], Awaitable[None]]:
-    """Create deploy/extras/dns-nodeport.yaml (with ``spec`` on top) before the start."""
+    """Create deploy/extras/dns-nodeport.yaml (with ``spec`` on top) before the start,
+    and wait until every node that holds a DNS pod answers at the nodePort."""
 
     async def make(sandbox: Sandbox) -> None:
         manifest = yaml.safe_load(NODEPORT_YAML.read_text())
         manifest["spec"].update(spec)
         sandbox.registry.create(SERVICES, "kube-system", manifest)
+        addresses = sandbox.node_addresses()
+        for node in {p["spec"]["nodeName"] for p in sandbox.dns_pods()}:
+            await answering(addresses[node], 30053)
 
     return make
 
@@ -56,6 +76,9 @@ async def load_balancer(sandbox: Sandbox) -> None:
     sandbox.registry.create(SERVICES, "kube-system", dns_service("dns-outside", "LoadBalancer"))
     await eventually(lambda: bool(sandbox.service("kube-system", "dns-outside")["status"][
         "loadBalancer"].get("ingress")))
+    (ingress,) = sandbox.service("kube-system", "dns-outside")["status"]["loadBalancer"][
+        "ingress"]
+    await answering(ingress["ip"], 53)
 
 
 def pod_health(s: ProberService, name: str) -> HealthState | None:
