@@ -64,7 +64,10 @@ def rtt_buckets(timeout: float) -> list[float]:
 
 
 def target_label(t: Target) -> str:
-    """The bounded ``pod`` label: the pod's name, or ``service`` (``service-v6``)."""
+    """The bounded ``pod`` label: the pod's name, a front door's label (one per node or
+    LoadBalancer address), or ``service`` (``service-v6``)."""
+    if t.label:
+        return t.label
     if t.kind is TargetKind.SERVICE:
         return "service-v6" if ":" in t.address else "service"
     return t.name

@@ -116,11 +116,14 @@ class Target:
     address: str
     port: int = 53
     pod: PodRef | None = None
+    label: str = ""  # a Service target's own name, e.g. ``exposed:<node>`` (a front door)
 
     @property
     def name(self) -> str:
-        """A short, bounded label: the pod name, or ``service``."""
-        return self.pod.name if self.pod is not None else self.kind.value
+        """A short, bounded label: the pod name, the label, or ``service``."""
+        if self.pod is not None:
+            return self.pod.name
+        return self.label or self.kind.value
 
     @property
     def key(self) -> TargetKey:
@@ -171,6 +174,7 @@ class ProbeResult:
     flags: tuple[str, ...] = field(default=())
     records: tuple[str, ...] = field(default=())  # the answer section, as dig prints it
     reach: str = "direct"  # the strategy that carried the probe (reach.Strategy's value)
+    nsid: str = ""  # the server's EDNS NSID (RFC 5001), when the probe asked and it answered
 
     @property
     def ok(self) -> bool:
@@ -238,6 +242,7 @@ class Health:
     checks: tuple[CheckWindow, ...] = ()  # per non-upstream check, by name; () when unknown
     tunnel_failures: int = 0  # probes in the window whose tunnel could not open (not samples)
     tunnel_detail: str = ""  # why the latest of them failed
+    attribution: str = ""  # how answers through a shared address were tied to this pod
 
     @property
     def ratio(self) -> float:
@@ -315,6 +320,7 @@ class PodEvidence:
     outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count), as in Health
     since: float = 0.0  # when the pod turned unhealthy (Health.since)
     endpoints: tuple[EndpointState, ...] = ()  # its health endpoints' latest states
+    attribution: str = ""  # Health.attribution: the numbers that tied the failures to it
 
     @property
     def kubelet_view(self) -> str:
@@ -323,9 +329,11 @@ class PodEvidence:
 
     @property
     def summary(self) -> str:
-        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``."""
+        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``, and
+        how the failures were tied to the pod when it was not probed by itself."""
         outcomes = " ".join(f"{name}={count}" for name, count in self.outcomes)
-        return f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+        said = f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+        return f"{said}; {self.attribution}" if self.attribution else said
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,9 +126,20 @@ def _diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: P
             tuple(h.target for h in sick),
             evidence,
         )
-    if service_sick:
+    if service_sick and not judged:
         return Diagnosis(
             DiagnosisState.SERVICE_PATH,
+            "the Service path fails and no pod is judged on its own (grace, too few samples, "
+            "or nothing tells which pod answered): a Service-level verdict",
+            (),
+            evidence,
+        )
+    if service_sick:
+        exposed = any(h.target.label for h in service_sick)  # a NodePort/LoadBalancer address
+        return Diagnosis(
+            DiagnosisState.SERVICE_PATH,
+            "an exposed address (NodePort or LoadBalancer) fails while every pod answers: "
+            "kube-proxy, the load balancer or the network" if exposed else
             "the ClusterIP fails while every pod answers: kube-proxy, conntrack or the network",
             (),
             evidence,
@@ -178,7 +189,8 @@ def _evidence(
         pods_in_grace=sum(1 for h in pods if h.state is HealthState.GRACE),
         service=tuple(h.state.value for h in services),
         unhealthy=tuple(PodEvidence(h.target.name, h.samples, h.failures, h.udp_only,
-                                    h.outcomes, h.since, endpoints.get(h.target.key, ()))
+                                    h.outcomes, h.since, endpoints.get(h.target.key, ()),
+                                    attribution=h.attribution)
                        for h in sick),
         unconfirmed=tuple(unconfirmed),
     )

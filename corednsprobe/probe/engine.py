@@ -179,6 +179,35 @@ class _Exchange:
         self.on_done(result)
 
 
+class _NsidExchange(_Exchange):
+    """An exchange whose query asked for the server's NSID (RFC 5001): the reply's
+    NSID goes into the result; an OPT record that cannot be read is a detail of the
+    outcome, never a failure of it. Only probes that ask pay for reading it."""
+
+    __slots__ = ()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        received = time.perf_counter()
+        if addr is not None and (addr[0], addr[1]) != self.source:
+            self.ignore(IgnoredReply.OTHER_SOURCE)
+            return
+        parsed = wire.parse(data)
+        reason = why_not_ours(parsed, self.query_id, self.question)
+        if reason is not None:
+            self.ignore(reason)
+            return
+        # the matched question is uncompressed (nothing precedes it to point at)
+        nsid, problem = wire.nsid_of(data, 16 + len(self.question.wire_name))
+        base = ProbeResult(self.target, self.check, Outcome.ERROR, at=self.at,
+                           qname=self.name, nsid=nsid)
+        result = result_of(base, self.check, self.question, parsed, received - self.sent)
+        if problem:
+            said = f"nsid: {problem}"
+            result = replace(result, detail=f"{result.detail}; {said}" if result.detail
+                             else said)
+        self._end(result)
+
+
 class _Pump:
     """The receiving side of every UDP exchange of one Prober on one loop.
 
@@ -297,9 +326,13 @@ class Prober:
     """Asks one check of one target. Holds no per-target state; safe to share."""
 
     def __init__(self, timeout: float, *, tcp_reask: bool = True, edns: bool = False,
-                 tcp_only: bool = False,
+                 tcp_only: bool = False, nsid: bool = False,
                  on_ignored: Callable[[IgnoredReply], None] | None = None) -> None:
         self.timeout = timeout
+        # Ask each server to name itself (EDNS NSID) over UDP, and keep the name in the
+        # result; the queries of a Prober without it are unchanged, byte for byte.
+        self.nsid = nsid
+        self._exchange = _NsidExchange if nsid else _Exchange
         # Told of every datagram a probe's socket ignored (spoofed or stray), with why.
         self.on_ignored = on_ignored
         self.tcp_reask = tcp_reask
@@ -333,7 +366,7 @@ class Prober:
             started.follow(self._in_task(self._slow(target, check, name), on_done))
             return started
         try:
-            template = wire.question_bytes(name, check.qtype, self.edns)
+            template = wire.question_bytes(name, check.qtype, self.edns, self.nsid)
         except ValueError as exc:
             on_done(ProbeResult(target, check, Outcome.ERROR, qname=name, detail=str(exc)))
             return Probe()
@@ -361,8 +394,8 @@ class Prober:
             on_done(ProbeResult(target, check, socket_error_outcome(exc), at=time.time(),
                                 qname=name, detail=str(exc)))
             return Probe()
-        exchange = _Exchange(pump, sock, target, check, name, query_id,
-                             wire.question_of(template), source, on_udp)
+        exchange = self._exchange(pump, sock, target, check, name, query_id,
+                                  wire.question_of(template), source, on_udp)
         started.follow(exchange)
         pump.begin(exchange, wire.with_id(template, query_id))
         return started

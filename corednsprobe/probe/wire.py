@@ -27,12 +27,14 @@ RCODES: dict[int, str] = {
 }
 CLASS_IN = 1
 EDNS_PAYLOAD = 1232
+OPTION_NSID = 3  # RFC 5001: the server names itself in its OPT record
 MAX_POINTER_HOPS = 64
 MAX_CNAME_CHAIN = 16
 
 _HEADER = struct.Struct("!HHHHHH")
 _QTAIL = struct.Struct("!HH")
 _RR = struct.Struct("!HHIH")
+_OPTION = struct.Struct("!HH")
 
 
 def type_number(name: str) -> int:
@@ -85,11 +87,18 @@ class Question:
 
 
 @lru_cache(maxsize=4096)
-def question_bytes(qname: str, qtype: str, edns: bool = False) -> bytes:
-    """A whole query with ID 0 and RD set, built once per (name, type, edns)."""
+def question_bytes(qname: str, qtype: str, edns: bool = False, nsid: bool = False) -> bytes:
+    """A whole query with ID 0 and RD set, built once per (name, type, edns, nsid).
+
+    ``nsid`` asks the server to name itself (an empty NSID option, RFC 5001); it
+    implies EDNS. Without it the bytes are exactly those of a query that does not ask.
+    """
+    edns = edns or nsid
     header = _HEADER.pack(0, 0x0100, 1, 0, 0, 1 if edns else 0)
     body = encode_name(qname) + _QTAIL.pack(type_number(qtype), CLASS_IN)
-    opt = b"\x00" + _RR.pack(TYPES["OPT"], EDNS_PAYLOAD, 0, 0) if edns else b""
+    option = _OPTION.pack(OPTION_NSID, 0) if nsid else b""
+    opt = (b"\x00" + _RR.pack(TYPES["OPT"], EDNS_PAYLOAD, 0, len(option)) + option
+           if edns else b"")
     return header + body + opt
 
 
@@ -360,3 +369,80 @@ def _name_text(wire: bytes) -> str:
         labels.append(wire[position + 1:position + 1 + length].decode("ascii", "backslashreplace"))
         position += 1 + length
     return ".".join(labels) + "."
+
+
+MAX_NSID_SHOWN = 253  # a pod name is at most 253 characters; longer payloads are cut
+
+
+def nsid_of(data: bytes, answers_at: int = 0) -> tuple[str, str]:
+    """(NSID, problem) of a reply: the server's identifier from the NSID option of its
+    OPT record (RFC 5001), as text; ("", "") when the reply carries none, and ("",
+    why) when its additional section or OPT record cannot be read. Never raises.
+
+    Read apart from :func:`parse` (which stops after the answers) so that only
+    probes that asked for NSID pay for walking the authority and additional sections.
+    ``answers_at``: where the answer section starts, when the caller knows (a reply
+    whose question matched a probe's: 12 + its wire name + 4); 0 reads the question.
+    """
+    try:
+        return _nsid_of(data, answers_at)
+    except _Bad as exc:
+        return "", str(exc)
+    except (IndexError, ValueError, struct.error) as exc:  # a backstop, as in parse()
+        return "", f"unreadable: {exc}"
+
+
+def _nsid_of(data: bytes, answers_at: int) -> tuple[str, str]:
+    if len(data) < _HEADER.size:
+        raise _Bad(f"short message: {len(data)} bytes")
+    _, _, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data, 0)
+    if not arcount:
+        return "", ""
+    offset = answers_at
+    if not offset:
+        offset = _HEADER.size
+        for _ in range(qdcount):
+            _, offset = _read_name(data, offset)
+            offset += _QTAIL.size
+    for _ in range(ancount + nscount):
+        offset = _skip_record(data, offset)
+    for _ in range(arcount):
+        _, after = _read_name(data, offset)
+        if after + _RR.size > len(data):
+            raise _Bad("additional record cut short")
+        rtype, _, _, rdlength = _RR.unpack_from(data, after)
+        start = after + _RR.size
+        end = start + rdlength
+        if end > len(data):
+            raise _Bad("additional record data cut short")
+        if rtype == TYPES["OPT"]:
+            return _nsid_option(data, start, end), ""
+        offset = end
+    return "", ""
+
+
+def _skip_record(data: bytes, offset: int) -> int:
+    _, offset = _read_name(data, offset)
+    if offset + _RR.size > len(data):
+        raise _Bad("record header cut short")
+    rdlength: int = _RR.unpack_from(data, offset)[3]
+    end = offset + _RR.size + rdlength
+    if end > len(data):
+        raise _Bad("record data cut short")
+    return end
+
+
+def _nsid_option(data: bytes, start: int, end: int) -> str:
+    position = start
+    while position < end:
+        if position + _OPTION.size > end:
+            raise _Bad("EDNS option header cut short")
+        code, length = _OPTION.unpack_from(data, position)
+        position += _OPTION.size
+        if position + length > end:
+            raise _Bad(f"EDNS option {code} cut short")
+        if code == OPTION_NSID:
+            raw = data[position:position + min(length, MAX_NSID_SHOWN)]
+            return raw.decode("ascii", "backslashreplace")
+        position += length
+    return ""

@@ -9,6 +9,17 @@ Never does: choose a strategy (reach/choose.py) or judge a result.
 Optional methods a strategy may add (the service uses them when present):
   ``start(target, check, qname, on_done)`` -- start a probe without a task, as
   ``probe.engine.Prober.start`` does (Rounds takes this fast path when it exists).
+  ``plan_version: int`` -- a counter the strategy bumps when what ``plan`` returns
+  changed without a new TargetSet (exposed: the Service's nodePort, its LoadBalancer
+  address or the nodes changed); the service plans afresh when it moves.
+  ``attribute(published, now) -> dict[TargetKey, Health]`` -- the Health of each pod
+  of the published TargetSet, judged by the strategy from answers it could tie to
+  pods although it probes no pod by itself (exposed: EDNS NSID, or the one pod behind
+  an ``externalTrafficPolicy: Local`` node address; judge.attribution). When present,
+  the service adds these Healths to the tracker's and diagnoses the published pods
+  with the planned targets as the Service side, so a pod named this way can be a
+  restart candidate under the usual rules; a pod it cannot judge is UNKNOWN and
+  restarts nothing.
 
 Each strategy module provides ``async def assess(api, settings) -> Assessment`` (quick:
 SelfSubjectAccessReviews, a list, one question) and, for reach/choose.py to build it,

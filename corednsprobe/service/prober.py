@@ -13,6 +13,7 @@ Never does: remediate, serve HTTP or decide what /status shows.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
@@ -75,25 +76,28 @@ class State:
 
 class Planned:
     """The TargetSet in force as the engine plans it (``engine.plan``, when it has one:
-    a reach strategy), computed once per published TargetSet."""
+    a reach strategy), computed once per published TargetSet and ``plan_version`` (an
+    optional counter a strategy bumps when what it probes changed on its own, e.g. the
+    nodes behind a NodePort)."""
 
     def __init__(self, view: TargetSource, engine: ProbeEngine) -> None:
         self.view = view
         self.engine = engine
-        self._cache: tuple[TargetSet | None, TargetSet] = (None, TargetSet())
+        self._cache: tuple[TargetSet | None, int, TargetSet] = (None, 0, TargetSet())
 
     def use(self, engine: ProbeEngine) -> None:
         self.engine = engine
-        self._cache = (None, TargetSet())
+        self._cache = (None, 0, TargetSet())
 
     def of(self, ts: TargetSet) -> TargetSet:
         plan = getattr(self.engine, "plan", None)
         if plan is None:
             return ts
-        seen, planned = self._cache
-        if seen is not ts:
+        version: int = getattr(self.engine, "plan_version", 0)
+        seen, seen_version, planned = self._cache
+        if seen is not ts or seen_version != version:
             planned = plan(ts)
-            self._cache = (ts, planned)
+            self._cache = (ts, version, planned)
         return planned
 
     @property
@@ -213,12 +217,21 @@ class ProberService:
         """Evaluate every target and the whole; log what changed."""
         st = self.state
         ts = self.planned.current
-        healths = self.tracker.evaluate(ts.targets, self.wall())
+        if ts is not st.targets:  # planned afresh without a new TargetSet (plan_version)
+            self._show(self.view.current)
+        now = self.wall()
+        healths = self.tracker.evaluate(ts.targets, now)
+        judged = ts
+        attribute = getattr(self.engine, "attribute", None)
+        if attribute is not None:  # pods judged from answers through a shared address
+            published = self.view.current
+            healths.update(attribute(published, now))
+            judged = dataclasses.replace(ts, pods=published.pods)
         for key, h in healths.items():
             old = st.healths.get(key)
             if old is not None and old.state is not h.state:
                 _log_health_change(old, h)
-        verdict = diagnose(ts, healths, self.policy, st.endpoints)
+        verdict = diagnose(judged, healths, self.policy, st.endpoints)
         if verdict.state is not st.diagnosis.state or verdict.candidates != st.diagnosis.candidates:
             log.info("diagnosis_changed", state=verdict.state.value,
                      previous=st.diagnosis.state.value, reason=verdict.reason,

@@ -61,7 +61,7 @@ class StatusPage:
                 "candidates": [t.name for t in st.diagnosis.candidates],
                 "evidence": st.diagnosis.evidence.as_dict() if st.diagnosis.evidence else {},
             },
-            "targets": [self._target(t) for t in st.targets.targets],
+            "targets": [self._target(t) for t in self._shown()],
             "rounds": {
                 "completed": st.rounds,
                 "overruns": st.overruns,
@@ -73,6 +73,14 @@ class StatusPage:
         for key, section in self.sections.items():
             doc[key] = section()
         return doc
+
+    def _shown(self) -> list[Target]:
+        """The targets probed, then the pods judged without being probed themselves
+        (a reach strategy's attribution, e.g. exposed)."""
+        st = self.service.state
+        probed = list(st.targets.targets)
+        keys = {t.key for t in probed}
+        return probed + [h.target for k, h in st.healths.items() if k not in keys]
 
     def _target(self, t: Target) -> dict[str, Any]:
         st = self.service.state
@@ -99,10 +107,12 @@ class StatusPage:
                  "detail": e.detail}
                 for e in st.endpoints.get(t.key, ())
             ],
+            "attribution": h.attribution if h else "",
             "last": [
                 {"check": r.check.name, "outcome": r.outcome.value, "rcode": r.rcode,
                  "rtt_seconds": r.rtt_seconds, "udp_only": r.udp_only, "at": r.at,
-                 "answers": list(r.answers), "detail": r.detail, "reach": r.reach}
+                 "answers": list(r.answers), "detail": r.detail, "reach": r.reach,
+                 "nsid": r.nsid}
                 for r in st.last.get(t.key, ())
             ],
         }

@@ -113,12 +113,18 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
     """Start a sandbox (``replicas`` pods) and the service against it."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def run(replicas: int = 3, backend: str = "netns", **env: str) -> Running:
+        async def run(replicas: int = 3, backend: str = "netns", nsid: bool = False,
+                      before: Callable[[Sandbox], Awaitable[None]] | None = None,
+                      **env: str) -> Running:
+            """``nsid``: the DNS pods answer EDNS NSID with their names; ``before``
+            prepares the cluster (e.g. a NodePort Service) before the service starts."""
             sandbox = await stack.enter_async_context(Sandbox(
                 make_backend(backend),
-                SandboxConfig(replicas=replicas, termination_grace_seconds=1,
+                SandboxConfig(replicas=replicas, termination_grace_seconds=1, nsid=nsid,
                               timings=Timings(readiness_period=0.1, resync_period=1.0))))
             await sandbox.wait_ready(within=30)
+            if before is not None:
+                await before(sandbox)
             kubeconfig = sandbox.write_kubeconfig(tmp_path / "kubeconfig")
             access = await connect(str(kubeconfig))
             stack.push_async_callback(access.close)

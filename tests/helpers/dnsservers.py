@@ -131,8 +131,10 @@ def _running(cmd: Sequence[str], workdir: Path, netns: str | None) -> Iterator[
 
 
 def unbound_conf(address: str, port: int, workdir: Path,
-                 records: Sequence[str] = ZONE_RECORDS) -> str:
+                 records: Sequence[str] = ZONE_RECORDS, nsid: str = "") -> str:
     data = "\n".join(f'  local-data: "{r}"' for r in records)
+    if nsid:  # the server names itself to queries that ask (EDNS NSID, RFC 5001)
+        data += f'\n  nsid: "ascii_{nsid}"'
     return f"""server:
   interface: {address}@{port}
   port: {port}
@@ -162,14 +164,14 @@ remote-control:
 
 @contextlib.contextmanager
 def unbound(workdir: Path, address: str = "127.0.0.1", port: int | None = None,
-            netns: str | None = None, records: Sequence[str] = ZONE_RECORDS
+            netns: str | None = None, records: Sequence[str] = ZONE_RECORDS, nsid: str = ""
             ) -> Iterator[RunningServer]:
     """unbound answering cluster.local from local data and REFUSED for everything else."""
     workdir = workdir / f"unbound{next(_counter)}"
     workdir.mkdir(parents=True)
     port = port or (53 if netns else free_port(address))
     conf = workdir / "unbound.conf"
-    conf.write_text(unbound_conf(address, port, workdir, records))
+    conf.write_text(unbound_conf(address, port, workdir, records, nsid))
     with _running(["unbound", "-d", "-c", str(conf)], workdir, netns) as process:
         wait_until_answers(address, port, "kubernetes.default.svc.cluster.local", process, netns)
         yield RunningServer("unbound", address, port, process, workdir, netns,
