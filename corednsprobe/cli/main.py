@@ -157,6 +157,12 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
                    "COREDNSPROBE_NAMESPACE, else kube-system)")
 
 
+def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
+    from corednsprobe.cli import agent
+
+    return agent.main(args.spec)
+
+
 def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if check.run(args, settings) else EXIT_FAILED
 
@@ -206,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_targets)
+
+    p = sub.add_parser("agent", help="the probe pod's process: probe the targets of SPEC on "
+                       "the schedule, one JSON line per result on stdout",
+                       description="Run inside the cluster as the probe-pod strategy's only "
+                       "container: probe every target of SPEC with its checks every interval "
+                       "until the spec's duration is over, printing one compact JSON line "
+                       "per result. The outside process (`run` with the probe-pod reach) "
+                       "writes SPEC; see corednsprobe(1). Exit 0 at the deadline or on "
+                       "SIGTERM, 2 for a malformed SPEC.")
+    p.add_argument("spec", metavar="SPEC", help="the targets, checks, interval, timeout and "
+                   "duration as one JSON object")
+    p.set_defaults(handler=_cmd_agent)
 
     if _sandbox_installed():
         from corednsprobe.sandbox import command as sandbox_command
