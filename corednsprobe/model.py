@@ -24,6 +24,9 @@ class Outcome(StrEnum):
     MALFORMED = "malformed"  # a reply that does not parse, or another rcode
     UNREACHABLE = "unreachable"  # ICMP unreachable / connection refused
     ERROR = "error"  # local failure (no socket, no route, resolver error)
+    # The reach carried no probe to the target (no agent result in time): it says
+    # nothing of the target, so it is never judged.
+    NOT_CARRIED = "not_carried"
 
 
 TargetKey = tuple[str, str, int, str]

@@ -43,6 +43,7 @@ from corednsprobe.model import (
     CheckWindow,
     Health,
     HealthState,
+    Outcome,
     ProbeResult,
     Target,
     TargetKey,
@@ -148,8 +149,10 @@ class Tracker:
         self._windows: dict[TargetKey, _Window] = {}
 
     def record(self, result: ProbeResult, now: float) -> None:
-        """Add one outcome; outcomes of targets in grace are not kept."""
-        if grace_reason(result.target, now, self.thresholds.min_pod_age):
+        """Add one outcome; outcomes of targets in grace are not kept, nor probes the
+        reach did not carry (``not_carried``: they say nothing of the target)."""
+        if result.outcome is Outcome.NOT_CARRIED or grace_reason(
+                result.target, now, self.thresholds.min_pod_age):
             return
         key = result.target.key
         w = self._windows.get(key)

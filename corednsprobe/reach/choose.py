@@ -37,4 +37,13 @@ async def choose(settings: Settings, api: Any, *, in_cluster: bool,
                else "running in the cluster" if in_cluster
                else "auto: the only strategy built")
         return Chosen(DirectReach(settings.timeout, on_ignored=on_ignored), why)
+    if wanted == Strategy.PROBE_POD.value:
+        from corednsprobe.reach import probepod
+
+        found = await probepod.assess(api, settings)
+        if not found.usable:
+            raise NoReach(f"COREDNSPROBE_REACH=probe-pod, but {found.reason}; it needs "
+                          f"{found.needs}", (found,))
+        return Chosen(probepod.ProbePodReach(api, settings), "COREDNSPROBE_REACH=probe-pod",
+                      (found,))
     raise NoReach(f"reach strategy {wanted!r} is not available in this build")
