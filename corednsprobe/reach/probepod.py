@@ -30,6 +30,7 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,25 @@ def _signature(jobs: tuple[tuple[Target, tuple[Check, ...]], ...]
     return tuple((t.key, c) for t, c in jobs)
 
 
+class _Waiting:
+    """A probe waiting for the agent's next result of its (target, check)."""
+
+    __slots__ = ("check", "deadline", "done", "on_done", "qname", "target")
+
+    def __init__(self, target: Target, check: Check, qname: str | None,
+                 on_done: Callable[[ProbeResult], None], deadline: float) -> None:
+        self.target = target
+        self.check = check
+        self.qname = qname
+        self.on_done = on_done
+        self.deadline = deadline  # loop time
+        self.done = False
+
+    def cancel(self) -> None:
+        """Stop waiting without a result (its caller was cancelled)."""
+        self.done = True
+
+
 @dataclass(eq=False)
 class _Agent:
     """One agent pod of ours and what its log has told so far."""
@@ -199,7 +219,9 @@ class ProbePodReach:
         self._lookup = Lookup(())
         self._changed: asyncio.Event | None = None
         self._slots: dict[tuple[TargetKey, str], tuple[float, ProbeResult]] = {}
-        self._waiters: dict[tuple[TargetKey, str], deque[asyncio.Future[ProbeResult]]] = {}
+        self._waiters: dict[tuple[TargetKey, str], deque[_Waiting]] = {}
+        self._deadlines: deque[_Waiting] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._agents: dict[str, _Agent] = {}
         self._current: _Agent | None = None
         self._closed = False
@@ -225,39 +247,87 @@ class ProbePodReach:
             self._jobs = jobs
         return ts
 
-    async def probe(self, target: Target, check: Check, qname: str | None = None) -> ProbeResult:
-        """The agent's next result for (target, check); NO_RESULT when none comes in time."""
+    def start(self, target: Target, check: Check, qname: str | None,
+              on_done: Callable[[ProbeResult], None]) -> _Waiting:
+        """Hand ``on_done`` the agent's next result for (target, check): at once when one
+        arrived since the last was taken, else when it arrives, else ``not_carried``
+        after interval + timeout + 0.5 s (Rounds' task-free path)."""
         key = (target.key, check.name)
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = _Waiting(target, check, qname, on_done, now + self.wait)
         slot = self._slots.pop(key, None)
-        if slot is not None and loop.time() - slot[0] <= self.wait:
-            return slot[1]
-        waiter: asyncio.Future[ProbeResult] = loop.create_future()
-        queue = self._waiters.setdefault(key, deque())
-        queue.append(waiter)
+        if slot is not None and now - slot[0] <= self.wait:
+            waiting.done = True
+            on_done(slot[1])
+            return waiting
+        queue = self._waiters.get(key)
+        if queue is None:
+            queue = self._waiters[key] = deque()
+        queue.append(waiting)
+        self._deadlines.append(waiting)
+        if self._timer is None:
+            self._timer = loop.call_at(waiting.deadline, self._expire)
+        return waiting
+
+    async def probe(self, target: Target, check: Check, qname: str | None = None) -> ProbeResult:
+        """The agent's next result for (target, check); ``not_carried`` when none comes."""
+        done: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+
+        def finish(result: ProbeResult) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        waiting = self.start(target, check, qname, finish)
         try:
-            async with asyncio.timeout(self.wait):
-                return await waiter
-        except TimeoutError:
-            self.counts["no_result"] += 1
-            pod = self._current.name if self._current is not None else "none"
-            return ProbeResult(target, check, NO_RESULT, at=time.time(), qname=qname or "",
-                               detail=f"no result from the probe pod {pod} within "
-                                      f"{self.wait:g}s", reach=REACH)
+            return await done
         finally:
-            with contextlib.suppress(ValueError):
-                queue.remove(waiter)
-            if not queue:
-                self._waiters.pop(key, None)
+            waiting.cancel()
+
+    def _not_carried(self, waiting: _Waiting) -> ProbeResult:
+        self.counts["no_result"] += 1
+        pod = self._current.name if self._current is not None else "none"
+        return ProbeResult(waiting.target, waiting.check, NO_RESULT, at=time.time(),
+                           qname=waiting.qname or "", reach=REACH,
+                           detail=f"no result from the probe pod {pod} within {self.wait:g}s")
+
+    def _expire(self) -> None:
+        """Answer every probe whose wait is over (the waits are FIFO: one length)."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = self._deadlines
+        while pending:
+            waiting = pending[0]
+            if waiting.done or waiting.deadline <= now:
+                pending.popleft()
+                key = (waiting.target.key, waiting.check.name)
+                queue = self._waiters.get(key)
+                if queue is not None:
+                    with contextlib.suppress(ValueError):
+                        queue.remove(waiting)
+                    if not queue:
+                        del self._waiters[key]
+                if not waiting.done:
+                    waiting.done = True
+                    waiting.on_done(self._not_carried(waiting))
+            else:
+                self._timer = loop.call_at(waiting.deadline, self._expire)
+                return
 
     def _deliver(self, result: ProbeResult) -> None:
         key = (result.target.key, result.check.name)
         queue = self._waiters.get(key)
         while queue:
-            waiter = queue.popleft()
-            if not waiter.done():
-                waiter.set_result(result)
+            waiting = queue.popleft()
+            if not waiting.done:
+                waiting.done = True
+                if not queue:
+                    del self._waiters[key]
+                waiting.on_done(result)
                 return
+        if queue is not None:
+            del self._waiters[key]
         self._slots[key] = (asyncio.get_running_loop().time(), result)
 
     # the pods ---------------------------------------------------------------
@@ -583,10 +653,16 @@ class ProbePodReach:
             listed = {}
         for pod in listed.get("items") or ():
             await self._delete_pod(str((pod.get("metadata") or {}).get("name")), "shutdown")
-        for queue in self._waiters.values():
-            for waiter in queue:
-                if not waiter.done():
-                    waiter.cancel()
+        # probes still waiting are answered now, so no round waits on a closed reach
+        for waiting in list(self._deadlines):
+            if not waiting.done:
+                waiting.done = True
+                waiting.on_done(self._not_carried(waiting))
+        self._deadlines.clear()
+        self._waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def status(self) -> dict[str, Any]:
         current = self._current
