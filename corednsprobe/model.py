@@ -24,9 +24,9 @@ class Outcome(StrEnum):
     MALFORMED = "malformed"  # a reply that does not parse, or another rcode
     UNREACHABLE = "unreachable"  # ICMP unreachable / connection refused
     ERROR = "error"  # local failure (no socket, no route, resolver error)
-    # The reach carried no probe to the target (no agent result in time): it says
-    # nothing of the target, so it is never judged.
-    NOT_CARRIED = "not_carried"
+    # the port-forward tunnel could not be opened (API server or kubelet): never the
+    # pod's fault, so never a sample of it (the tracker counts it apart)
+    TUNNEL = "tunnel"
 
 
 TargetKey = tuple[str, str, int, str]
@@ -217,6 +217,8 @@ class Health:
     since: float = 0.0  # when the state last changed
     grace_reason: str = ""
     checks: tuple[CheckWindow, ...] = ()  # per non-upstream check, by name; () when unknown
+    tunnel_failures: int = 0  # probes in the window whose tunnel could not open (not samples)
+    tunnel_detail: str = ""  # why the latest of them failed
 
     @property
     def ratio(self) -> float:
@@ -264,6 +266,7 @@ class Evidence:
     service: tuple[str, ...] = ()  # HealthState value of each Service target
     unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
     unconfirmed: tuple[str, ...] = ()  # pods not sick whose windows are not confidently healthy
+    tunnel_failed: tuple[str, ...] = ()  # targets whose port-forward tunnel could not open
 
     def pod(self, name: str) -> PodEvidence | None:
         """The evidence against the pod called ``name``, if it is unhealthy."""
@@ -281,6 +284,8 @@ class Evidence:
         out.update((f"pod/{p.name}", p.summary) for p in self.unhealthy)
         if self.unconfirmed:
             out["pods_unconfirmed"] = ",".join(self.unconfirmed)
+        if self.tunnel_failed:
+            out["tunnel_failed"] = ",".join(self.tunnel_failed)
         return out
 
 

@@ -4,6 +4,11 @@ Owns: telling one sick pod from a sick Service path from a shared cause
 (widespread failure, a broken upstream), and naming the pods that may be
 restarted and why. Never does: I/O, or act on its verdict.
 
+A port-forward tunnel that could not be opened is the API server's or the
+kubelet's failure, never the pod's: such probes are no samples (the tracker),
+and the reason names the targets it happened to ("the tunnel could not be
+opened ..."), so that nobody reads their unknown state as a pod problem.
+
 The rule for "widespread" protects the cluster from its own cure: when more
 than ``max_unhealthy_fraction`` of the judged pods are unhealthy, the likely
 cause is shared (network, upstream, the prober itself) and no pod is a
@@ -26,6 +31,7 @@ says when it turned unhealthy, and the first round it appears among
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,6 +59,24 @@ class Policy:
 
 def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy) -> Diagnosis:
     """The verdict for this round, with its reason and evidence."""
+    verdict = _diagnose(targets, healths, policy)
+    tunnel = [healths[t.key] for t in targets.targets
+              if t.key in healths and healths[t.key].tunnel_failures]
+    if not tunnel:
+        return verdict
+    names = ", ".join(h.target.name for h in tunnel)
+    detail = tunnel[-1].tunnel_detail
+    reason = (f"{verdict.reason}; the tunnel could not be opened to {names} "
+              f"({sum(h.tunnel_failures for h in tunnel)} probes in the window"
+              f"{': ' + detail if detail else ''}): the API server or the kubelet, "
+              "never the pod's fault, so nothing is restarted for it")
+    evidence = verdict.evidence or Evidence()
+    evidence = dataclasses.replace(evidence, tunnel_failed=tuple(h.target.name for h in tunnel))
+    return dataclasses.replace(verdict, reason=reason, evidence=evidence)
+
+
+def _diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health],
+              policy: Policy) -> Diagnosis:
     if targets.state is ClusterState.SYNCING:
         return Diagnosis(DiagnosisState.SYNCING, "waiting for the first list from the API")
     if targets.state is ClusterState.NO_SERVICE:

@@ -27,6 +27,11 @@ window); at 99% it is under one a day as well.
 Once unhealthy a target stays so until ``recovery_successes`` outcomes in a
 row are ok (over all its checks); recovery then starts a fresh window, so that
 the failures that made it unhealthy cannot at once make it unhealthy again.
+A probe whose port-forward tunnel could not open (Outcome.TUNNEL: the API server
+or the kubelet failed, not the target) is no sample: it is counted apart, in
+``Health.tunnel_failures``, and never counts against it; a target whose window
+holds nothing but such probes is unknown (no sight of it), whatever it was before.
+
 Pods in grace (``judge.eligibility``) have no outcomes recorded and are never
 judged. Failures of upstream checks (an external name) are kept apart: they
 say nothing about the pod itself.
@@ -78,13 +83,15 @@ class _Window:
     or expired (judging a target no longer walks its window)."""
 
     __slots__ = ("checks", "failures", "outcomes", "samples", "since", "state", "streak",
-                 "udp_only", "up_failures", "up_samples")
+                 "tunnel", "tunnel_detail", "udp_only", "up_failures", "up_samples")
 
     def __init__(self, since: float = 0.0) -> None:
         self.samples: deque[_Sample] = deque()
         self.state = HealthState.UNKNOWN
         self.since = since
         self.streak = 0  # consecutive ok outcomes (non-upstream)
+        self.tunnel: deque[float] = deque()  # when a tunnel could not open: not samples
+        self.tunnel_detail = ""
         self.clear()
 
     def clear(self) -> None:
@@ -101,6 +108,9 @@ class _Window:
         self._count(s, 1)
 
     def expire(self, horizon: float) -> None:
+        tunnel = self.tunnel
+        while tunnel and tunnel[0] <= horizon:
+            tunnel.popleft()
         samples = self.samples
         while samples and samples[0].at <= horizon:
             self._count(samples.popleft(), -1)
@@ -149,15 +159,17 @@ class Tracker:
         self._windows: dict[TargetKey, _Window] = {}
 
     def record(self, result: ProbeResult, now: float) -> None:
-        """Add one outcome; outcomes of targets in grace are not kept, nor probes the
-        reach did not carry (``not_carried``: they say nothing of the target)."""
-        if result.outcome is Outcome.NOT_CARRIED or grace_reason(
-                result.target, now, self.thresholds.min_pod_age):
+        """Add one outcome; outcomes of targets in grace are not kept."""
+        if grace_reason(result.target, now, self.thresholds.min_pod_age):
             return
         key = result.target.key
         w = self._windows.get(key)
         if w is None:
             w = self._windows[key] = _Window(since=now)
+        if result.outcome is Outcome.TUNNEL:  # the path failed, not the target
+            w.tunnel.append(result.at or now)
+            w.tunnel_detail = result.detail
+            return
         upstream = result.check.upstream
         w.add(_Sample(result.at or now, result.ok, result.outcome.value, result.udp_only,
                       upstream, result.check.name))
@@ -181,7 +193,10 @@ class Tracker:
         if w is None:
             w = self._windows[target.key] = _Window(since=now)
         w.expire(now - self.thresholds.window)
-        state = self._next_state(w, w.own, w.failures, w.check_windows())
+        if w.tunnel and not w.own:
+            state = HealthState.UNKNOWN  # nothing but closed tunnels: no sight of it at all
+        else:
+            state = self._next_state(w, w.own, w.failures, w.check_windows())
         if state is not w.state:
             if w.state is HealthState.UNHEALTHY:
                 w.clear()  # recovered: judge anew from here
@@ -216,4 +231,6 @@ def _health(target: Target, w: _Window) -> Health:
         upstream_failures=w.up_failures,
         since=w.since,
         checks=w.check_windows(),
+        tunnel_failures=len(w.tunnel),
+        tunnel_detail=w.tunnel_detail if w.tunnel else "",
     )

@@ -17,8 +17,8 @@ Never does: judge a result, restart a CoreDNS pod, or probe from this process.
 (target, check): one that arrived since the last was taken, else the next to
 arrive within interval + timeout (+ a margin for the log's path). When none
 comes (the pod is being replaced, or the log stream is late) the answer is
-``not_carried``: an outcome that says nothing about the target, never judged
-(the tracker does not keep it).
+``tunnel`` (reused from the port-forward strategy: the reach could not carry
+the probe), which says nothing about the target: no sample of its window.
 """
 
 from __future__ import annotations
@@ -40,7 +40,15 @@ from corednsprobe import logs
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import Permission, check_permissions, prober_namespace
 from corednsprobe.kube.client import ApiClient, ApiError, request, send
-from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetKey, TargetSet
+from corednsprobe.model import (
+    Check,
+    IgnoredReply,
+    Outcome,
+    ProbeResult,
+    Target,
+    TargetKey,
+    TargetSet,
+)
 from corednsprobe.probe.checks import Checks
 from corednsprobe.reach import Strategy
 from corednsprobe.reach.agentlines import REACH, LineError, Lookup, UnknownJob, spec_text
@@ -64,7 +72,7 @@ PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName
                            "ErrImageNeverPull"})
 CANNOT_START = frozenset({"CreateContainerConfigError", "CreateContainerError",
                           "RunContainerError"})
-NO_RESULT = Outcome.NOT_CARRIED  # no agent result in time: says nothing of the target
+NO_RESULT = Outcome.TUNNEL  # no agent result in time: the reach's failure, no sample
 RESOURCES = {"requests": {"cpu": "20m", "memory": "48Mi"},
              "limits": {"cpu": "500m", "memory": "128Mi"}}
 
@@ -95,6 +103,12 @@ async def assess(api: ApiClient, settings: Settings) -> Assessment:
                           needs(namespace))
     missing = ", ".join(p.what for p in report.missing_required)
     return Assessment(Strategy.PROBE_POD, False, f"not allowed: {missing}", needs(namespace))
+
+
+def build(api: ApiClient, settings: Settings, *,
+          on_ignored: Callable[[IgnoredReply], None] | None = None) -> ProbePodReach:
+    """The strategy for reach/choose.py (the agent's replies are checked in the agent)."""
+    return ProbePodReach(api, settings)
 
 
 def label_value(text: str) -> str:
@@ -250,7 +264,7 @@ class ProbePodReach:
     def start(self, target: Target, check: Check, qname: str | None,
               on_done: Callable[[ProbeResult], None]) -> _Waiting:
         """Hand ``on_done`` the agent's next result for (target, check): at once when one
-        arrived since the last was taken, else when it arrives, else ``not_carried``
+        arrived since the last was taken, else when it arrives, else ``tunnel``
         after interval + timeout + 0.5 s (Rounds' task-free path)."""
         key = (target.key, check.name)
         loop = asyncio.get_running_loop()
@@ -271,7 +285,7 @@ class ProbePodReach:
         return waiting
 
     async def probe(self, target: Target, check: Check, qname: str | None = None) -> ProbeResult:
-        """The agent's next result for (target, check); ``not_carried`` when none comes."""
+        """The agent's next result for (target, check); ``tunnel`` when none comes."""
         done: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
 
         def finish(result: ProbeResult) -> None:

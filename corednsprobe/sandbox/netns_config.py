@@ -154,15 +154,22 @@ def service_ruleset(table: str, services: Mapping[str, Sequence[str]], broken: b
     flow on it), each frontend (node address and nodePort, LoadBalancer address and
     port) to a random one of its pods at port 53, to the rejecting sink when there
     are none, and to the dropping sink when the path is broken. ``sinks`` is
-    (dropping, rejecting). A forward guard keeps anything the namespaces send from
-    being routed off this host, should forwarding be on."""
+    (dropping, rejecting). The frontends are DNAT'd for packets routed in too (a
+    client namespace beside the cluster). A forward guard keeps anything the
+    namespaces send from being routed off this host, should forwarding be on, but
+    the replies of connections to a frontend."""
     rules = [_service_rule(ip, backends, broken, sinks)
              for ip, backends in sorted(services.items())]
-    rules += [_frontend_rule(address, port, backends)
-              for (address, port), backends in sorted((frontends or {}).items()) if backends]
+    exposed = [_frontend_rule(address, port, backends)
+               for (address, port), backends in sorted((frontends or {}).items()) if backends]
     body = ["  chain clusterip {", "    type nat hook output priority -100; policy accept;",
-            *rules, "  }",
+            *rules, *exposed, "  }",
+            # frontends also for packets routed in (a client namespace beside the cluster,
+            # forwarding on where it enters); ClusterIPs stay reachable only from here
+            "  chain frontends {", "    type nat hook prerouting priority -100; policy accept;",
+            *exposed, "  }",
             "  chain egress_guard {", "    type filter hook forward priority 0; policy accept;",
+            f"    ip saddr {supernet} ip daddr != {pods} ct status dnat accept",
             f"    ip saddr {supernet} ip daddr != {pods} drop", "  }"]
     return _replace_table("ip", table, body)
 

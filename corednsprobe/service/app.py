@@ -181,7 +181,8 @@ class ReachInUse:
                                   f"(COREDNSPROBE_REACH={settings.reach}; auto would choose "
                                   "another strategy)") from exc
                 self.take(await choose(settings, api, in_cluster=in_cluster,
-                                       on_ignored=self.metrics.reply_ignored))
+                                       on_ignored=self.metrics.reply_ignored,
+                                       exclude=frozenset({Strategy(strategy)})))
                 service.use(self.reach)
                 self.announce()
 

@@ -138,7 +138,7 @@ def test_a_probe_the_reach_did_not_carry_is_never_judged() -> None:
     tracker = Tracker(Thresholds(window=30.0, failure_ratio=0.5, min_samples=3,
                                  recovery_successes=3, min_pod_age=0.0))
     for i in range(20):
-        tracker.record(ProbeResult(target, checks[0], Outcome.NOT_CARRIED, at=100.0 + i),
+        tracker.record(ProbeResult(target, checks[0], Outcome.TUNNEL, at=100.0 + i),
                        100.0 + i)
     (health,) = tracker.evaluate([target], 120.0).values()
     assert (health.state, health.samples, health.failures) == (HealthState.UNKNOWN, 0, 0)
