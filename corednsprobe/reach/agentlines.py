@@ -1,6 +1,8 @@
 """The probe agent's two texts: the spec it is started with, and its result lines.
 
-Owns: the one JSON argument of ``corednsprobe agent`` (the targets and the checks
+Owns: the one JSON argument of ``corednsprobe agent`` (packed as ``z:`` and the
+base64 of its zlib compression when longer than 32 KiB, since Linux takes no
+argument longer than 128 KiB; the targets and the checks
 the outside process decided from the API's truth, the interval, the timeout and
 how long to run), reading it back strictly (a ``SpecError`` says what is wrong),
 one compact JSON line per ProbeResult, and reading such a line back into a
@@ -20,8 +22,11 @@ The first line an agent prints is ``{"v":1,"hello":"corednsprobe agent <version>
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +46,9 @@ from corednsprobe.model import (
 
 VERSION = 1
 REACH = "probe-pod"
+PACKED = "z:"  # a spec as base64 of its zlib-compressed JSON
+PACK_OVER = 32 * 1024  # bytes of JSON from which the argument is packed
+ARG_MAX = 128 * 1024 - 1  # Linux's MAX_ARG_STRLEN: the longest one argument can be
 _OUTCOMES = {o.value: o for o in Outcome}
 
 
@@ -104,6 +112,27 @@ def spec_text(targets: Iterable[tuple[Target, tuple[Check, ...]]], *, interval: 
                        "domain": domain, "namespace": namespace,
                        "checks": list(checks.values()), "targets": listed},
                       separators=(",", ":"))
+
+
+def pack(text: str) -> str:
+    """The argument for ``text``: itself, or packed when long (ValueError when even
+    packed it is longer than one argument may be)."""
+    if len(text) <= PACK_OVER:
+        return text
+    packed = PACKED + base64.b64encode(zlib.compress(text.encode(), 9)).decode()
+    if len(packed) > ARG_MAX:
+        raise ValueError(f"the agent's spec is {len(packed)} bytes packed, more than one "
+                         f"argument may be ({ARG_MAX})")
+    return packed
+
+
+def _unpack(text: str) -> str:
+    if not text.startswith(PACKED):
+        return text
+    try:
+        return zlib.decompress(base64.b64decode(text[len(PACKED):], validate=True)).decode()
+    except (binascii.Error, zlib.error, UnicodeDecodeError) as exc:
+        raise SpecError(f"a packed spec ('{PACKED}…') that does not unpack: {exc}") from None
 
 
 def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
@@ -199,8 +228,10 @@ def _is_ip(text: str) -> bool:
 def parse_spec(text: str) -> AgentSpec:
     """Read the agent's argument; SpecError naming the first thing that is wrong."""
     try:
-        raw = json.loads(text)
+        raw = json.loads(_unpack(text))
     except ValueError as exc:
+        if isinstance(exc, SpecError):
+            raise
         raise SpecError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise SpecError("the spec must be a JSON object")

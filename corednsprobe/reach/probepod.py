@@ -51,7 +51,14 @@ from corednsprobe.model import (
 )
 from corednsprobe.probe.checks import Checks
 from corednsprobe.reach import Strategy
-from corednsprobe.reach.agentlines import REACH, LineError, Lookup, UnknownJob, spec_text
+from corednsprobe.reach.agentlines import (
+    REACH,
+    LineError,
+    Lookup,
+    UnknownJob,
+    pack,
+    spec_text,
+)
 from corednsprobe.reach.base import Assessment, ReachLost
 
 log = logs.get(__name__)
@@ -410,6 +417,11 @@ class ProbePodReach:
         spec = spec_text(jobs, interval=self.interval, timeout=self.timeout, duration=duration,
                          max_in_flight=self.max_in_flight, domain=self.checks.domain,
                          namespace=self.checks.namespace)
+        try:
+            spec = pack(spec)
+        except ValueError as exc:
+            raise ReachLost(f"{len(jobs)} targets are too many for one probe pod: {exc}") \
+                from None
         body = agent_pod(self.namespace, self.image, spec, owner=self.owner,
                          instance=self.instance, lifetime=self.lifetime, targets=len(jobs))
         delay = 1.0

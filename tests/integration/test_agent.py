@@ -12,7 +12,7 @@ import time
 
 from corednsprobe.model import Check, PodRef, Target, TargetKind
 from corednsprobe.probe.checks import Checks
-from corednsprobe.reach.agentlines import Lookup, spec_text
+from corednsprobe.reach.agentlines import Lookup, pack, spec_text
 from tests.helpers import dnsservers
 from tests.helpers.dnsservers import SERVICE_IP, RunningServer
 from tests.kube.conftest import REPO, communicate_within
@@ -137,3 +137,28 @@ async def test_agent_malformed_spec_exits_2_saying_what_is_wrong(
         assert out == ""
     code, _, err = await communicate_within(await agent(), 20)  # no SPEC at all: argparse
     assert code == 2 and "SPEC" in err
+
+
+async def test_a_spec_too_long_for_one_argument_is_packed_and_read(
+        unbound: RunningServer) -> None:
+    """Linux takes no argument over 128 KiB: 1,500 targets' spec is packed (z: and the
+    base64 of its zlib compression) and the agent probes every one of them."""
+    checks = Checks("cluster.local", "kube-system")
+    jobs = []
+    for i in range(1500):
+        t = Target(TargetKind.POD, unbound.address, unbound.port,
+                   PodRef(f"coredns-5d78c9869d-{i:05d}", uid=f"0f3c2a4e-8b1d-4c6e-9a7f-{i:012d}"))
+        jobs.append((t, checks.for_target(t, EXPECTED)))
+    text = spec_text(jobs, interval=6.0, timeout=0.5, duration=6.0, max_in_flight=4096,
+                     domain="cluster.local", namespace="kube-system")
+    assert len(text) > 128 * 1024  # as JSON it could not be exec'd
+    packed = pack(text)
+    assert packed.startswith("z:") and len(packed) < 32 * 1024
+    code, out, err = await communicate_within(await agent(packed), 60)
+    assert code == 0, err
+    lookup = Lookup(jobs)
+    results = [lookup.read(line) for line in out.splitlines()[1:]]
+    assert {(r.target.name, r.check.name) for r in results if r is not None} == {
+        (t.name, c.name) for t, cs in jobs for c in cs}
+    code, _, err = await communicate_within(await agent("z:not-base64!"), 20)
+    assert code == 2 and "a packed spec ('z:…') that does not unpack" in err
