@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -115,7 +116,7 @@ async def run_agent(spec: AgentSpec, out: BinaryIO | int = 1,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     count = max(1, math.floor(spec.duration / spec.interval))
-    work = asyncio.ensure_future(rounds.run_rounds(count))
+    work = asyncio.ensure_future(_in_phase(rounds, count, spec))
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([work, stopped], timeout=spec.duration,
@@ -127,6 +128,14 @@ async def run_agent(spec: AgentSpec, out: BinaryIO | int = 1,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return EXIT_OK
+
+
+async def _in_phase(rounds: Rounds, count: int, spec: AgentSpec) -> None:
+    """Start the rounds at the next phase + k·interval (the service's schedule, a little
+    ahead, so that each result is there when the service asks for it)."""
+    if spec.phase is not None:
+        await asyncio.sleep((spec.phase - time.time()) % spec.interval)
+    await rounds.run_rounds(count)
 
 
 def main(spec_text: str) -> int:

@@ -77,6 +77,7 @@ class AgentSpec:
     max_in_flight: int
     domain: str
     namespace: str
+    phase: float | None = None  # unix seconds: rounds start at phase + k·interval
 
     @property
     def jobs(self) -> int:
@@ -93,7 +94,7 @@ def check_dict(check: Check) -> dict[str, Any]:
 
 def spec_text(targets: Iterable[tuple[Target, tuple[Check, ...]]], *, interval: float,
               timeout: float, duration: float, max_in_flight: int, domain: str,
-              namespace: str) -> str:
+              namespace: str, phase: float | None = None) -> str:
     """The agent's one argument: every target with the names of its checks, and each
     distinct check once (compact JSON)."""
     checks: dict[str, dict[str, Any]] = {}
@@ -109,6 +110,7 @@ def spec_text(targets: Iterable[tuple[Target, tuple[Check, ...]]], *, interval: 
                        "checks": [c.name for c in its]})
     return json.dumps({"v": VERSION, "interval": interval, "timeout": timeout,
                        "duration": duration, "max_in_flight": max_in_flight,
+                       **({} if phase is None else {"phase": round(phase, 6)}),
                        "domain": domain, "namespace": namespace,
                        "checks": list(checks.values()), "targets": listed},
                       separators=(",", ":"))
@@ -267,7 +269,14 @@ def parse_spec(text: str) -> AgentSpec:
     ts = TargetSet(tuple(pods), tuple(services), state=ClusterState.OK, generation=1)
     return AgentSpec(ts, table, interval, timeout, duration, max_in_flight,
                      _field(raw, "domain", str, "spec", "cluster.local"),
-                     _field(raw, "namespace", str, "spec", "kube-system"))
+                     _field(raw, "namespace", str, "spec", "kube-system"), _phase(raw))
+
+
+def _phase(raw: Mapping[str, Any]) -> float | None:
+    value = _field(raw, "phase", (int, float, type(None)), "spec", None)
+    if value is not None and not math.isfinite(value):
+        raise SpecError(f"spec: 'phase' must be a time in unix seconds, not {value!r}")
+    return None if value is None else float(value)
 
 
 def hello_line(version: str, spec: AgentSpec) -> bytes:

@@ -243,11 +243,14 @@ class ProbePodReach:
         self._waiters: dict[tuple[TargetKey, str], deque[_Waiting]] = {}
         self._deadlines: deque[_Waiting] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._first_job: tuple[TargetKey, str] | None = None
+        self._ticked: float | None = None  # unix time of the last round's first probe
         self._agents: dict[str, _Agent] = {}
         self._current: _Agent | None = None
         self._closed = False
         self.counts = {"pods_created": 0, "lines": 0, "results": 0, "malformed_lines": 0,
-                       "unknown_lines": 0, "no_result": 0, "replacements": 0, "reaped": 0}
+                       "unknown_lines": 0, "no_result": 0, "replacements": 0, "reaped": 0,
+                       "answered_at_once": 0}
         self.startup_last: float | None = None
         self.startup_max: float | None = None
         self.last_replacement = ""
@@ -259,6 +262,7 @@ class ProbePodReach:
         checks has the agent pod replaced."""
         jobs = _jobs(self.checks, ts)
         self._ts = ts
+        self._first_job = next(((t.key, c[0].name) for t, c in jobs if c), None)
         self._lookup = Lookup(jobs)
         if _signature(jobs) != _signature(self._jobs):
             self._jobs = jobs
@@ -274,12 +278,15 @@ class ProbePodReach:
         arrived since the last was taken, else when it arrives, else ``tunnel``
         after interval + timeout + 0.5 s (Rounds' task-free path)."""
         key = (target.key, check.name)
+        if key == self._first_job:
+            self._ticked = time.time()  # the first job of a round: the Rounds' tick
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiting = _Waiting(target, check, qname, on_done, now + self.wait)
         slot = self._slots.pop(key, None)
         if slot is not None and now - slot[0] <= self.wait:
             waiting.done = True
+            self.counts["answered_at_once"] += 1
             on_done(slot[1])
             return waiting
         queue = self._waiters.get(key)
@@ -416,7 +423,7 @@ class ProbePodReach:
         duration = self.lifetime - min(60.0, self.lifetime * 0.1)
         spec = spec_text(jobs, interval=self.interval, timeout=self.timeout, duration=duration,
                          max_in_flight=self.max_in_flight, domain=self.checks.domain,
-                         namespace=self.checks.namespace)
+                         namespace=self.checks.namespace, phase=self._agent_phase())
         try:
             spec = pack(spec)
         except ValueError as exc:
@@ -454,6 +461,14 @@ class ProbePodReach:
         agent.task = asyncio.get_running_loop().create_task(self._follow(agent),
                                                             name=f"probe-pod-{name}")
         return agent
+
+    def _agent_phase(self) -> float | None:
+        """When the agent's rounds should tick: LEAD ahead of the service's (a quarter of
+        the interval, at most 0.5 s), so each line is there when its probe is asked for
+        and a probe seldom waits; None before the service's first round (any phase)."""
+        if self._ticked is None:
+            return None
+        return self._ticked - min(self.interval / 4, 0.5)
 
     async def _until_ready(self, agent: _Agent) -> None:
         await agent.ready.wait()

@@ -119,6 +119,7 @@ async def test_agent_malformed_spec_exits_2_saying_what_is_wrong(
         json.dumps({**good, "interval": 0}): "'interval' must be a positive number",
         json.dumps({**good, "timeout": "fast"}): "'timeout' must be a number",
         json.dumps({**good, "targets": []}): "'targets' is empty",
+        json.dumps({**good, "phase": "soon"}): "'phase' must be a number or null",
         json.dumps({k: v for k, v in good.items() if k != "checks"}): "'checks' is missing",
         json.dumps({**good, "targets": [{**good["targets"][0], "port": 70000}]}):
             "targets[0]: 'port' must be 1-65535",

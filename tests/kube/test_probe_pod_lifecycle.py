@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +22,8 @@ import pytest
 from corednsprobe.config import Settings
 from corednsprobe.kube.access import connect
 from corednsprobe.kube.view import ClusterView
-from corednsprobe.model import ClusterState, Outcome, TargetSet
+from corednsprobe.model import ClusterState, Outcome, RoundReport, TargetSet
+from corednsprobe.probe.rounds import Rounds
 from corednsprobe.reach.probepod import ProbePodReach
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
@@ -168,5 +170,53 @@ async def test_the_agent_pod_is_rotated_before_its_deadline_without_a_gap(
         assert Outcome.TUNNEL not in outcomes  # every probe answered by one pod or the other
         assert outcomes.count(Outcome.OK) >= 0.9 * len(outcomes), outcomes
         await eventually(lambda: agents(cluster) == [], within=10)
+    finally:
+        await access.close()
+
+
+async def test_the_agent_ticks_just_ahead_of_the_rounds_so_probes_seldom_wait(
+        cluster: Sandbox, tmp_path: Path) -> None:
+    """The agent is told the service's tick: its rounds run a quarter interval ahead, so
+    a probe finds its line already there (no waiting probes filling max_in_flight)."""
+    access = await connect(str(cluster.write_kubeconfig(tmp_path / "kc")))
+    try:
+        settings = Settings.from_env({**FAST, "COREDNSPROBE_INTERVAL": "1",
+                                      "COREDNSPROBE_TIMEOUT": "0.5"})
+        reach = ProbePodReach(access.api, settings)
+        view = ClusterView(access.api, namespace="kube-system", service="kube-dns")
+        watching = asyncio.create_task(view.run())
+        ts: TargetSet = await view.changed(0)
+        reports: list[RoundReport] = []
+        rounds = Rounds(view, reach.checks, reach, reports.append, interval=1.0, timeout=0.5,
+                        max_in_flight=256)
+        reach.plan(ts)
+        loop = asyncio.get_running_loop()
+        to_wall = time.time() - loop.time()
+        tasks = [asyncio.create_task(reach.run()), asyncio.create_task(rounds.run())]
+        try:
+            async with asyncio.timeout(30):
+                while reach.startup_last is None:  # noqa: ASYNC110 (the pod's start)
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(1.5)  # the first rounds of the agent's results
+                seen, at_once = len(reports), reach.counts["answered_at_once"]
+                while len(reports) < seen + 5:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+        finally:
+            for task in (*tasks, watching):
+                task.cancel()
+            await asyncio.gather(*tasks, watching, return_exceptions=True)
+            await reach.aclose()
+        later = reports[seen + 1:seen + 5]
+        probes = sum(r.probes for r in later)
+        assert reach.counts["answered_at_once"] - at_once >= 0.9 * probes, reach.counts
+        results = [x for r in later for x in r.results]
+        assert {x.outcome for x in results} == {Outcome.OK}
+        # each line was sent about a quarter interval before its round's tick + its slot
+        tick_phase = (later[0].tick + to_wall) % 1.0
+        step = rounds.spread / len(rounds.jobs())
+        for r in later:
+            for i, result in enumerate(sorted(r.results, key=lambda x: x.at)):
+                lead = (tick_phase + i * step - result.at) % 1.0
+                assert 0.1 < lead < 0.4, (lead, i)
     finally:
         await access.close()
