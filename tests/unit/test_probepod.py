@@ -146,3 +146,35 @@ def test_a_probe_the_reach_did_not_carry_is_never_judged() -> None:
         tracker.record(ProbeResult(target, checks[0], Outcome.TIMEOUT, at=121.0 + i), 121.0 + i)
     (health,) = tracker.evaluate([target], 126.0).values()
     assert (health.state, health.samples, health.failures) == (HealthState.UNHEALTHY, 5, 5)
+
+
+async def test_a_malformed_log_line_is_counted_and_skipped_and_the_next_result_served() -> None:
+    import asyncio
+
+    from corednsprobe.config import Settings
+    from corednsprobe.model import ClusterState, TargetSet
+    from corednsprobe.reach.probepod import ProbePodReach, _Agent
+
+    jobs = _jobs()
+    reach = ProbePodReach(None, Settings.from_env({"COREDNSPROBE_INTERVAL": "5"}))
+    reach.plan(TargetSet(tuple(t for t, _ in jobs[:2]), (jobs[2][0],), EXPECTED,
+                         ClusterState.OK, 1))
+    agent = _Agent("corednsprobe-agent-x", asyncio.get_running_loop().time(), (), 1e9)
+    target, checks = jobs[0]
+    got: list[ProbeResult] = []
+    reach.start(target, checks[0], None, got.append)
+    for junk in (b"Traceback (most recent call last):\n", b'{"v":1,"kind":\n', b"\n"):
+        reach._take(agent, junk)
+    assert got == [] and reach.counts["malformed_lines"] == 3 and agent.malformed == 3
+    reach._take(agent, result_line(ProbeResult(target, checks[0], Outcome.OK, qname="q.")))
+    assert [(r.target, r.check, r.outcome, r.reach) for r in got] == \
+        [(target, checks[0], Outcome.OK, "probe-pod")]
+    assert agent.first_result is not None and reach.startup_last is not None
+    # a line that arrives before its probe is kept for it, and taken once
+    reach._take(agent, result_line(ProbeResult(target, checks[1], Outcome.NXDOMAIN)))
+    reach.start(target, checks[1], None, got.append)
+    assert got[-1].check == checks[1] and reach.counts["answered_at_once"] == 1
+    reach.start(target, checks[1], None, got.append)
+    assert len(got) == 2  # nothing more yet: it waits for the next line
+    await reach.aclose()  # … and is answered, as not carried, when the reach closes
+    assert got[-1].outcome is Outcome.TUNNEL and "no result from the probe pod" in got[-1].detail
