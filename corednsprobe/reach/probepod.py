@@ -683,6 +683,16 @@ class ProbePodReach:
         if self._closed:
             return
         self._closed = True
+        # probes still waiting are answered now, so no round waits on a closed reach
+        for waiting in list(self._deadlines):
+            if not waiting.done:
+                waiting.done = True
+                waiting.on_done(self._not_carried(waiting))
+        self._deadlines.clear()
+        self._waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for agent in list(self._agents.values()):
             await self._delete(agent, "shutdown")
         # a create cancelled on its way may have made a pod whose name never came back
@@ -694,16 +704,6 @@ class ProbePodReach:
             listed = {}
         for pod in listed.get("items") or ():
             await self._delete_pod(str((pod.get("metadata") or {}).get("name")), "shutdown")
-        # probes still waiting are answered now, so no round waits on a closed reach
-        for waiting in list(self._deadlines):
-            if not waiting.done:
-                waiting.done = True
-                waiting.on_done(self._not_carried(waiting))
-        self._deadlines.clear()
-        self._waiters.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def status(self) -> dict[str, Any]:
         current = self._current

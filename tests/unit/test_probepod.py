@@ -156,7 +156,8 @@ async def test_a_malformed_log_line_is_counted_and_skipped_and_the_next_result_s
     from corednsprobe.reach.probepod import ProbePodReach, _Agent
 
     jobs = _jobs()
-    reach = ProbePodReach(None, Settings.from_env({"COREDNSPROBE_INTERVAL": "5"}))
+    reach = ProbePodReach(None, Settings.from_env({"COREDNSPROBE_INTERVAL": "0.5",
+                                                   "COREDNSPROBE_TIMEOUT": "0.2"}))
     reach.plan(TargetSet(tuple(t for t, _ in jobs[:2]), (jobs[2][0],), EXPECTED,
                          ClusterState.OK, 1))
     agent = _Agent("corednsprobe-agent-x", asyncio.get_running_loop().time(), (), 1e9)
@@ -176,5 +177,7 @@ async def test_a_malformed_log_line_is_counted_and_skipped_and_the_next_result_s
     assert got[-1].check == checks[1] and reach.counts["answered_at_once"] == 1
     reach.start(target, checks[1], None, got.append)
     assert len(got) == 2  # nothing more yet: it waits for the next line
-    await reach.aclose()  # … and is answered, as not carried, when the reach closes
+    await asyncio.sleep(reach.wait + 0.2)  # … and is answered, as not carried, after its wait
+    assert len(got) == 3
     assert got[-1].outcome is Outcome.TUNNEL and "no result from the probe pod" in got[-1].detail
+    assert reach.counts["no_result"] == 1
