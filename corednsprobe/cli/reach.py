@@ -83,7 +83,9 @@ async def run_cluster_check(args: argparse.Namespace, settings: Settings,
         doc: dict[str, Any] = {
             "reach": {"strategy": reach.strategy.value, "reason": chosen.reason,
                       "blind_to": list(reach.blind_to)},
-            "results": [as_dict(r) for r in results], "summary": summary(results),
+            "results": [{**as_dict(r), "target": r.target.name, "kind": r.target.kind.value,
+                         "reach": r.reach} for r in results],
+            "summary": summary(results),
             "servers": per_server(results)}
         out.write(json.dumps(doc, indent=2) + "\n")
     else:

@@ -9,6 +9,11 @@ Never does: choose a strategy (reach/choose.py) or judge a result.
 Optional methods a strategy may add (the service uses them when present):
   ``start(target, check, qname, on_done)`` -- start a probe without a task, as
   ``probe.engine.Prober.start`` does (Rounds takes this fast path when it exists).
+
+Each strategy module provides ``async def assess(api, settings) -> Assessment`` (quick:
+SelfSubjectAccessReviews, a list, one question) and, for reach/choose.py to build it,
+``def build(api, settings, *, on_ignored=None) -> Reach`` (direct and port-forward are
+built by choose.py itself).
 """
 
 from __future__ import annotations

@@ -129,10 +129,12 @@ async def assess_direct(api: Any, settings: Settings, *, in_cluster: bool,
     pod = next((t for t in ts.pods if t.pod is not None and t.pod.ready), None)
     service = next(iter(ts.services), None)
     if pod is None or service is None:
-        return Assessment(Strategy.DIRECT, False,
-                          f"no ready pod and ClusterIP of {settings.namespace}/"
-                          f"{settings.service} to try (targets {ts.state.value})",
-                          DIRECT_NEEDS)
+        # nothing to ask yet (no Service, no ready pod): nothing is probed either, so
+        # direct, as before there were strategies, costs nothing and restarts nothing
+        return Assessment(Strategy.DIRECT, True,
+                          f"nothing to try yet ({settings.namespace}/{settings.service}: "
+                          f"{ts.state.value}, {len(ts.pods)} pods): taken until there is; "
+                          "`corednsprobe reach` tells once the pods answer", DIRECT_NEEDS)
     check = Check("kubernetes", f"kubernetes.default.svc.{settings.cluster_domain}.", "A")
     prober = Prober(budget, tcp_reask=False)
     results = await asyncio.gather(*(prober.probe(t, check) for t in (pod, service)))

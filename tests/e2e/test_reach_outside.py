@@ -153,6 +153,8 @@ async def test_check_cluster_json_through_port_forward(place: Place) -> None:
     pods = {p["status"]["podIP"] for p in place.sandbox.dns_pods()}
     assert {r["server"].rsplit(":", 1)[0] for r in doc["results"]} == pods  # no ClusterIP
     assert all(r["outcome"] == "ok" and r["rcode"] == "NOERROR" for r in doc["results"])
+    assert {r["target"] for r in doc["results"]} == set(place.pods())
+    assert {(r["kind"], r["reach"]) for r in doc["results"]} == {("pod", "port-forward")}
     assert doc["summary"] == {"probes": 3, "ok": 3, "failed": 0, "outcomes": {"ok": 3}}
 
 
