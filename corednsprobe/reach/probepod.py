@@ -245,6 +245,7 @@ class ProbePodReach:
         self._timer: asyncio.TimerHandle | None = None
         self._first_job: tuple[TargetKey, str] | None = None
         self._ticked: float | None = None  # unix time of the last round's first probe
+        self._tick_seen = asyncio.Event()
         self._agents: dict[str, _Agent] = {}
         self._current: _Agent | None = None
         self._closed = False
@@ -280,6 +281,7 @@ class ProbePodReach:
         key = (target.key, check.name)
         if key == self._first_job:
             self._ticked = time.time()  # the first job of a round: the Rounds' tick
+            self._tick_seen.set()
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiting = _Waiting(target, check, qname, on_done, now + self.wait)
@@ -377,6 +379,10 @@ class ProbePodReach:
         try:
             while not self._closed:
                 jobs = await self._targets()
+                if self._ticked is None:  # the rounds' first tick gives the agent its phase
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.interval):
+                            await self._tick_seen.wait()
                 agent = await self._launch(jobs, reason)
                 await self._until_ready(agent)
                 if agent.fatal:
