@@ -200,6 +200,8 @@ class _Agent:
     malformed: int = 0
     first_result: float | None = None  # loop time
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # first result, or it ended
+    seen: set[tuple[TargetKey, str]] = field(default_factory=set)  # pairs it gave a result of
+    covered: asyncio.Event = field(default_factory=asyncio.Event)  # a result of every pair
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
     fatal: str = ""  # why no pod of this spec can ever start (an image that cannot be pulled)
@@ -477,7 +479,13 @@ class ProbePodReach:
         return self._ticked - min(self.interval / 4, 0.5)
 
     async def _until_ready(self, agent: _Agent) -> None:
+        """Until the first result (or its end), then until it gave a result of every
+        (target, check) (or a round's time more): only then may its predecessor go."""
         await agent.ready.wait()
+        if agent.first_result is not None and not agent.ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval + self.wait):
+                    await agent.covered.wait()
 
     async def _until_replace(self, agent: _Agent, loop: asyncio.AbstractEventLoop) -> str:
         """Why ``agent`` must be replaced, once it must."""
@@ -623,6 +631,10 @@ class ProbePodReach:
             return
         counts["results"] += 1
         agent.results += 1
+        if not agent.covered.is_set():
+            agent.seen.add((result.target.key, result.check.name))
+            if len(agent.seen) >= sum(len(checks) for _, checks in agent.signature):
+                agent.covered.set()
         if agent.first_result is None:
             now = asyncio.get_running_loop().time()
             agent.first_result = now
