@@ -231,6 +231,8 @@ class Metrics:
             probes = children[check, outcome] = self.probes.labels(
                 t.kind.value, label, check, outcome.value)
         probes.inc()
+        if outcome is Outcome.TUNNEL:
+            return  # no probe reached the target: its success and RTT stay as they were
         self.success.labels(t.kind.value, label, check).set(1 if result.ok else 0)
         if result.rtt_seconds is not None and result.rcode is not None:  # answered
             self.rtt.labels(t.kind.value, label, check).observe(result.rtt_seconds)

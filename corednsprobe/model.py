@@ -24,8 +24,9 @@ class Outcome(StrEnum):
     MALFORMED = "malformed"  # a reply that does not parse, or another rcode
     UNREACHABLE = "unreachable"  # ICMP unreachable / connection refused
     ERROR = "error"  # local failure (no socket, no route, resolver error)
-    # the port-forward tunnel could not be opened (API server or kubelet): never the
-    # pod's fault, so never a sample of it (the tracker counts it apart)
+    # the reach could not carry the probe: a port-forward tunnel that could not be
+    # opened (API server or kubelet), or no result from the probe pod in time; never
+    # the pod's fault, so never a sample of it (the tracker counts it apart)
     TUNNEL = "tunnel"
 
 

@@ -172,6 +172,12 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
                    "COREDNSPROBE_NAMESPACE, else kube-system)")
 
 
+def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
+    from corednsprobe.cli import agent
+
+    return agent.main(args.spec)
+
+
 def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     if args.cluster:
         import uvloop
@@ -262,6 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(p)
     _add_reach_option(p)
     p.set_defaults(handler=_cmd_targets)
+
+    p = sub.add_parser("agent", help="the probe pod's process: probe the targets of SPEC on "
+                       "the schedule, one JSON line per result on stdout",
+                       description="Run inside the cluster as the probe-pod strategy's only "
+                       "container: probe every target of SPEC with its checks every interval "
+                       "until the spec's duration is over, printing one compact JSON line "
+                       "per result. The outside process (`run` with the probe-pod reach) "
+                       "writes SPEC; see corednsprobe(1). Exit 0 at the deadline or on "
+                       "SIGTERM, 2 for a malformed SPEC.")
+    p.add_argument("spec", metavar="SPEC", help="the targets, checks, interval, timeout and "
+                   "duration as one JSON object")
+    p.set_defaults(handler=_cmd_agent)
 
     p = sub.add_parser("reach", help="which reach strategies work from here with these "
                        "credentials, which auto would pick, and why the others are out")

@@ -73,10 +73,11 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
         return verdict
     names = ", ".join(h.target.name for h in tunnel)
     detail = tunnel[-1].tunnel_detail
-    reason = (f"{verdict.reason}; the tunnel could not be opened to {names} "
+    reason = (f"{verdict.reason}; the reach could not carry the probes to {names} "
               f"({sum(h.tunnel_failures for h in tunnel)} probes in the window"
-              f"{': ' + detail if detail else ''}): the API server or the kubelet, "
-              "never the pod's fault, so nothing is restarted for it")
+              f"{': ' + detail if detail else ''}): a port-forward tunnel that could not be "
+              "opened or a probe pod without a result: the API server, the kubelet or the "
+              "agent, never the pod's fault, so nothing is restarted for it")
     evidence = verdict.evidence or Evidence()
     evidence = dataclasses.replace(evidence, tunnel_failed=tuple(h.target.name for h in tunnel))
     return dataclasses.replace(verdict, reason=reason, evidence=evidence)

@@ -215,7 +215,7 @@ async def test_a_tunnel_that_cannot_open_restarts_nothing(place: Place, refusal:
         await service.until(lambda d: all(health(d, p) == "healthy" for p in pods), within=40)
         place.sandbox.api.portforward_refusal = refusal
         doc = await service.until(
-            lambda d: "the tunnel could not be opened" in d["diagnosis"]["reason"], within=20)
+            lambda d: "the reach could not carry the probes" in d["diagnosis"]["reason"], within=20)
         start_rounds = doc["rounds"]["completed"]
         doc = await service.until(lambda d: d["rounds"]["completed"] >= start_rounds + 10
                                   and all(health(d, p) == "unknown" for p in pods), within=60)

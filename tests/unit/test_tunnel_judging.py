@@ -34,7 +34,7 @@ def test_tunnel_failures_are_no_samples_and_never_make_a_pod_unhealthy() -> None
     assert h1.outcomes == ()
     verdict = diagnose(targetset(p1, p2, p3, service=False), healths, Policy())
     assert verdict.candidates == ()
-    assert "the tunnel could not be opened to coredns-1" in verdict.reason
+    assert "the reach could not carry the probes to coredns-1" in verdict.reason
     assert "never the pod's fault" in verdict.reason and WHY in verdict.reason
     assert verdict.evidence is not None and verdict.evidence.tunnel_failed == ("coredns-1",)
     assert verdict.evidence.as_dict()["tunnel_failed"] == "coredns-1"
@@ -59,7 +59,7 @@ def test_a_sick_pod_whose_tunnel_then_fails_is_no_longer_a_candidate() -> None:
     after = diagnose(ts, tracker.evaluate(ts.targets, 80.0), Policy())
     assert after.candidates == ()
     assert tracker.evaluate(ts.targets, 80.0)[p1.key].state is HealthState.UNKNOWN
-    assert "the tunnel could not be opened" in after.reason
+    assert "the reach could not carry the probes" in after.reason
 
 
 def test_a_tunnel_failure_among_answers_changes_no_count() -> None:
