@@ -229,6 +229,24 @@ class DiagnosisState(StrEnum):
     UPSTREAM = "upstream"  # only the external name fails, everywhere
     NO_SERVICE = "no_service"
     NO_ENDPOINTS = "no_endpoints"
+    PATH = "path"  # a pod sick from some vantages, healthy from others: a broken path
+    VANTAGE_ISOLATED = "vantage_isolated"  # a vantage sees every pod sick, the others do not
+
+
+@dataclass(frozen=True, slots=True)
+class PathEvidence:
+    """A pod judged unhealthy from some vantages' nodes and healthy from others'."""
+
+    pod: str
+    pod_node: str  # the node the pod runs on ("" when the API did not say)
+    from_nodes: tuple[str, ...]  # vantages' nodes that see it unhealthy
+    healthy_from: tuple[str, ...]  # vantages' nodes that see it healthy
+
+    @property
+    def summary(self) -> str:
+        """``from node-a to node-b (healthy from node-c)``."""
+        return (f"from {','.join(self.from_nodes)} to {self.pod_node or 'its node'} "
+                f"(healthy from {','.join(self.healthy_from)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +259,17 @@ class PodEvidence:
     udp_only: int
     outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count), as in Health
     since: float = 0.0  # when the pod turned unhealthy (Health.since)
+    vantages: tuple[str, ...] = ()  # nodes of the vantages that agreed it is unhealthy
 
     @property
     def summary(self) -> str:
-        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``."""
+        """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``, and
+        with vantages `` vantages=2 (node-a,node-b)``."""
         outcomes = " ".join(f"{name}={count}" for name, count in self.outcomes)
-        return f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+        said = f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+        if self.vantages:
+            said += f", vantages={len(self.vantages)} ({','.join(self.vantages)})"
+        return said
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +283,9 @@ class Evidence:
     service: tuple[str, ...] = ()  # HealthState value of each Service target
     unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
     unconfirmed: tuple[str, ...] = ()  # pods not sick whose windows are not confidently healthy
+    vantages: int = 0  # fresh vantages whose views were combined (0: not combined)
+    paths: tuple[PathEvidence, ...] = ()  # pods sick only from some vantages
+    isolated: tuple[str, ...] = ()  # nodes of vantages set aside as isolated
 
     def pod(self, name: str) -> PodEvidence | None:
         """The evidence against the pod called ``name``, if it is unhealthy."""
@@ -277,6 +303,11 @@ class Evidence:
         out.update((f"pod/{p.name}", p.summary) for p in self.unhealthy)
         if self.unconfirmed:
             out["pods_unconfirmed"] = ",".join(self.unconfirmed)
+        if self.vantages:
+            out["vantages"] = str(self.vantages)
+        out.update((f"path/{p.pod}", p.summary) for p in self.paths)
+        if self.isolated:
+            out["vantages_isolated"] = ",".join(self.isolated)
         return out
 
 

@@ -20,6 +20,7 @@ from corednsprobe.config import Settings
 from corednsprobe.kube.access import prober_namespace
 from corednsprobe.kube.informer import DEFAULT_TIMING
 from corednsprobe.kube.lease import LeaderElector, LeaseStore
+from corednsprobe.kube.replicas import ReplicaView
 from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, Health, TargetKey
@@ -29,6 +30,8 @@ from corednsprobe.remedy.remediator import Remediator, rails_from
 from corednsprobe.service.prober import ProberService, loop_time
 from corednsprobe.service.server import build_app, start
 from corednsprobe.service.status import StatusPage
+from corednsprobe.service.vantages import Vantages
+from corednsprobe.service.vantages import identity as vantage_identity
 
 log = logs.get(__name__)
 
@@ -94,12 +97,16 @@ async def serve(
         if on_round is not None:
             on_round(service, remediator.status() if remediator is not None else {})
 
+    host, port = settings.listen_address(in_cluster)
+    vantages = build_vantages(settings, api, elector, metrics, port, timing)
     prober = Prober(settings.timeout, on_ignored=metrics.reply_ignored)
     service = ProberService(settings, view, prober, metrics=metrics,
-                            on_diagnosis=after_round)
-    page = StatusPage(service, {"remediation": remediator.status} if remediator else None)
-    host, port = settings.listen_address(in_cluster)
-    runner, bound = await start(build_app(metrics, page), host, port)
+                            on_diagnosis=after_round, vantages=vantages)
+    sections = {"vantages": vantages.status}
+    if remediator is not None:
+        sections["remediation"] = remediator.status
+    page = StatusPage(service, sections)
+    runner, bound = await start(build_app(metrics, page, vantages.document), host, port)
     log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
              service=settings.service, interval=settings.interval, timeout=settings.timeout,
              **startup_mode(settings, elector))
@@ -108,6 +115,9 @@ async def serve(
     try:
         async with asyncio.TaskGroup() as tasks:
             work: list[asyncio.Task[Any]] = [tasks.create_task(service.run(), name="prober")]
+            if vantages.replicas is not None:
+                work.append(tasks.create_task(vantages.replicas.run(), name="replicas"))
+                work.append(tasks.create_task(vantages.run(), name="vantages"))
             if elector is not None and remediator is not None:
                 work.append(tasks.create_task(elector.run(), name="leader-election"))
                 work.append(tasks.create_task(remediator.run(), name="remediator"))
@@ -119,6 +129,22 @@ async def serve(
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         log.info("service_stopped", rounds=service.state.rounds)
+
+
+def build_vantages(settings: Settings, api: Any, elector: LeaderElector | None,
+                   metrics: Metrics, port: int, timing: Any) -> Vantages:
+    """This replica as a vantage; the leader pulls the others' views when remediation is on
+    and COREDNSPROBE_VANTAGE_SERVICE names the prober's Service."""
+    replicas = None
+    if elector is not None and settings.vantage_service:
+        replicas = ReplicaView(api, namespace=elector.namespace,
+                               service=settings.vantage_service, default_port=port,
+                               timing=timing or DEFAULT_TIMING,
+                               on_restart=metrics.watch_restarted,
+                               on_skip=metrics.object_skipped)
+    pod, node = vantage_identity(settings)
+    return Vantages(settings, replicas, pod=pod, node=node, metrics=metrics,
+                    leading=lambda: elector is not None and elector.is_leader())
 
 
 REACH = "direct"  # how the probes reach the pods: from this process, straight to each pod IP

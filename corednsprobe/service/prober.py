@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -36,6 +36,13 @@ from corednsprobe.probe.rounds import ProbeEngine, Rounds
 
 log = logs.get(__name__)
 LAST_RESULTS = 10  # per target, for /status
+
+
+class Combiner(Protocol):
+    """Combines this replica's healths with the other vantages' (service.vantages)."""
+
+    def merge(self, targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy,
+              ) -> tuple[Diagnosis, dict[TargetKey, Health]]: ...
 
 
 class TargetSource(Protocol):
@@ -79,6 +86,7 @@ class ProberService:
         metrics: Metrics | None = None,
         wall: Callable[[], float] = time.time,
         on_diagnosis: Callable[[Diagnosis, dict[TargetKey, Health]], None] | None = None,
+        vantages: Combiner | None = None,
     ) -> None:
         self.settings = settings
         self.view = view
@@ -94,6 +102,7 @@ class ProberService:
                              settings.min_samples)
         self.state = State()
         self._on_diagnosis = on_diagnosis
+        self.vantages = vantages  # None: this replica's own view alone, as before
         self.rounds = Rounds(view, self.checks, engine, self.round_done,
                              interval=settings.interval, timeout=settings.timeout,
                              max_in_flight=settings.max_in_flight)
@@ -154,7 +163,9 @@ class ProberService:
             old = st.healths.get(key)
             if old is not None and old.state is not h.state:
                 _log_health_change(old, h)
-        verdict = diagnose(ts, healths, self.policy)
+        verdict, acted_on = diagnose(ts, healths, self.policy), healths
+        if self.vantages is not None:  # the verdict over every vantage's view
+            verdict, acted_on = self.vantages.merge(ts, healths, self.policy)
         if verdict.state is not st.diagnosis.state or verdict.candidates != st.diagnosis.candidates:
             log.info("diagnosis_changed", state=verdict.state.value,
                      previous=st.diagnosis.state.value, reason=verdict.reason,
@@ -163,7 +174,7 @@ class ProberService:
         self.metrics.set_health(healths)
         self.metrics.set_diagnosis(verdict)
         if self._on_diagnosis is not None:
-            self._on_diagnosis(verdict, healths)
+            self._on_diagnosis(verdict, acted_on)
         return verdict
 
 
