@@ -60,6 +60,16 @@ def identity(settings: Settings, environ: Mapping[str, str] | None = None) -> tu
     return pod, settings.node_name or env.get("NODE_NAME", "")
 
 
+async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
+    """The body, or its first ``cap`` bytes when it is longer (then refused)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < cap and (chunk := await stream.read(cap - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class Vantages:
     """This replica as a vantage, and (while leading) the others' views."""
 
@@ -149,12 +159,13 @@ class Vantages:
     async def _one(self, session: aiohttp.ClientSession, r: Replica,
                    gate: asyncio.Semaphore) -> VantageView | None:
         async with gate:
-            try:
-                async with session.get(r.url, allow_redirects=False) as resp:
+            try:  # the deadline is this pull's, whatever the session's timeouts
+                async with asyncio.timeout(self.deadline), \
+                        session.get(r.url, allow_redirects=False) as resp:
                     if resp.status != 200:
                         raise aiohttp.ClientResponseError(resp.request_info, (),
                                                           status=resp.status)
-                    body = await resp.content.read(MAX_BODY + 1)
+                    body = await _read_capped(resp.content, MAX_BODY + 1)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.metrics.vantage_pulled("failed")
                 self._refuse(r, f"no answer: {type(exc).__name__} {exc}".strip())
