@@ -160,7 +160,7 @@ async def _lead(sandbox: Sandbox, api: Any, peers: int, rounds: int,
         else:
             raise TimeoutError("no Lease or no replicas after 30 s")
         timeout = aiohttp.ClientTimeout(total=vantages.deadline)
-        connector = aiohttp.TCPConnector(limit=64, force_close=True)
+        connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=3 * interval + 1)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             await vantages.pull(session)  # warm: the session, the first views
             vantages.merge(targets, healths, policy)

@@ -130,7 +130,8 @@ class Vantages:
     async def run(self) -> NoReturn:
         """Pull every round while leading; forget the views while following."""
         timeout = aiohttp.ClientTimeout(total=self.deadline)
-        connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY,
+                                        keepalive_timeout=3 * self.settings.interval + 1)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             loop = asyncio.get_running_loop()
             tick = loop.time()
