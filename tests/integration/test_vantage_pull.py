@@ -131,7 +131,7 @@ async def test_a_slow_replica_costs_the_deadline_and_its_old_view_ages_out(
         loop = asyncio.get_running_loop()
         began = loop.time()
         await vantages.pull(session)
-        assert loop.time() - began < vantages.deadline + 0.2
+        assert loop.time() - began < vantages.deadline + 0.5  # not the 5 s it would take
         assert pulled(metrics, "failed") == 1
         await asyncio.sleep(vantages.oldest)
         d, _ = vantages.merge(targetset(*PODS), healths({1}), Policy())
