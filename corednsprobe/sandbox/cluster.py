@@ -211,7 +211,8 @@ class Sandbox:
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=tls)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        if self.pod_api_address not in ("", self.config.host):  # where vantage pods reach it
+        # where vantage pods reach it, unless a wildcard listener covers it already
+        if self.pod_api_address not in ("", self.config.host, "0.0.0.0", "::"):
             await web.TCPSite(self._runner, self.pod_api_address, self.port,
                               ssl_context=tls).start()
         log.info("sandbox_started", url=self.url, backend=self.backend.name)
