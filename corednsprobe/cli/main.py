@@ -120,16 +120,17 @@ def _serve_and_explain(body: Callable[[], object]) -> int:
     """Run a long-running command; turn the failures people can fix into one line
     and an exit code (they may arrive wrapped in a TaskGroup's ExceptionGroup)."""
     from corednsprobe.kube.access import ClusterAccessError
+    from corednsprobe.reach.base import NoReach
     from corednsprobe.service.server import ListenError
 
     try:
         body()
-    except (ClusterAccessError, ListenError, BaseExceptionGroup) as exc:
+    except (ClusterAccessError, ListenError, NoReach, BaseExceptionGroup) as exc:
         leaf = _single_leaf(exc)
-        if not isinstance(leaf, ClusterAccessError | ListenError):
+        if not isinstance(leaf, ClusterAccessError | ListenError | NoReach):
             raise
         print(f"corednsprobe: {leaf}", file=sys.stderr)
-        return EXIT_CLUSTER if isinstance(leaf, ClusterAccessError) else EXIT_USAGE
+        return EXIT_USAGE if isinstance(leaf, ListenError) else EXIT_CLUSTER
     return EXIT_OK
 
 
@@ -192,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pods", type=int, default=3, help="CoreDNS replicas (default 3)")
     p.add_argument("--fault", action="append", default=[], metavar="POD=FAULT@SECONDS",
                    help="inject FAULT (udp-drop, udp-reject, delay:MS, loss:PCT, servfail, "
-                   "wrong-answer, none) into POD (a slot number or pod name) SECONDS after "
-                   "start; repeatable")
+                   "wrong-answer, none; +health-down hangs its /health too) into POD (a slot "
+                   "number or pod name) SECONDS after start; repeatable")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until ^C)")
     p.set_defaults(handler=_cmd_demo)

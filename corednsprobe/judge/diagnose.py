@@ -34,6 +34,7 @@ from corednsprobe.model import (
     ClusterState,
     Diagnosis,
     DiagnosisState,
+    EndpointState,
     Evidence,
     Health,
     HealthState,
@@ -51,8 +52,14 @@ class Policy:
     min_samples: int = 5  # a peer's check needs this many outcomes to vouch for it
 
 
-def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy) -> Diagnosis:
-    """The verdict for this round, with its reason and evidence."""
+def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy,
+             endpoints: Mapping[TargetKey, tuple[EndpointState, ...]] | None = None,
+             ) -> Diagnosis:
+    """The verdict for this round, with its reason and evidence.
+
+    ``endpoints`` holds the latest states of each pod's own health endpoints (the
+    kubelet's view): shown beside the evidence against an unhealthy pod, never a
+    part of the verdict."""
     if targets.state is ClusterState.SYNCING:
         return Diagnosis(DiagnosisState.SYNCING, "waiting for the first list from the API")
     if targets.state is ClusterState.NO_SERVICE:
@@ -68,7 +75,8 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
     service_sick = [h for h in services if h.state is HealthState.UNHEALTHY]
     unconfirmed = [h.target.name for h in pods if h.state is not HealthState.GRACE
                    and h.state is not HealthState.UNHEALTHY and not confident(h, policy)]
-    evidence = _evidence(pods, judged, sick, services, unconfirmed if sick else [])
+    evidence = _evidence(pods, judged, sick, services, unconfirmed if sick else [],
+                         endpoints or {})
 
     too_many = len(sick) >= 2 and len(sick) / len(judged) > policy.max_unhealthy_fraction
     if sick and (not well or too_many):
@@ -137,7 +145,7 @@ def _upstream_failing(h: Health, policy: Policy) -> bool:
 
 def _evidence(
     pods: list[Health], judged: list[Health], sick: list[Health], services: list[Health],
-    unconfirmed: list[str],
+    unconfirmed: list[str], endpoints: Mapping[TargetKey, tuple[EndpointState, ...]],
 ) -> Evidence:
     return Evidence(
         pods=len(pods),
@@ -146,6 +154,7 @@ def _evidence(
         pods_in_grace=sum(1 for h in pods if h.state is HealthState.GRACE),
         service=tuple(h.state.value for h in services),
         unhealthy=tuple(PodEvidence(h.target.name, h.samples, h.failures, h.udp_only,
-                                    h.outcomes, h.since) for h in sick),
+                                    h.outcomes, h.since, endpoints.get(h.target.key, ()))
+                       for h in sick),
         unconfirmed=tuple(unconfirmed),
     )

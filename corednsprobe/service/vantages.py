@@ -40,7 +40,7 @@ from corednsprobe.judge.vantage import (
 )
 from corednsprobe.kube.replicas import Replica, ReplicaView
 from corednsprobe.metrics import Metrics
-from corednsprobe.model import Diagnosis, Health, TargetKey, TargetSet
+from corednsprobe.model import Diagnosis, EndpointState, Health, TargetKey, TargetSet
 
 log = logs.get(__name__)
 CONCURRENCY = 64  # pulls in flight at once
@@ -103,8 +103,10 @@ class Vantages:
     # -- each round --------------------------------------------------------------------------
 
     def merge(self, targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy,
+              endpoints: Mapping[TargetKey, tuple[EndpointState, ...]] | None = None,
               ) -> tuple[Diagnosis, dict[TargetKey, Health]]:
-        """The verdict over every fresh vantage's view, and the healths it rests on."""
+        """The verdict over every fresh vantage's view, and the healths it rests on;
+        ``endpoints``: this replica's view of the pods' health endpoints, as evidence."""
         now = self.wall()
         self.own = own_view(self.pod, self.node, healths, now)
         c = combine(self.own, self.peers(), healths, quorum=self.settings.quorum, now=now,
@@ -112,7 +114,7 @@ class Vantages:
         self.last = c
         self.metrics.set_vantages(len(c.vantages), len(c.isolated), len(c.stale),
                                   [(p.pod, n) for p in c.paths for n in p.from_nodes])
-        return conclude(diagnose(targets, c.healths, policy), c), c.healths
+        return conclude(diagnose(targets, c.healths, policy, endpoints), c), c.healths
 
     def peers(self) -> list[VantageView]:
         """The pulled views of replicas the Service still lists (none while following)."""
