@@ -99,6 +99,17 @@ def _k8s_name() -> Spec:
                 "a Kubernetes name: lower-case letters, digits and '-', 1-63 chars", "")
 
 
+def _object_name() -> Spec:
+    """A node or pod name: a DNS-1123 subdomain (labels joined by dots, 253 chars)."""
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if len(value) > 253 or not all(_DNS1123.match(p) for p in value.split(".")):
+            raise ValueError
+        return value
+
+    return Spec(parse, "a Kubernetes object name: lower-case letters, digits, '-' and '.'", "")
+
+
 def _optional(inner: Spec) -> Spec:
     def parse(raw: str) -> Any:
         return "" if not raw.strip() else inner.parse(raw)
@@ -241,6 +252,25 @@ class Settings:
         _integer(1, 1000),
         "Vantages on this many distinct nodes must see a pod unhealthy before it is "
         "restarted (capped at the vantages holding a fresh verdict on it).",
+    )
+    vantage_service: str = setting(
+        "corednsprobe",
+        _optional(_k8s_name()),
+        "The prober's own Service (in its namespace): the leader pulls each replica's verdicts "
+        "(GET /vantage) from the pod IPs its EndpointSlices list, and from nowhere else; "
+        "empty: one vantage, this replica's own.",
+    )
+    node_name: str = setting(
+        "",
+        _optional(_object_name()),
+        "The node this replica runs on (the downward API's spec.nodeName); empty: NODE_NAME, "
+        "else the node the EndpointSlice gives this replica's pod.",
+    )
+    pod_name: str = setting(
+        "",
+        _optional(_object_name()),
+        "This replica's pod name (the downward API's metadata.name), the identity its "
+        "/vantage answer claims; empty: POD_NAME, else the host name.",
     )
     lease_name: str = setting(
         "corednsprobe", _k8s_name(), "Lease for leader election and the remediation history."

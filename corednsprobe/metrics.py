@@ -56,6 +56,10 @@ BLOCK_REASONS = ("mode_off", "diagnosis_not_pod", "gave_up", "in_flight", "backo
                  "pod_unverified", "internal_error")
 
 
+VANTAGE_STATES = ("counted", "isolated", "stale")
+PULL_RESULTS = ("ok", "failed", "malformed", "wrong_identity")
+
+
 def rtt_buckets(timeout: float) -> list[float]:
     """0.1 ms up to the timeout, roughly x2.5 apart: where DNS latencies live."""
     edges = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -176,6 +180,24 @@ class Metrics:
                              ["workload"], registry=r)
         self.mode = Gauge("corednsprobe_remediation_mode",
                           "1 for the configured remediation mode.", ["mode"], registry=r)
+        # vantages (judge/vantage.py): several replicas' views combined by the leader
+        self.vantages = Gauge("corednsprobe_vantages",
+                              "Replicas' views in the last verdict: counted (fresh, this "
+                              "replica's own included), isolated (set aside), stale (dropped).",
+                              ["state"], registry=r)
+        self.path_unhealthy = Gauge(
+            "corednsprobe_path_unhealthy",
+            "1 while a pod is judged unhealthy from the vantage on from_node and healthy from "
+            "others: a broken path, not a sick pod.", ["pod", "from_node"], registry=r)
+        self.vantage_pulls = Counter(
+            "corednsprobe_vantage_pulls_total",
+            "The leader's pulls of a replica's /vantage, by result (ok, failed, malformed, "
+            "wrong_identity).", ["result"], registry=r)
+        self._paths: set[tuple[str, str]] = set()
+        for state in VANTAGE_STATES:
+            self.vantages.labels(state).set(0)
+        for result in PULL_RESULTS:
+            self.vantage_pulls.labels(result)
         self.reach = Gauge("corednsprobe_reach_info",
                            "1 for the reach strategy the probes go through now, 0 for the others.",
                            ["strategy"], registry=r)
@@ -335,6 +357,22 @@ class Metrics:
 
     def object_skipped(self, kind: str) -> None:
         self.api_objects_skipped.labels(kind).inc()
+
+    def set_vantages(self, counted: int, isolated: int, stale: int,
+                     paths: Iterable[tuple[str, str]]) -> None:
+        """The vantages of the last verdict, and one series per (pod, from_node) path
+        found; a path no longer found loses its series."""
+        for state, n in zip(VANTAGE_STATES, (counted, isolated, stale), strict=True):
+            self.vantages.labels(state).set(n)
+        now = set(paths)
+        for gone in self._paths - now:
+            self.path_unhealthy.remove(*gone)
+        for path in now:
+            self.path_unhealthy.labels(*path).set(1)
+        self._paths = now
+
+    def vantage_pulled(self, result: str) -> None:
+        self.vantage_pulls.labels(result).inc()
 
     def remediation_attempted(self, action: str, result: str, at: float | None) -> None:
         self.remediations.labels(action, result).inc()

@@ -260,6 +260,24 @@ class DiagnosisState(StrEnum):
     UPSTREAM = "upstream"  # only the external name fails, everywhere
     NO_SERVICE = "no_service"
     NO_ENDPOINTS = "no_endpoints"
+    PATH = "path"  # a pod sick from some vantages, healthy from others: a broken path
+    VANTAGE_ISOLATED = "vantage_isolated"  # a vantage sees every pod sick, the others do not
+
+
+@dataclass(frozen=True, slots=True)
+class PathEvidence:
+    """A pod judged unhealthy from some vantages' nodes and healthy from others'."""
+
+    pod: str
+    pod_node: str  # the node the pod runs on ("" when the API did not say)
+    from_nodes: tuple[str, ...]  # vantages' nodes that see it unhealthy
+    healthy_from: tuple[str, ...]  # vantages' nodes that see it healthy
+
+    @property
+    def summary(self) -> str:
+        """``from node-a to node-b (healthy from node-c)``."""
+        return (f"from {','.join(self.from_nodes)} to {self.pod_node or 'its node'} "
+                f"(healthy from {','.join(self.healthy_from)})")
 
 
 class EndpointOutcome(StrEnum):
@@ -322,6 +340,7 @@ class PodEvidence:
     since: float = 0.0  # when the pod turned unhealthy (Health.since)
     endpoints: tuple[EndpointState, ...] = ()  # its health endpoints' latest states
     attribution: str = ""  # Health.attribution: the numbers that tied the failures to it
+    vantages: tuple[str, ...] = ()  # nodes of the vantages that agreed it is unhealthy
 
     @property
     def kubelet_view(self) -> str:
@@ -331,9 +350,12 @@ class PodEvidence:
     @property
     def summary(self) -> str:
         """One line for Events and /status: ``8/10 failed, udp_only=8, timeout=8``, and
-        how the failures were tied to the pod when it was not probed by itself."""
+        how the failures were tied to the pod when it was not probed by itself, and the
+        vantages that agreed, `` vantages=2 (node-a,node-b)``."""
         outcomes = " ".join(f"{name}={count}" for name, count in self.outcomes)
         said = f"{self.failures}/{self.samples} failed, udp_only={self.udp_only}, {outcomes}"
+        if self.vantages:
+            said += f", vantages={len(self.vantages)} ({','.join(self.vantages)})"
         return f"{said}; {self.attribution}" if self.attribution else said
 
 
@@ -348,7 +370,10 @@ class Evidence:
     service: tuple[str, ...] = ()  # HealthState value of each Service target
     unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
     unconfirmed: tuple[str, ...] = ()  # pods not sick whose windows are not confidently healthy
-    tunnel_failed: tuple[str, ...] = ()  # targets whose port-forward tunnel could not open
+    tunnel_failed: tuple[str, ...] = ()  # targets the reach could not carry probes to
+    vantages: int = 0  # fresh vantages whose views were combined (0: not combined)
+    paths: tuple[PathEvidence, ...] = ()  # pods sick only from some vantages
+    isolated: tuple[str, ...] = ()  # nodes of vantages set aside as isolated
 
     def pod(self, name: str) -> PodEvidence | None:
         """The evidence against the pod called ``name``, if it is unhealthy."""
@@ -370,6 +395,11 @@ class Evidence:
             out["pods_unconfirmed"] = ",".join(self.unconfirmed)
         if self.tunnel_failed:
             out["tunnel_failed"] = ",".join(self.tunnel_failed)
+        if self.vantages:
+            out["vantages"] = str(self.vantages)
+        out.update((f"path/{p.pod}", p.summary) for p in self.paths)
+        if self.isolated:
+            out["vantages_isolated"] = ",".join(self.isolated)
         return out
 
 

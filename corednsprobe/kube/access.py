@@ -164,7 +164,15 @@ def remediation_permissions(mode: str, namespace: str, lease_namespace: str,
         wanted.append(Permission("delete", "pods", namespace, purpose="delete sick CoreDNS pods"))
     wanted.append(Permission("create", "events", namespace, required=False,
                              purpose="report probe failures and restarts as Events"))
-    return wanted
+    return wanted + vantage_permissions(lease_namespace)
+
+
+def vantage_permissions(prober_namespace: str) -> list[Permission]:
+    """What the leader needs to find the other replicas (vantages): the EndpointSlices of
+    the prober's own Service, in the prober's namespace. Without them it is one vantage."""
+    return [Permission(v, "endpointslices", prober_namespace, "discovery.k8s.io",
+                       required=False, purpose="find the other replicas to pull their views "
+                       "from (the prober's own Service)") for v in ("list", "watch")]
 
 
 def _kubeconfig_files(kubeconfig: str | None) -> list[str]:

@@ -44,6 +44,7 @@ class Reason:
     DRY_RUN = "CoreDNSRestartDryRun"
     MANUAL = "ManualInterventionRequired"
     RECOVERED = "CoreDNSPodRecovered"
+    PATH = "CoreDNSPathUnreachable"  # sick from some vantages' nodes only: not restarted
 
 
 @dataclass(frozen=True, slots=True)

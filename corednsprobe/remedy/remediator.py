@@ -146,6 +146,7 @@ class Remediator:
         self._wake = asyncio.Event()
         self._leading = False
         self._candidates: set[str] = set()  # uids already reported as candidates
+        self._paths: set[tuple[str, str]] = set()  # (pod, path) already reported
         self._since: dict[str, float] = {}  # candidate -> since when, without a break
         self._recovery_told: set[tuple[str, float]] = set()  # (uid, at) of restarts announced
         self._last_block: tuple[str, Blocked] | None = None
@@ -282,6 +283,7 @@ class Remediator:
         self.history = recover(settled, healths, now, self.rails.settle_period)
         await self._announce_recovered(settled, self.history, healths, now)
         await self._report_candidates(diagnosis, now)
+        await self._report_paths(diagnosis, now)
         decision = self.policy.decide(diagnosis, healths, targets, self.history, now,
                                       self._since)
         if decision.verdict is Verdict.ACT:
@@ -403,6 +405,24 @@ class Remediator:
                               f"{evidence}. {f'Health endpoints: {kubelet}. ' if kubelet else ''}"
                               f"{diagnosis.reason}", warning=True, now=now)
         self._candidates = set(current)
+
+    async def _report_paths(self, diagnosis: Diagnosis, now: float) -> None:
+        """One Event per broken path (a pod sick from some vantages' nodes only), naming
+        the nodes, when it is first found; none again while it lasts."""
+        paths = diagnosis.evidence.paths if diagnosis.evidence is not None else ()
+        current = {(p.pod, p.summary): p for p in paths}
+        pods = {t.name: t for t in self._targets if t.pod is not None}
+        for key in current.keys() - self._paths:
+            p, target = current[key], pods.get(key[0])
+            if target is None:
+                continue
+            log.warning("path_unreachable", pod=p.pod, pod_node=p.pod_node or None,
+                        from_nodes=list(p.from_nodes), healthy_from=list(p.healthy_from))
+            await self._event(target.pod, Reason.PATH,
+                              f"DNS probes of {p.pod} ({target.address}) fail {p.summary}: "
+                              "a broken path between nodes, not a sick pod; not restarted",
+                              warning=True, now=now)
+        self._paths = set(current)
 
     async def _blocked(self, decision: Decision, now: float) -> None:
         assert decision.reason is not None

@@ -174,6 +174,8 @@ class Sandbox:
         self.api.dns_port = self.backend.port
         self.controllers.processes = self.processes
         self.controllers.credentials = self._pod_credentials
+        self.controllers.vantage_credentials = (
+            lambda pod: self._pod_credentials(pod, self.pod_api_url))
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._controllers_task: asyncio.Task[None] | None = None
@@ -206,17 +208,28 @@ class Sandbox:
         control.routes(app, self)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port,
-                           ssl_context=await self._tls_context())
+        tls = await self._tls_context()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=tls)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        # where vantage pods reach it, unless a wildcard listener covers it already
+        if self.pod_api_address not in ("", self.config.host, "0.0.0.0", "::"):
+            await web.TCPSite(self._runner, self.pod_api_address, self.port,
+                              ssl_context=tls).start()
         log.info("sandbox_started", url=self.url, backend=self.backend.name)
+
+    @property
+    def pod_api_address(self) -> str:
+        """Where pods in network namespaces reach the API (the netns backend's bridge
+        address), or "" when pods run in this host's network."""
+        return str(getattr(self.backend, "api_address", "") or "")
 
     async def _tls_context(self) -> ssl.SSLContext | None:
         if not self.config.tls:
             return None
         self._tls_dir = Path(tempfile.mkdtemp(prefix="cdpa-sandbox-tls-"))
-        cert, key = await make_certificate(self._tls_dir, self.config.host)
+        also = (self.pod_api_address,) if self.pod_api_address else ()
+        cert, key = await make_certificate(self._tls_dir, self.config.host, also)
         self.ca_pem = cert.read_bytes()
         return server_context(cert, key)
 
@@ -277,6 +290,12 @@ class Sandbox:
         scheme = "https" if self.config.tls else "http"
         return f"{scheme}://{self.config.host}:{self.port}"
 
+    @property
+    def pod_api_url(self) -> str:
+        """The API's URL as a pod in a network namespace reaches it."""
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.pod_api_address}:{self.port}"
+
     def dns_pods(self) -> list[Obj]:
         """The CoreDNS pods (terminating ones included), by name."""
         return [p for p in self.store.items(PODS, "kube-system")
@@ -331,8 +350,9 @@ class Sandbox:
     # kubeconfig ------------------------------------------------------------
 
     def write_kubeconfig(self, path: str | os.PathLike[str], token: str | None = None,
-                         namespace: str = "kube-system") -> Path:
-        """A kubeconfig for kubectl and kubernetes_asyncio (context ``sandbox``)."""
+                         namespace: str = "kube-system", server: str = "") -> Path:
+        """A kubeconfig for kubectl and kubernetes_asyncio (context ``sandbox``);
+        ``server`` instead of this host's URL (for a pod in a namespace)."""
         target = Path(path)
         authority = ""
         if self.ca_pem:
@@ -340,7 +360,7 @@ class Sandbox:
                          f"{base64.b64encode(self.ca_pem).decode()}\n")
         text = (
             "apiVersion: v1\nkind: Config\n"
-            f"clusters:\n- name: sandbox\n  cluster:\n    server: {self.url}\n{authority}"
+            f"clusters:\n- name: sandbox\n  cluster:\n    server: {server or self.url}\n{authority}"
             f"users:\n- name: sandbox\n  user:\n    token: {token or self.admin_token}\n"
             "contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n"
             f"    user: sandbox\n    namespace: {namespace}\n"
@@ -357,9 +377,10 @@ class Sandbox:
             return None
         return identity.user, lambda: self.rbac.rules_for(identity)
 
-    def _pod_credentials(self, pod: Obj) -> dict[str, str]:
+    def _pod_credentials(self, pod: Obj, server: str = "") -> dict[str, str]:
         """A project-image pod acts as its ServiceAccount: KUBECONFIG with its token
-        (unless automountServiceAccountToken is false or the account is missing)."""
+        (unless automountServiceAccountToken is false or the account is missing);
+        ``server``: the API's URL as that pod reaches it."""
         spec, namespace = pod["spec"], pod["metadata"]["namespace"]
         account = spec.get("serviceAccountName") or "default"
         if spec.get("automountServiceAccountToken") is False or \
@@ -367,7 +388,7 @@ class Sandbox:
             return {}
         path = self._work_dir / f"{namespace}_{pod['metadata']['name']}.kubeconfig"
         self.write_kubeconfig(path, token=self.mint_token(namespace, account),
-                              namespace=namespace)
+                              namespace=namespace, server=server)
         return {"KUBECONFIG": str(path)}
 
     def mint_token(self, namespace: str, name: str) -> str:

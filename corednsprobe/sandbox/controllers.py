@@ -87,6 +87,19 @@ class PodFaults:
         return self.every_pod or Fault()
 
 
+def downward_env(pod: Obj, ip: str) -> dict[str, str]:
+    """The container's env entries that take a pod field (``valueFrom.fieldRef``)."""
+    fields = {"spec.nodeName": pod["spec"].get("nodeName") or "",
+              "metadata.name": pod["metadata"]["name"],
+              "metadata.namespace": pod["metadata"]["namespace"], "status.podIP": ip}
+    out = {}
+    for e in pod["spec"]["containers"][0].get("env") or ():
+        path = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if path in fields:
+            out[e["name"]] = fields[path]
+    return out
+
+
 def meta(obj: Obj) -> Obj:
     result: Obj = obj["metadata"]
     return result
@@ -178,6 +191,8 @@ class Controllers:
         self.processes: ProcessPods | None = None  # set by the Sandbox: project-image pods
         # The environment a project-image pod gets for its ServiceAccount (KUBECONFIG).
         self.credentials: Callable[[Obj], dict[str, str]] | None = None
+        # the same for a pod in a node's namespace (the API at the bridge address)
+        self.vantage_credentials: Callable[[Obj], dict[str, str]] | None = None
         store.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
@@ -458,12 +473,13 @@ class Controllers:
         if terminating(pod):  # deleted before it ever started
             self.store.remove(PODS, namespace, name)
             return
-        kind = pod_kind(pod)
-        if kind is PodKind.UNPULLABLE or (kind is PodKind.PROCESS and self.processes is None):
+        kind = pod_kind(pod, vantages=hasattr(self.backend, "add_vantage"))
+        if kind is PodKind.UNPULLABLE or (kind in (PodKind.PROCESS, PodKind.VANTAGE)
+                                          and self.processes is None):
             await self._never_pulled(namespace, name, uid)
             return
-        if kind is PodKind.PROCESS:
-            await self._run_process(namespace, name, uid)
+        if kind in (PodKind.PROCESS, PodKind.VANTAGE):
+            await self._run_process(namespace, name, uid, vantage=kind is PodKind.VANTAGE)
             return
         ip = self.backend.allocate_pod_ip()
         self._schedule(pod)
@@ -577,15 +593,31 @@ class Controllers:
                  "ready": ready, "started": started, "restartCount": 0, "state": state,
                  "lastState": {}}]
 
-    async def _run_process(self, namespace: str, name: str, uid: str) -> None:
-        """The project's image: its command as a local process, to its exit code."""
+    async def _run_process(self, namespace: str, name: str, uid: str,
+                           vantage: bool = False) -> None:
+        """The project's image: its command as a local process, to its exit code.
+
+        ``vantage``: a long-running prober (its Deployment's pod): scheduled to a node
+        and run in that node's namespace, whose address is its pod IP; the downward
+        API's spec.nodeName, metadata.name, metadata.namespace and status.podIP fill
+        its env's fieldRefs."""
         assert self.processes is not None
         pod = self._admit(namespace, name, uid)
         if pod is None:
             return
-        ip = self.backend.allocate_pod_ip()
-        env = self.credentials(pod) if self.credentials is not None else {}
-        running = await self.processes.start(pod, env)
+        prefix: list[str] = []
+        if vantage:
+            self._schedule(pod)
+            pod = self._live_pod(namespace, name, uid) or pod
+            netns, ip = await self.backend.add_vantage(  # type: ignore[attr-defined]
+                pod["spec"]["nodeName"])
+            prefix = ["ip", "netns", "exec", netns]
+            env = self.vantage_credentials(pod) if self.vantage_credentials else {}
+            env.update(downward_env(pod, ip))
+        else:
+            ip = self.backend.allocate_pod_ip()
+            env = self.credentials(pod) if self.credentials is not None else {}
+        running = await self.processes.start(pod, env, prefix)
         started = now_iso()
         self.record_event(pod, "Started", f"Started container "
                           f"{pod['spec']['containers'][0].get('name', '')}", "kubelet")

@@ -419,6 +419,9 @@ class NetnsBackend:
         self._services: dict[str, tuple[str, ...]] = {}
         self._frontends: dict[tuple[str, int], tuple[str, ...]] = {}
         self._service_broken = False
+        self._vantages: dict[str, tuple[str, str, str]] = {}  # node -> (netns, link, ip)
+        self._paths: dict[str, set[str]] = {}  # pod -> vantage addresses it drops
+        self._isolated: set[str] = set()  # nodes whose vantage reaches no pod's DNS
 
     # -------------------------------------------------------------- names
 
@@ -497,6 +500,10 @@ class NetnsBackend:
             return
         pods, self._pods = list(self._pods.values()), {}
         await asyncio.gather(*(self._teardown(pod) for pod in pods), return_exceptions=True)
+        vantages, self._vantages = list(self._vantages.values()), {}
+        for netns, link, _ip in vantages:
+            await run("ip", "link", "del", link, check=False)
+            await asyncio.to_thread(_kill_namespace, netns)
         await run("ip", "link", "del", f"{claim.name}hs", check=False)
         await asyncio.to_thread(_kill_namespace, f"{claim.name}-sink")
         await run("nft", "delete", "table", "ip", claim.name, check=False)
@@ -673,6 +680,53 @@ class NetnsBackend:
                                         delay_ms / 1000 + 0.2),
                     f"delay relay of {pod.name}", START_TIMEOUT_SECONDS)
 
+    # -------------------------------------------------------------- vantages
+
+    @property
+    def api_address(self) -> str:
+        """Where namespaces on the bridge reach this host (the sandbox's API listens
+        there too): the pods' gateway."""
+        return self.layout.gateway
+
+    async def add_vantage(self, node: str) -> tuple[str, str]:
+        """The vantage namespace of ``node`` (made on first use): a namespace on the
+        bridge with an address of the pod range, where that node's prober runs;
+        returns (netns, address)."""
+        if node not in self._vantages:
+            number = len(self._vantages) + 1
+            netns, link = f"{self.instance}-v{number}", f"{self.instance}v{number}"
+            ip = self.allocate_pod_ip()
+            self._vantages[node] = (netns, link, ip)
+            await self._plumb_namespace(netns, link, ip)
+            await self._apply_node_services(netns)
+            log.info("vantage_namespace_added", node=node, netns=netns, ip=ip)
+        netns, _link, ip = self._vantages[node]
+        return netns, ip
+
+    def vantage_address(self, node: str) -> str:
+        return self._vantages[node][2]
+
+    async def set_path_fault(self, node: str, pod: str, broken: bool) -> None:
+        """Drop DNS (UDP and TCP 53) from ``node``'s vantage to ``pod`` only, in the
+        pod's namespace: node A → pod P, while every other path works."""
+        state = self._pods.get(pod)
+        if state is None:
+            raise KeyError(f"no pod {pod!r} in the netns backend")
+        dropped = self._paths.setdefault(pod, set())
+        (dropped.add if broken else dropped.discard)(self.vantage_address(node))
+        await run("ip", "netns", "exec", state.netns, "nft", "-f", "-",
+                  stdin=config.path_ruleset(sorted(dropped)))
+        log.info("path_fault_set", node=node, pod=pod, broken=broken)
+
+    async def set_vantage_isolated(self, node: str, isolated: bool) -> None:
+        """Drop DNS from ``node``'s vantage to every pod (in the vantage's namespace),
+        keeping the API and the other vantages reachable."""
+        netns, _link, _ip = self._vantages[node]
+        (self._isolated.add if isolated else self._isolated.discard)(node)
+        await run("ip", "netns", "exec", netns, "nft", "-f", "-",
+                  stdin=config.isolation_ruleset(isolated, str(self.layout.pods)))
+        log.info("vantage_isolation_set", node=node, isolated=isolated)
+
     # -------------------------------------------------------------- service
 
     async def set_service(self, cluster_ip: str, backends: Sequence[str]) -> None:
@@ -703,6 +757,15 @@ class NetnsBackend:
         await run("nft", "-f", "-", stdin=config.service_ruleset(
             self.instance, self._services, self._service_broken, self.layout.sinks,
             str(self.layout.supernet), str(self.layout.pods), self._frontends))
+        for netns, _link, _ip in list(self._vantages.values()):
+            await self._apply_node_services(netns)
+
+    async def _apply_node_services(self, netns: str) -> None:
+        """A vantage namespace is a node's network: kube-proxy's ClusterIP rules are
+        programmed there too (the NodePorts stay the host's, as they are)."""
+        await run("ip", "netns", "exec", netns, "nft", "-f", "-", stdin=config.service_ruleset(
+            self.instance, self._services, self._service_broken, self.layout.sinks,
+            str(self.layout.supernet), str(self.layout.pods), None))
 
     def client_hint(self) -> str:
         if self._layout is None:

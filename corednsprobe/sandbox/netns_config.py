@@ -122,6 +122,29 @@ def pod_ruleset(fault: Fault) -> str:
     return _replace_table("inet", POD_TABLE, body)
 
 
+PATH_TABLE = "corednsprobe_path"
+
+
+def path_ruleset(sources: Sequence[str]) -> str:
+    """A pod namespace's second table: DNS from these vantage addresses dropped."""
+    body: list[str] = []
+    if sources:
+        body += ["  chain input {", "    type filter hook input priority 0; policy accept;",
+                 f"    ip saddr {{ {', '.join(sources)} }} meta l4proto {{ udp, tcp }} "
+                 "th dport 53 drop", "  }"]
+    return _replace_table("inet", PATH_TABLE, body)
+
+
+def isolation_ruleset(isolated: bool, pods: str) -> str:
+    """A vantage namespace's table: no DNS to any pod address while isolated (the
+    probes' sends fail as a local firewall makes them fail)."""
+    body: list[str] = []
+    if isolated:
+        body += ["  chain output {", "    type filter hook output priority 0; policy accept;",
+                 f"    ip daddr {pods} meta l4proto {{ udp, tcp }} th dport 53 drop", "  }"]
+    return _replace_table("inet", PATH_TABLE, body)
+
+
 def _service_rule(cluster_ip: str, backends: Sequence[str], broken: bool,
                   sinks: tuple[str, str]) -> str:
     """The nat rule for one ClusterIP.

@@ -20,20 +20,22 @@ class CertificateError(Exception):
     """The certificate could not be made."""
 
 
-def _subject_alt_name(host: str) -> str:
+def _subject_alt_name(host: str, also: tuple[str, ...] = ()) -> str:
+    extra = "".join(f",IP:{ip}" for ip in also)
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return f"subjectAltName=DNS:{host},DNS:localhost,IP:127.0.0.1"
-    return f"subjectAltName=IP:{host},DNS:localhost"
+        return f"subjectAltName=DNS:{host},DNS:localhost,IP:127.0.0.1{extra}"
+    return f"subjectAltName=IP:{host},DNS:localhost{extra}"
 
 
-async def make_certificate(directory: Path, host: str) -> tuple[Path, Path]:
+async def make_certificate(directory: Path, host: str,
+                           also: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """Write ``tls.crt`` and ``tls.key`` (P-256, valid one day) into ``directory``."""
     cert, key = directory / "tls.crt", directory / "tls.key"
     command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-               "/CN=corednsprobe-sandbox", "-addext", _subject_alt_name(host),
+               "/CN=corednsprobe-sandbox", "-addext", _subject_alt_name(host, also),
                "-keyout", str(key), "-out", str(cert)]
     try:
         process = await asyncio.create_subprocess_exec(

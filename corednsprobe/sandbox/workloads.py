@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -91,6 +91,8 @@ def render(records: Iterable[bytes], options: LogOptions) -> bytes:
 class PodKind(StrEnum):
     DNS = "dns"  # a CoreDNS image: the backend serves DNS at the pod IP
     PROCESS = "process"  # the project's image: a real local process
+    VANTAGE = "vantage"  # the project's image, restartPolicy Always, where the backend has
+    # node namespaces: the prober process in its node's namespace, with that address
     UNPULLABLE = "unpullable"  # anything else: Pending, ImagePullBackOff
 
 
@@ -101,13 +103,17 @@ def image_name(image: str) -> str:
     return last.split(":", 1)[0]
 
 
-def pod_kind(pod: Obj) -> PodKind:
+def pod_kind(pod: Obj, vantages: bool = False) -> PodKind:
+    """What the sandbox runs for ``pod``; ``vantages``: the backend gives each node a
+    namespace where the project's long-running pods (its Deployment) run."""
     containers = (pod.get("spec") or {}).get("containers") or [{}]
     image = str(containers[0].get("image") or "")
     name = image_name(image)
     if name == PROJECT_IMAGE:
         if (pod.get("spec") or {}).get("restartPolicy") in ("Never", "OnFailure"):
             return PodKind.PROCESS
+        if vantages:
+            return PodKind.VANTAGE
         return PodKind.DNS  # a Deployment of the project: not run (see the man page)
     if "coredns" in name or not image:
         return PodKind.DNS
@@ -176,7 +182,9 @@ class ProcessPods:
         self.running: dict[str, RunningProcess] = {}  # pod uid → its process
         self.logs: dict[tuple[str, str], Path] = {}  # (namespace, pod) → log file
 
-    async def start(self, pod: Obj, extra_env: dict[str, str]) -> RunningProcess:
+    async def start(self, pod: Obj, extra_env: dict[str, str],
+                    prefix: Sequence[str] = ()) -> RunningProcess:
+        """Start the pod's command (after ``prefix``, e.g. ``ip netns exec NS``)."""
         container = pod["spec"]["containers"][0]
         env = {k: v for k, v in os.environ.items() if k in _KEPT_ENV}
         env.update({e["name"]: str(e.get("value", "")) for e in container.get("env") or ()
@@ -187,7 +195,7 @@ class ProcessPods:
         log_path = self.directory / f"{meta['namespace']}_{meta['name']}_{meta['uid']}.log"
         log_path.touch()
         process = await asyncio.create_subprocess_exec(
-            *argv_of(container), stdin=asyncio.subprocess.DEVNULL,
+            *prefix, *argv_of(container), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
             start_new_session=True)
         running = RunningProcess(process, log_path)

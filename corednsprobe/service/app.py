@@ -21,6 +21,7 @@ from corednsprobe.config import Settings
 from corednsprobe.kube.access import prober_namespace
 from corednsprobe.kube.informer import DEFAULT_TIMING
 from corednsprobe.kube.lease import LeaderElector, LeaseStore
+from corednsprobe.kube.replicas import ReplicaView
 from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, Health, TargetKey
@@ -32,6 +33,8 @@ from corednsprobe.remedy.remediator import Remediator, rails_from
 from corednsprobe.service.prober import ProberService, loop_time
 from corednsprobe.service.server import build_app, start
 from corednsprobe.service.status import StatusPage
+from corednsprobe.service.vantages import Vantages
+from corednsprobe.service.vantages import identity as vantage_identity
 
 log = logs.get(__name__)
 
@@ -97,16 +100,18 @@ async def serve(
         if on_round is not None:
             on_round(service, remediator.status() if remediator is not None else {})
 
+    host, port = settings.listen_address(in_cluster)
+    vantages = build_vantages(settings, api, elector, metrics, port, timing)
     reach = ReachInUse(await choose(settings, api, in_cluster=in_cluster,
                                     on_ignored=metrics.reply_ignored), metrics)
     service = ProberService(settings, view, reach.reach, metrics=metrics,
-                            on_diagnosis=after_round)
-    sections: dict[str, Callable[[], Any]] = {"reach": reach.status}
+                            on_diagnosis=after_round, vantages=vantages)
+    sections: dict[str, Callable[[], Any]] = {"reach": reach.status,
+                                              "vantages": vantages.status}
     if remediator is not None:
         sections["remediation"] = remediator.status
     page = StatusPage(service, sections)
-    host, port = settings.listen_address(in_cluster)
-    runner, bound = await start(build_app(metrics, page), host, port)
+    runner, bound = await start(build_app(metrics, page, vantages.document), host, port)
     log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
              service=settings.service, interval=settings.interval, timeout=settings.timeout,
              **startup_mode(settings, elector, reach.reach.strategy.value))
@@ -118,6 +123,9 @@ async def serve(
             work: list[asyncio.Task[Any]] = [
                 tasks.create_task(service.run(), name="prober"),
                 tasks.create_task(reach.keep(settings, api, in_cluster, service), name="reach")]
+            if vantages.replicas is not None:
+                work.append(tasks.create_task(vantages.replicas.run(), name="replicas"))
+                work.append(tasks.create_task(vantages.run(), name="vantages"))
             if elector is not None and remediator is not None:
                 work.append(tasks.create_task(elector.run(), name="leader-election"))
                 work.append(tasks.create_task(remediator.run(), name="remediator"))
@@ -130,6 +138,22 @@ async def serve(
         await reach.reach.aclose()
         await runner.cleanup()
         log.info("service_stopped", rounds=service.state.rounds)
+
+
+def build_vantages(settings: Settings, api: Any, elector: LeaderElector | None,
+                   metrics: Metrics, port: int, timing: Any) -> Vantages:
+    """This replica as a vantage; the leader pulls the others' views when remediation is on
+    and COREDNSPROBE_VANTAGE_SERVICE names the prober's Service."""
+    replicas = None
+    if elector is not None and settings.vantage_service:
+        replicas = ReplicaView(api, namespace=elector.namespace,
+                               service=settings.vantage_service, default_port=port,
+                               timing=timing or DEFAULT_TIMING,
+                               on_restart=metrics.watch_restarted,
+                               on_skip=metrics.object_skipped)
+    pod, node = vantage_identity(settings)
+    return Vantages(settings, replicas, pod=pod, node=node, metrics=metrics,
+                    leading=lambda: elector is not None and elector.is_leader())
 
 
 class ReachInUse:

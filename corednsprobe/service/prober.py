@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -42,6 +42,14 @@ from corednsprobe.probe.rounds import ProbeEngine, Rounds
 
 log = logs.get(__name__)
 LAST_RESULTS = 10  # per target, for /status
+
+
+class Combiner(Protocol):
+    """Combines this replica's healths with the other vantages' (service.vantages)."""
+
+    def merge(self, targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy,
+              endpoints: Mapping[TargetKey, tuple[EndpointState, ...]] | None = None,
+              ) -> tuple[Diagnosis, dict[TargetKey, Health]]: ...
 
 
 class TargetSource(Protocol):
@@ -117,6 +125,7 @@ class ProberService:
         metrics: Metrics | None = None,
         wall: Callable[[], float] = time.time,
         on_diagnosis: Callable[[Diagnosis, dict[TargetKey, Health]], None] | None = None,
+        vantages: Combiner | None = None,
     ) -> None:
         self.settings = settings
         self.view = view
@@ -132,6 +141,7 @@ class ProberService:
                              settings.min_samples)
         self.state = State()
         self._on_diagnosis = on_diagnosis
+        self.vantages = vantages  # None: this replica's own view alone, as before
         self.engine = engine
         self.planned = Planned(view, engine)
         self.rounds = Rounds(self.planned, self.checks, engine, self.round_done,
@@ -231,7 +241,9 @@ class ProberService:
             old = st.healths.get(key)
             if old is not None and old.state is not h.state:
                 _log_health_change(old, h)
-        verdict = diagnose(judged, healths, self.policy, st.endpoints)
+        verdict, acted_on = diagnose(judged, healths, self.policy, st.endpoints), healths
+        if self.vantages is not None:  # the verdict over every vantage's view
+            verdict, acted_on = self.vantages.merge(judged, healths, self.policy, st.endpoints)
         if verdict.state is not st.diagnosis.state or verdict.candidates != st.diagnosis.candidates:
             log.info("diagnosis_changed", state=verdict.state.value,
                      previous=st.diagnosis.state.value, reason=verdict.reason,
@@ -240,7 +252,7 @@ class ProberService:
         self.metrics.set_health(healths)
         self.metrics.set_diagnosis(verdict)
         if self._on_diagnosis is not None:
-            self._on_diagnosis(verdict, healths)
+            self._on_diagnosis(verdict, acted_on)
         return verdict
 
 

@@ -7,6 +7,7 @@ itself — it renders what the Metrics and the status page already know.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -35,13 +36,16 @@ INDEX = """<!doctype html>
 <li><a href="status">/status</a> &mdash; targets, verdicts, diagnosis and remediation (JSON)</li>
 <li><a href="healthz">/healthz</a> &mdash; liveness: rounds complete on time</li>
 <li><a href="readyz">/readyz</a> &mdash; readiness: the first list of targets arrived</li>
+<li><a href="vantage">/vantage</a> &mdash; this replica's verdict on each pod (JSON)</li>
 </ul>
 </body>
 </html>
 """
 
 
-def build_app(metrics: Metrics, page: Page) -> web.Application:
+def build_app(metrics: Metrics, page: Page,
+              vantage: Callable[[], dict[str, Any] | None] | None = None) -> web.Application:
+    """``vantage`` gives the ``GET /vantage`` document (None: no verdict yet, 503)."""
     app = web.Application()
 
     async def index(_req: web.Request) -> web.Response:
@@ -64,7 +68,15 @@ def build_app(metrics: Metrics, page: Page) -> web.Application:
         return web.Response(text=json.dumps(page.document(), indent=2) + "\n",
                             content_type="application/json")
 
+    async def vantage_(_req: web.Request) -> web.Response:
+        doc = vantage() if vantage is not None else None
+        if doc is None:
+            return web.Response(status=503, text="no verdict yet\n")
+        return web.Response(text=json.dumps(doc, separators=(",", ":")),
+                            content_type="application/json")
+
     app.router.add_get("/", index)
+    app.router.add_get("/vantage", vantage_)
     app.router.add_get("/metrics", metrics_)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -21,7 +21,7 @@ async def test_index_links_every_endpoint_and_each_link_answers(start: Start) ->
         links = re.findall(r'<a href="([^"]+)">', page)
         targets = [urljoin(c.url + "/", link) for link in links]
         assert sorted(t.removeprefix(c.url) for t in targets) == [
-            "/healthz", "/metrics", "/readyz", "/status"]
+            "/healthz", "/metrics", "/readyz", "/status", "/vantage"]
         for target in targets:
             async with http.get(target) as resp:
                 assert resp.status == 200, target

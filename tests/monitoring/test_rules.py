@@ -114,6 +114,12 @@ CASES: dict[str, list[Case]] = {
                                      state="service_path")),
          [("11m", []), ("14m", [JOB])]),
     ],
+    "CoreDNSPathBroken": [
+        # a path broken for 4 minutes heals (its series goes), then breaks for good
+        (replace(healthy(30), series("corednsprobe_path_unhealthy", "_x5 1x3 stale _x3 1x14",
+                                     pod="coredns-b", from_node="n2")),
+         [("8m", []), ("16m", []), ("21m", [{**JOB, "pod": "coredns-b", "from_node": "n2"}])]),
+    ],
     "CoreDNSWidespreadFailure": [
         (replace(healthy(30), series("corednsprobe_diagnosis", "0x10 1x20", state="widespread")),
          [("14m", [JOB])]),

@@ -3,6 +3,7 @@ exactly what the code asks the API for."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 # Every kustomization a user applies, and the remediation mode each sets.
 VARIANTS = {"deploy": "evict", "deploy/overlays/dry-run": "dry-run",
-            "deploy/overlays/delete": "delete"}
+            "deploy/overlays/delete": "delete", "deploy/overlays/daemonset": "evict"}
+WORKLOADS = ("Deployment", "DaemonSet")
 LEASE = "corednsprobe"  # COREDNSPROBE_LEASE_NAME's default, named in the Role
 
 
@@ -56,8 +58,12 @@ def test_kubernetes_validate_accepts_every_object(
     proc = subprocess.run(["kubernetes-validate", "--strict", "--quiet", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert {d["kind"] for d in docs} >= {"ServiceAccount", "Role", "RoleBinding", "Deployment",
-                                        "Service", "PodDisruptionBudget", "NetworkPolicy"}
+    kinds = [d["kind"] for d in docs]
+    assert set(kinds) >= {"ServiceAccount", "Role", "RoleBinding", "Service", "NetworkPolicy"}
+    # exactly one workload of probers; the PDB only beside the Deployment
+    assert [k for k in kinds if k in WORKLOADS] == (
+        ["DaemonSet"] if variant.endswith("daemonset") else ["Deployment"])
+    assert ("PodDisruptionBudget" in kinds) is ("Deployment" in kinds)
 
 
 def _grants(docs: list[dict[str, Any]], p: Permission) -> bool:
@@ -93,12 +99,58 @@ def test_rbac_grants_every_write_remediation_checks(
     assert [p.what for p in wanted if not _grants(docs, p)] == []
 
 
-def test_deployment_runs_two_replicas_for_leader_election(
+def test_deployment_runs_three_replicas_as_three_vantages(
     rendered: tuple[Path, list[dict[str, Any]]],
 ) -> None:
+    from corednsprobe.config import Settings
+
     _, docs = rendered
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    assert deployment["spec"]["replicas"] == 2
+    # three replicas spread over nodes: a quorum of two nodes can out-vote one broken path
+    assert deployment["spec"]["replicas"] == 3 > Settings().quorum
+
+
+def test_the_daemonset_runs_the_deployments_pod_on_every_node(
+    all_rendered: dict[str, tuple[Path, list[dict[str, Any]]]],
+) -> None:
+    _, base = all_rendered["deploy"]
+    _, docs = all_rendered["deploy/overlays/daemonset"]
+    deployment = next(d for d in base if d["kind"] == "Deployment")
+    daemonset = next(d for d in docs if d["kind"] == "DaemonSet")
+    assert daemonset["metadata"] == deployment["metadata"]
+    assert daemonset["spec"]["selector"] == deployment["spec"]["selector"]
+    want = copy.deepcopy(deployment["spec"]["template"])
+    for key in ("topologySpreadConstraints", "affinity"):  # a DaemonSet places one per node
+        del want["spec"][key]
+    assert daemonset["spec"]["template"] == want
+    assert daemonset["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_vantage_knows_its_pod_and_node_from_the_downward_api(
+    all_rendered: dict[str, tuple[Path, list[dict[str, Any]]]], variant: str,
+) -> None:
+    _, docs = all_rendered[variant]
+    workload = next(d for d in docs if d["kind"] in WORKLOADS)
+    env = {e["name"]: e.get("valueFrom") for e in
+           workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["COREDNSPROBE_NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["COREDNSPROBE_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # the leader pulls views from the pods of this Service (COREDNSPROBE_VANTAGE_SERVICE)
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert service["metadata"]["name"] == "corednsprobe"
+    assert _selects({"matchLabels": service["spec"]["selector"]},
+                    workload["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rbac_lets_the_leader_find_the_other_replicas(
+    all_rendered: dict[str, tuple[Path, list[dict[str, Any]]]], variant: str,
+) -> None:
+    from corednsprobe.kube.access import vantage_permissions
+
+    _, docs = all_rendered[variant]
+    assert [p.what for p in vantage_permissions("kube-system") if not _grants(docs, p)] == []
 
 
 def test_every_role_is_bound_to_the_service_account(
@@ -148,7 +200,7 @@ def test_the_container_starts_with_its_env_even_with_service_links(
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["enableServiceLinks"] is False
-    env = {e["name"]: e["value"] for e in pod["containers"][0].get("env", [])}
+    env = {e["name"]: e.get("value", "node-1") for e in pod["containers"][0].get("env", [])}
     for service in (d for d in docs if d["kind"] == "Service"):
         env.update(_service_links(service))
     assert any(k.startswith("COREDNSPROBE_SERVICE_") for k in env)
@@ -199,9 +251,9 @@ def test_each_variant_sets_its_remediation_mode(
     from corednsprobe.config import Settings
 
     _, docs = all_rendered[variant]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    workload = next(d for d in docs if d["kind"] in WORKLOADS)
     env = {e["name"]: e["value"]
-           for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+           for e in workload["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e}
     assert env["COREDNSPROBE_REMEDIATION"] == mode
     assert Settings.from_env(env).remediation == mode
 
