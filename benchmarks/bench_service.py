@@ -10,7 +10,10 @@ reaches 5,000 pods and more; ``--dns inprocess``: `corednsprobe sandbox`, at
 most 762 pods, answered in the sandbox's process) and `corednsprobe run`
 against it pinned to CPU 0 (the sandbox and knotd on CPU 1), lets the service
 warm up, then samples the run process's CPU time and RSS from /proc and its
-/metrics. Beside it, the same process's idle reference: `corednsprobe run`
+/metrics. ``wait_pct`` is the time its event loop was runnable but waited for
+the CPU (schedstat's run delay, per wall second): a loop that is neither
+running nor waiting is idle, so CPU% + wait% near 100 means the pipeline
+wanted the whole core. Beside it, the same process's idle reference: `corednsprobe run`
 against a sandbox with one pod, so the ratio shows what the targets
 themselves cost. The columns are bench_probe.py's (the whole pipeline: probe,
 classify, tracker, diagnosis, metrics); p50/p99 are the upper edges of the
@@ -49,6 +52,12 @@ def cpu_seconds(pid: int) -> float:
 def rss_mib(pid: int) -> float:
     m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) waited on a run queue:
+    runnable but not running, because other work held the CPU."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
 def threads(pid: int) -> int:
@@ -107,11 +116,11 @@ def measure(pods: int, interval: float, seconds: float, warmup: float,
                 env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(warmup)
             url = f"http://127.0.0.1:{port}/metrics"
-            before = urllib.request.urlopen(url, timeout=10).read().decode()
-            c0, t0 = cpu_seconds(run.pid), time.monotonic()
+            before = urllib.request.urlopen(url, timeout=60).read().decode()
+            c0, d0, t0 = cpu_seconds(run.pid), run_delay(run.pid), time.monotonic()
             time.sleep(seconds)
-            c1, t1 = cpu_seconds(run.pid), time.monotonic()
-            after = urllib.request.urlopen(url, timeout=10).read().decode()
+            c1, d1, t1 = cpu_seconds(run.pid), run_delay(run.pid), time.monotonic()
+            after = urllib.request.urlopen(url, timeout=60).read().decode()
             probes = (sum(float(v) for v in re.findall(
                 r"^corednsprobe_probes_total\{.*\} ([0-9.e+]+)$", after, re.M))
                 - sum(float(v) for v in re.findall(
@@ -119,6 +128,7 @@ def measure(pods: int, interval: float, seconds: float, warmup: float,
             return {
                 "pods": pods,
                 "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+                "wait_pct": 100 * (d1 - d0) / (t1 - t0),
                 "us_per_probe": 1e6 * (c1 - c0) / probes if probes else float("nan"),
                 "probes_per_s": probes / (t1 - t0),
                 "p50_ms": 1000 * quantile(after, 0.5),
@@ -149,8 +159,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = [measure(1, args.interval, args.seconds, args.warmup, args.dns),
             measure(args.pods, args.interval, args.seconds, args.warmup, args.dns)]
-    cols = ["pods", "cpu_pct", "us_per_probe", "probes_per_s", "p50_ms", "p99_ms", "rss_mib",
-            "threads", "rounds", "overruns"]
+    cols = ["pods", "cpu_pct", "wait_pct", "us_per_probe", "probes_per_s", "p50_ms", "p99_ms",
+            "rss_mib", "threads", "rounds", "overruns"]
     print(f"corednsprobe run, interval {args.interval:g} s, {args.seconds:g} s measured "
           f"after {args.warmup:g} s warm-up (CPU % of one core)")
     print(" ".join(f"{c:>13}" for c in cols))
@@ -159,7 +169,28 @@ def main() -> None:
                        for c in cols))
     ref, big = rows
     print(f"ratio {args.pods} pods / 1 pod: CPU {big['cpu_pct'] / ref['cpu_pct']:.2f}x, "
-          f"RSS {big['rss_mib'] / ref['rss_mib']:.2f}x")
+          f"RSS {big['rss_mib'] / ref['rss_mib']:.2f}x; "
+          f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    goals(big, args.pods, args.interval)
+
+
+def goals(r: dict[str, float], pods: int, interval: float) -> None:
+    """Issue 16's goals for the whole pipeline, beside this run's figures."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    offered = 2 * pods / interval
+    print(f"goal: <= 40 µs CPU per probe at >= 2,000 probes/s: {r['us_per_probe']:.1f} µs at "
+          f"{r['probes_per_s']:.0f}/s: "
+          + (verdict(r["us_per_probe"] <= 40) if r["probes_per_s"] >= 2000 else "not at 2,000/s"))
+    print(f"goal: 10,000 probes/s on one core with no overrun (5,000 pods x 2 checks at 1 s): "
+          f"offered {offered:.0f}/s, done {r['probes_per_s']:.0f}/s, {r['overruns']:.0f} "
+          f"overruns, CPU {r['cpu_pct']:.0f}%: "
+          + (verdict(r["probes_per_s"] >= 9900 and r["overruns"] == 0) if offered >= 10000
+             else "not offered 10,000/s"))
+    print(f"goal: RSS <= 150 MiB at 5,000 targets: {r['rss_mib']:.1f} MiB at {pods} pods"
+          + (f": {verdict(r['rss_mib'] <= 150)}" if pods >= 5000 else ""))
+    print(f"goal: O(1) threads: {r['threads']} at {pods} pods")
 
 
 if __name__ == "__main__":
