@@ -76,11 +76,12 @@ class _Window:
     """A target's samples and running counts of them, updated in O(1) per sample added
     or expired (judging a target no longer walks its window)."""
 
-    __slots__ = ("checks", "failures", "outcomes", "samples", "since", "state", "streak",
-                 "udp_only", "up_failures", "up_samples")
+    __slots__ = ("checks", "failures", "health", "outcomes", "samples", "since", "state",
+                 "streak", "udp_only", "up_failures", "up_samples")
 
     def __init__(self, since: float = 0.0) -> None:
         self.samples: deque[_Sample] = deque()
+        self.health: Health | None = None  # the last judgement, handed out again while it holds
         self.state = HealthState.UNKNOWN
         self.since = since
         self.streak = 0  # consecutive ok outcomes (non-upstream)
@@ -167,38 +168,60 @@ class Tracker:
         for key in list(self._windows):
             if key not in present:
                 del self._windows[key]
-        return {key: self._judge(t, now) for key, t in present.items()}
+        return {key: self._judge(t, now, key) for key, t in present.items()}
 
-    def _judge(self, target: Target, now: float) -> Health:
+    def _judge(self, target: Target, now: float, key: TargetKey) -> Health:
         reason = grace_reason(target, now, self.thresholds.min_pod_age)
         if reason:
-            self._windows.pop(target.key, None)  # judge anew once grace ends
+            self._windows.pop(key, None)  # judge anew once grace ends
             return Health(target, HealthState.GRACE, since=now, grace_reason=reason)
-        w = self._windows.get(target.key)
+        w = self._windows.get(key)
         if w is None:
-            w = self._windows[target.key] = _Window(since=now)
+            w = self._windows[key] = _Window(since=now)
         w.expire(now - self.thresholds.window)
-        state = self._next_state(w, w.own, w.failures, w.check_windows())
+        state = self._next_state(w, w.own, w.failures)
         if state is not w.state:
             if w.state is HealthState.UNHEALTHY:
                 w.clear()  # recovered: judge anew from here
             w.state, w.since = state, now
-        return _health(target, w)
+        last = w.health
+        if last is not None and _unchanged(last, target, w):
+            return last
+        w.health = health = _health(target, w)
+        return health
 
-    def _next_state(self, w: _Window, samples: int, failures: int,
-                    checks: tuple[CheckWindow, ...]) -> HealthState:
+    def _next_state(self, w: _Window, samples: int, failures: int) -> HealthState:
         t = self.thresholds
         if w.state is HealthState.UNHEALTHY:
             return HealthState.HEALTHY if w.streak >= t.recovery_successes else w.state
-        if samples >= t.min_samples and failure_lower_bound(failures, samples) >= t.failure_ratio:
+        # no failure, no lower bound above 0 (and every ratio is above 0): no arithmetic
+        if (failures and samples >= t.min_samples
+                and failure_lower_bound(failures, samples) >= t.failure_ratio):
             return HealthState.UNHEALTHY
-        if any(c.samples >= t.min_samples
-               and failure_lower_bound(c.failures, c.samples, Z_CHECK) >= t.failure_ratio
-               for c in checks):
+        if failures and any(n >= t.min_samples and f
+                            and failure_lower_bound(f, n, Z_CHECK) >= t.failure_ratio
+                            for n, f in w.checks.values()):
             return HealthState.UNHEALTHY
         if samples >= t.min_samples or w.state is HealthState.HEALTHY:
             return HealthState.HEALTHY
         return HealthState.UNKNOWN
+
+
+def _unchanged(last: Health, target: Target, w: _Window) -> bool:
+    """Whether ``last`` still says exactly what the window says (so the same object
+    serves): same target, state and counts, and no failure in either, so that every
+    outcome is ``ok`` and the outcome counts follow from the sample count."""
+    if not (last.target is target and last.state is w.state and last.since == w.since
+            and w.failures == 0 and last.failures == 0 and last.samples == w.own
+            and last.udp_only == w.udp_only and last.upstream_samples == w.up_samples
+            and last.upstream_failures == w.up_failures and len(last.checks) == len(w.checks)):
+        return False
+    checks = w.checks
+    for c in last.checks:
+        counts = checks.get(c.check)
+        if counts is None or counts[0] != c.samples or counts[1] != c.failures:
+            return False
+    return True
 
 
 def _health(target: Target, w: _Window) -> Health:
