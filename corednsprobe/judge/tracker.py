@@ -34,7 +34,7 @@ say nothing about the pod itself.
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -43,6 +43,7 @@ from corednsprobe.model import (
     CheckWindow,
     Health,
     HealthState,
+    Outcome,
     ProbeResult,
     Target,
     TargetKey,
@@ -59,12 +60,14 @@ class Thresholds:
     min_pod_age: float = 30.0
 
 
-class _Sample:
-    __slots__ = ("at", "check", "ok", "outcome", "udp_only", "upstream")
+class _Kind:
+    """What a sample says apart from its time; the same few kinds recur (a check, an
+    outcome, udp_only, upstream), so each is made once and samples hold its number."""
 
-    def __init__(self, at: float, ok: bool, outcome: str, udp_only: bool, upstream: bool,
+    __slots__ = ("check", "ok", "outcome", "udp_only", "upstream")
+
+    def __init__(self, ok: bool, outcome: str, udp_only: bool, upstream: bool,
                  check: str) -> None:
-        self.at = at
         self.ok = ok
         self.outcome = outcome
         self.udp_only = udp_only
@@ -72,15 +75,32 @@ class _Sample:
         self.check = check
 
 
+_KINDS: list[_Kind] = []
+_KIND_NUMBERS: dict[tuple[bool, str, bool, bool, str], int] = {}
+
+
+def _kind_number(ok: bool, outcome: str, udp_only: bool, upstream: bool, check: str) -> int:
+    key = (ok, outcome, udp_only, upstream, check)
+    number = _KIND_NUMBERS.get(key)
+    if number is None:
+        number = _KIND_NUMBERS[key] = len(_KINDS)
+        _KINDS.append(_Kind(ok, outcome, udp_only, upstream, check))
+    return number
+
+
 class _Window:
     """A target's samples and running counts of them, updated in O(1) per sample added
-    or expired (judging a target no longer walks its window)."""
+    or expired (judging a target no longer walks its window).
 
-    __slots__ = ("checks", "failures", "health", "outcomes", "samples", "since", "state",
-                 "streak", "udp_only", "up_failures", "up_samples")
+    The samples are two flat arrays, their times and their kinds' numbers, read from
+    ``head`` on (expired ones are cut off in batches): 12 bytes a sample instead of an
+    object of ~90 (5,000 pods hold 600,000 samples in a 60 s window at a 1 s interval).
+    """
+
+    __slots__ = ("checks", "codes", "failures", "head", "health", "outcomes", "since",
+                 "state", "streak", "times", "udp_only", "up_failures", "up_samples")
 
     def __init__(self, since: float = 0.0) -> None:
-        self.samples: deque[_Sample] = deque()
         self.health: Health | None = None  # the last judgement, handed out again while it holds
         self.state = HealthState.UNKNOWN
         self.since = since
@@ -88,7 +108,9 @@ class _Window:
         self.clear()
 
     def clear(self) -> None:
-        self.samples.clear()
+        self.times = array("d")
+        self.codes = array("I")
+        self.head = 0  # samples before it have expired
         self.failures = 0  # of own (non-upstream) samples
         self.udp_only = 0
         self.outcomes: dict[str, int] = {}
@@ -96,16 +118,24 @@ class _Window:
         self.up_samples = 0
         self.up_failures = 0
 
-    def add(self, s: _Sample) -> None:
-        self.samples.append(s)
-        self._count(s, 1)
+    def add(self, at: float, code: int) -> None:
+        self.times.append(at)
+        self.codes.append(code)
+        self._count(_KINDS[code], 1)
 
     def expire(self, horizon: float) -> None:
-        samples = self.samples
-        while samples and samples[0].at <= horizon:
-            self._count(samples.popleft(), -1)
+        times, codes = self.times, self.codes
+        i, n = self.head, len(times)
+        while i < n and times[i] <= horizon:
+            self._count(_KINDS[codes[i]], -1)
+            i += 1
+        if i > 64 and 2 * i > n:  # cut the expired part off once it is half the arrays
+            del times[:i]
+            del codes[:i]
+            i = 0
+        self.head = i
 
-    def _count(self, s: _Sample, d: int) -> None:
+    def _count(self, s: _Kind, d: int) -> None:
         if s.upstream:
             self.up_samples += d
             if not s.ok:
@@ -131,7 +161,7 @@ class _Window:
 
     @property
     def own(self) -> int:
-        return len(self.samples) - self.up_samples
+        return len(self.times) - self.head - self.up_samples
 
     def check_windows(self) -> tuple[CheckWindow, ...]:
         return tuple(CheckWindow(name, n, f) for name, (n, f) in sorted(self.checks.items()))
@@ -157,10 +187,11 @@ class Tracker:
         if w is None:
             w = self._windows[key] = _Window(since=now)
         upstream = result.check.upstream
-        w.add(_Sample(result.at or now, result.ok, result.outcome.value, result.udp_only,
-                      upstream, result.check.name))
+        ok = result.outcome is Outcome.OK
+        w.add(result.at or now, _kind_number(ok, result.outcome.value, result.udp_only, upstream,
+                                             result.check.name))
         if not upstream:
-            w.streak = w.streak + 1 if result.ok else 0
+            w.streak = w.streak + 1 if ok else 0
 
     def evaluate(self, targets: Iterable[Target], now: float) -> dict[TargetKey, Health]:
         """Judge every target now; forget windows of targets no longer given."""
