@@ -13,7 +13,9 @@ warm up, then samples the run process's CPU time and RSS from /proc and its
 /metrics. ``wait_pct`` is the time its event loop was runnable but waited for
 the CPU (schedstat's run delay, per wall second): a loop that is neither
 running nor waiting is idle, so CPU% + wait% near 100 means the pipeline
-wanted the whole core. Beside it, the same process's idle reference: `corednsprobe run`
+wanted the whole core. ``server_pct`` is the CPU of the sandbox and its knotds
+(all on CPU 1): near 100, the server side is what holds the rounds back.
+Beside it, the same process's idle reference: `corednsprobe run`
 against a sandbox with one pod, so the ratio shows what the targets
 themselves cost. The columns are bench_probe.py's (the whole pipeline: probe,
 classify, tracker, diagnosis, metrics); p50/p99 are the upper edges of the
@@ -58,6 +60,20 @@ def run_delay(pid: int) -> float:
     """Seconds the process's main thread (the event loop) waited on a run queue:
     runnable but not running, because other work held the CPU."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def children_cpu(parent: int) -> float:
+    """CPU seconds of the sandbox process and its direct children (the knotds)."""
+    total = cpu_seconds(parent)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
 def threads(pid: int) -> int:
@@ -118,8 +134,10 @@ def measure(pods: int, interval: float, seconds: float, warmup: float,
             url = f"http://127.0.0.1:{port}/metrics"
             before = urllib.request.urlopen(url, timeout=60).read().decode()
             c0, d0, t0 = cpu_seconds(run.pid), run_delay(run.pid), time.monotonic()
+            s0 = children_cpu(sandbox.pid)
             time.sleep(seconds)
             c1, d1, t1 = cpu_seconds(run.pid), run_delay(run.pid), time.monotonic()
+            s1 = children_cpu(sandbox.pid)
             after = urllib.request.urlopen(url, timeout=60).read().decode()
             probes = (sum(float(v) for v in re.findall(
                 r"^corednsprobe_probes_total\{.*\} ([0-9.e+]+)$", after, re.M))
@@ -129,6 +147,7 @@ def measure(pods: int, interval: float, seconds: float, warmup: float,
                 "pods": pods,
                 "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
                 "wait_pct": 100 * (d1 - d0) / (t1 - t0),
+                "server_pct": 100 * (s1 - s0) / (t1 - t0),
                 "us_per_probe": 1e6 * (c1 - c0) / probes if probes else float("nan"),
                 "probes_per_s": probes / (t1 - t0),
                 "p50_ms": 1000 * quantile(after, 0.5),
@@ -159,8 +178,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = [measure(1, args.interval, args.seconds, args.warmup, args.dns),
             measure(args.pods, args.interval, args.seconds, args.warmup, args.dns)]
-    cols = ["pods", "cpu_pct", "wait_pct", "us_per_probe", "probes_per_s", "p50_ms", "p99_ms",
-            "rss_mib", "threads", "rounds", "overruns"]
+    cols = ["pods", "cpu_pct", "wait_pct", "server_pct", "us_per_probe", "probes_per_s",
+            "p50_ms", "p99_ms", "rss_mib", "threads", "rounds", "overruns"]
     print(f"corednsprobe run, interval {args.interval:g} s, {args.seconds:g} s measured "
           f"after {args.warmup:g} s warm-up (CPU % of one core)")
     print(" ".join(f"{c:>13}" for c in cols))
