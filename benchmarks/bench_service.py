@@ -175,9 +175,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--dns", choices=("knot", "inprocess"), default="knot")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="leave out the 1-pod idle reference")
     args = ap.parse_args()
-    rows = [measure(1, args.interval, args.seconds, args.warmup, args.dns),
-            measure(args.pods, args.interval, args.seconds, args.warmup, args.dns)]
+    rows = [] if args.no_reference else [measure(1, args.interval, args.seconds, args.warmup,
+                                                 args.dns)]
+    rows.append(measure(args.pods, args.interval, args.seconds, args.warmup, args.dns))
     cols = ["pods", "cpu_pct", "wait_pct", "server_pct", "us_per_probe", "probes_per_s",
             "p50_ms", "p99_ms", "rss_mib", "threads", "rounds", "overruns"]
     print(f"corednsprobe run, interval {args.interval:g} s, {args.seconds:g} s measured "
@@ -186,10 +189,12 @@ def main() -> None:
     for r in rows:
         print(" ".join(f"{r[c]:>13.2f}" if isinstance(r[c], float) else f"{r[c]:>13}"
                        for c in cols))
-    ref, big = rows
-    print(f"ratio {args.pods} pods / 1 pod: CPU {big['cpu_pct'] / ref['cpu_pct']:.2f}x, "
-          f"RSS {big['rss_mib'] / ref['rss_mib']:.2f}x; "
-          f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    big = rows[-1]
+    if len(rows) == 2:
+        ref = rows[0]
+        print(f"ratio {args.pods} pods / 1 pod: CPU {big['cpu_pct'] / ref['cpu_pct']:.2f}x, "
+              f"RSS {big['rss_mib'] / ref['rss_mib']:.2f}x")
+    print(f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     goals(big, args.pods, args.interval)
 
 
