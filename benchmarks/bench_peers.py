@@ -25,7 +25,10 @@ UDP, 1 s timeout) and accepts only NOERROR with 10.96.0.1 in the answer:
 the exporters driven as Prometheus drives them: one HTTP GET per probe
 (keep-alive connections, a 2 s scrape timeout), target i of N at tick + i/N,
 at a fixed rate (``--rates``), and at saturation with ``wrk`` (rotating the
-targets, on CPU 1). CPU is the measured process's user+system time (all its
+targets, on CPU 1); HTTP errors of the fixed-rate runs go to stderr with
+the kernel's count of connections a full listen backlog dropped (Python's
+http.server, which dns_exporter serves from, listens with a backlog of 5 and
+closes every connection). CPU is the measured process's user+system time (all its
 threads); "probes/s per core" = probes answered OK per CPU second. p50/p99 are
 the client's own RTT of the DNS exchange (the exporter's reported query time;
 the pipeline's are the upper edges of its RTT histogram's buckets), and for
@@ -46,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +141,13 @@ def percentile(values: list[float], q: float) -> float:
     return bench_probe.percentile(values, q)
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen backlog was full."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
+             if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True)).get("ListenOverflows", 0))
+
+
 def missing(peer: Peer) -> str | None:
     if shutil.which(peer.binary) is None:
         return f"not installed: {peer.install}"
@@ -182,11 +193,13 @@ async def fixed_rate(peer: Peer, port: int, pid: int, targets: list[str], rate: 
     rtts: list[float] = []
     https: list[float] = []
     failed = 0
+    errors: Counter[str] = Counter()
     measuring = False
     pending: set[asyncio.Task[None]] = set()
     connector = aiohttp.TCPConnector(limit=512, force_close=False)
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
     base = f"http://127.0.0.1:{port}"
+    overflows = listen_overflows()
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         async def one(address: str) -> None:
             nonlocal failed
@@ -195,8 +208,9 @@ async def fixed_rate(peer: Peer, port: int, pid: int, targets: list[str], rate: 
             try:
                 async with session.get(base + peer.path(address)) as response:
                     body = await response.text()
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 body = ""
+                errors[type(exc).__name__] += 1
             took = time.perf_counter() - started
             if not counted:
                 return
@@ -226,6 +240,10 @@ async def fixed_rate(peer: Peer, port: int, pid: int, targets: list[str], rate: 
         c1, t1 = cpu_seconds(pid), time.monotonic()
         while pending:
             await asyncio.gather(*list(pending))
+    if errors:
+        print(f"# {peer.name} {rate}/s: HTTP errors {dict(errors)}, connections dropped by "
+              f"a full listen backlog (machine-wide): {listen_overflows() - overflows}",
+              file=sys.stderr)
     return row(f"{rate}/s", c1 - c0, t1 - t0, rtts, failed, https)
 
 
