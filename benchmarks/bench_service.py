@@ -130,8 +130,17 @@ def measure(pods: int, interval: float, seconds: float, warmup: float,
                 ["taskset", "-c", "0", sys.executable, "-m", "corednsprobe", "run",
                  "--kubeconfig", str(kubeconfig)],
                 env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(warmup)
             url = f"http://127.0.0.1:{port}/metrics"
+            up_by = time.monotonic() + 180  # a loaded machine starts `run` slowly
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=60).read()
+                    break
+                except OSError:
+                    if time.monotonic() > up_by or run.poll() is not None:
+                        raise
+                    time.sleep(0.5)
+            time.sleep(warmup)
             before = urllib.request.urlopen(url, timeout=60).read().decode()
             c0, d0, t0 = cpu_seconds(run.pid), run_delay(run.pid), time.monotonic()
             s0 = children_cpu(sandbox.pid)
