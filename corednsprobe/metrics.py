@@ -30,6 +30,7 @@ from corednsprobe import __version__
 from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
+    EndpointState,
     Health,
     HealthState,
     IgnoredReply,
@@ -130,6 +131,11 @@ class Metrics:
             "corednsprobe_replies_ignored",
             "Datagrams on a probe's socket not taken as its reply (spoofed or stray), by reason.",
             ["reason"], registry=r)
+        self.health_endpoint_ok = Gauge(
+            "corednsprobe_health_endpoint_ok",
+            "1 if the pod's own health endpoint (from its liveness/readiness httpGet, "
+            "e.g. :8080/health) answered 200-399 to the latest GET, else 0: the kubelet's "
+            "view beside the DNS verdict.", ["pod", "endpoint"], registry=r)
         self.diagnosis = Gauge("corednsprobe_diagnosis", "1 for the current diagnosis state.",
                                ["state"], registry=r)
         self.candidates = Gauge("corednsprobe_restart_candidates",
@@ -167,6 +173,9 @@ class Metrics:
                              ["workload"], registry=r)
         self.mode = Gauge("corednsprobe_remediation_mode",
                           "1 for the configured remediation mode.", ["mode"], registry=r)
+        self.reach = Gauge("corednsprobe_reach_info",
+                           "1 for the reach strategy the probes go through now, 0 for the others.",
+                           ["strategy"], registry=r)
         self._live = _Live(last_event_at, now)
         r.register(self._live)
         for state in DiagnosisState:
@@ -183,6 +192,7 @@ class Metrics:
         self._escalated: set[str] = set()
         self._shown: set[str] = set()
         self._present: set[str] = set()
+        self._endpoints: dict[TargetKey, frozenset[str]] = {}  # endpoint labels shown per pod
         # children per target: labels() takes a lock and checks its values on every call
         self._children: dict[TargetKey, dict[tuple[str, Outcome], Counter]] = {}
         self._per_check: dict[TargetKey, dict[str, tuple[Gauge, Histogram]]] = {}
@@ -197,6 +207,11 @@ class Metrics:
                 self.remediations.labels(mode, result)
         if mode != "off":  # a missing permission downgrades to dry-run
             self.remediations.labels("dry-run", "dry_run")
+
+    def set_reach(self, chosen: str, strategies: Iterable[str]) -> None:
+        """The strategy in use (1) among all of them (0)."""
+        for strategy in strategies:
+            self.reach.labels(strategy).set(1 if strategy == chosen else 0)
 
     def follow_watches(self, last_event_at: Callable[[], float | None]) -> None:
         """Where the watch-age gauge reads the time of the API's last event from."""
@@ -252,6 +267,8 @@ class Metrics:
                        self.success):
             metric.remove_by_labels({"target_kind": t.kind.value, "pod": label})
         self.udp_only.remove_by_labels({"pod": label})
+        self.health_endpoint_ok.remove_by_labels({"pod": label})
+        self._endpoints.pop(t.key, None)
 
     def set_health(self, healths: Mapping[TargetKey, Health]) -> None:
         for key, h in healths.items():
@@ -281,6 +298,21 @@ class Metrics:
                 children[1].set(_HEALTH_VALUE.get(h.state, -1.0))
             children[2].set(h.ratio)
             self._labelled.setdefault(key, t)
+
+    def set_health_endpoints(self, states: Mapping[TargetKey, tuple[EndpointState, ...]]) -> None:
+        """The latest GET of each pod's health endpoints; a pod that left is forgotten by
+        ``set_targets``, an endpoint no longer in a pod's spec here."""
+        for key, pod_states in states.items():
+            t = self._labelled.get(key)
+            if t is None:
+                continue  # not (or no longer) a current target: no series to revive
+            label = target_label(t)
+            shown = frozenset(s.endpoint.label for s in pod_states)
+            for gone in self._endpoints.get(key, frozenset()) - shown:
+                self.health_endpoint_ok.remove(label, gone)
+            self._endpoints[key] = shown
+            for s in pod_states:
+                self.health_endpoint_ok.labels(label, s.endpoint.label).set(1 if s.ok else 0)
 
     def set_gave_up(self, escalated: Iterable[str], present: Iterable[str] | None = None) -> None:
         """1 for each escalated workload, 0 for the others of the current pods.

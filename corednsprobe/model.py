@@ -24,6 +24,9 @@ class Outcome(StrEnum):
     MALFORMED = "malformed"  # a reply that does not parse, or another rcode
     UNREACHABLE = "unreachable"  # ICMP unreachable / connection refused
     ERROR = "error"  # local failure (no socket, no route, resolver error)
+    # the port-forward tunnel could not be opened (API server or kubelet): never the
+    # pod's fault, so never a sample of it (the tracker counts it apart)
+    TUNNEL = "tunnel"
 
 
 TargetKey = tuple[str, str, int, str]
@@ -66,6 +69,24 @@ class ContainerFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthEndpoint:
+    """One HTTP endpoint the kubelet probes on a pod, from its spec's ``livenessProbe`` or
+    ``readinessProbe`` ``httpGet``; ``host`` "" means the pod's IP (the kubelet's default)."""
+
+    probe: str  # "liveness" or "readiness"
+    path: str = "/"
+    port: int = 80
+    scheme: str = "HTTP"  # or "HTTPS" (the kubelet does not verify its certificate)
+    host: str = ""
+    container: str = ""
+
+    @property
+    def label(self) -> str:
+        """The bounded ``endpoint`` label and the name people read: ``:8080/health``."""
+        return f":{self.port}{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
 class PodRef:
     """The pod behind a target, as the API last described it."""
 
@@ -78,6 +99,7 @@ class PodRef:
     created_at: float | None = None  # unix seconds
     workload: str = ""  # controlling workload, e.g. "Deployment/coredns"; "" when unknown
     containers: tuple[ContainerFacts, ...] = ()  # as the pod status last said
+    health_endpoints: tuple[HealthEndpoint, ...] = ()  # what the kubelet probes, from the spec
 
     @property
     def workload_key(self) -> str:
@@ -148,6 +170,7 @@ class ProbeResult:
     detail: str = ""
     flags: tuple[str, ...] = field(default=())
     records: tuple[str, ...] = field(default=())  # the answer section, as dig prints it
+    reach: str = "direct"  # the strategy that carried the probe (reach.Strategy's value)
 
     @property
     def ok(self) -> bool:
@@ -213,6 +236,8 @@ class Health:
     since: float = 0.0  # when the state last changed
     grace_reason: str = ""
     checks: tuple[CheckWindow, ...] = ()  # per non-upstream check, by name; () when unknown
+    tunnel_failures: int = 0  # probes in the window whose tunnel could not open (not samples)
+    tunnel_detail: str = ""  # why the latest of them failed
 
     @property
     def ratio(self) -> float:
@@ -231,6 +256,54 @@ class DiagnosisState(StrEnum):
     NO_ENDPOINTS = "no_endpoints"
 
 
+class EndpointOutcome(StrEnum):
+    """How one GET of a pod's health endpoint ended (never an exception)."""
+
+    OK = "ok"  # 200-399, as the kubelet counts success
+    STATUS = "status"  # an HTTP answer outside 200-399 (``status`` holds it)
+    TIMEOUT = "timeout"
+    REFUSED = "refused"  # connection refused or reset
+    ERROR = "error"  # no route, a TLS failure, or a reply that is not HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """The latest GET of one of a pod's health endpoints."""
+
+    endpoint: HealthEndpoint
+    outcome: EndpointOutcome
+    status: int | None = None
+    at: float = 0.0  # unix seconds when it was asked
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is EndpointOutcome.OK
+
+    @property
+    def said(self) -> str:
+        """``/health ok``, ``/ready 503``, ``/health timeout``."""
+        how = str(self.status) if self.outcome is EndpointOutcome.STATUS else self.outcome.value
+        return f"{self.endpoint.path} {how}"
+
+
+def kubelet_view(states: tuple[EndpointState, ...], udp_only: int) -> str:
+    """What the pod's own health endpoints say beside a DNS verdict of unhealthy, in one
+    phrase; "" when the pod has none. The liveness endpoint answering while DNS fails is
+    the failure coredns/coredns#3617 describes: the kubelet keeps such a pod."""
+    if not states:
+        return ""
+    said = ", ".join(s.said for s in states)
+    dns = "DNS over UDP" if udp_only else "DNS"
+    if all(s.ok for s in states):
+        return f"{said} — kubelet sees healthy while {dns} fails (coredns#3617)"
+    if any(not s.ok for s in states if s.endpoint.probe == "liveness"):
+        return (f"{said} — the kubelet's liveness probe fails as well (as seen from here, "
+                "not from the pod's node): the kubelet will likely restart it")
+    return (f"{said} — the kubelet's readiness probe fails as well (as seen from here): "
+            "the kubelet will likely take it out of the Service")
+
+
 @dataclass(frozen=True, slots=True)
 class PodEvidence:
     """What the window of one unhealthy pod showed."""
@@ -241,6 +314,12 @@ class PodEvidence:
     udp_only: int
     outcomes: tuple[tuple[str, int], ...] = ()  # (outcome, count), as in Health
     since: float = 0.0  # when the pod turned unhealthy (Health.since)
+    endpoints: tuple[EndpointState, ...] = ()  # its health endpoints' latest states
+
+    @property
+    def kubelet_view(self) -> str:
+        """The health endpoints beside the DNS verdict (see ``kubelet_view``)."""
+        return kubelet_view(self.endpoints, self.udp_only)
 
     @property
     def summary(self) -> str:
@@ -260,6 +339,7 @@ class Evidence:
     service: tuple[str, ...] = ()  # HealthState value of each Service target
     unhealthy: tuple[PodEvidence, ...] = ()  # one per unhealthy pod
     unconfirmed: tuple[str, ...] = ()  # pods not sick whose windows are not confidently healthy
+    tunnel_failed: tuple[str, ...] = ()  # targets whose port-forward tunnel could not open
 
     def pod(self, name: str) -> PodEvidence | None:
         """The evidence against the pod called ``name``, if it is unhealthy."""
@@ -275,8 +355,12 @@ class Evidence:
             "service": ",".join(self.service) or "none",
         }
         out.update((f"pod/{p.name}", p.summary) for p in self.unhealthy)
+        out.update((f"pod/{p.name}/health_endpoint", p.kubelet_view)
+                   for p in self.unhealthy if p.endpoints)
         if self.unconfirmed:
             out["pods_unconfirmed"] = ",".join(self.unconfirmed)
+        if self.tunnel_failed:
+            out["tunnel_failed"] = ",".join(self.tunnel_failed)
         return out
 
 
@@ -293,6 +377,11 @@ class Diagnosis:
         """The one-line evidence against pod ``name``, or "" when there is none."""
         found = self.evidence.pod(name) if self.evidence is not None else None
         return found.summary if found is not None else ""
+
+    def kubelet_view_of(self, name: str) -> str:
+        """What pod ``name``'s health endpoints say beside its DNS failures, or ""."""
+        found = self.evidence.pod(name) if self.evidence is not None else None
+        return found.kubelet_view if found is not None else ""
 
 
 @dataclass(frozen=True, slots=True)

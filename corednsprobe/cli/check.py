@@ -78,8 +78,11 @@ def _search_list(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", action="append", required=True, type=parse_server,
+    parser.add_argument("--server", action="append", type=parse_server,
                         metavar="ADDR[:PORT]", help="server to ask; repeatable; IPv6 as [::1]:53")
+    parser.add_argument("--cluster", action="store_true",
+                        help="instead of --server: every CoreDNS pod and the Service of the "
+                        "cluster of the kubeconfig, through the reach strategy (--reach)")
     parser.add_argument("--name", type=parse_name,
                         help="name to ask (default kubernetes.default.svc.<cluster domain>)")
     parser.add_argument("--type", default="A", type=str.upper, choices=QUERY_TYPES,
@@ -113,6 +116,15 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.ndots is not None and args.search is None:
         parser.error("--ndots applies only to --search (a stub resolver's search list); "
                      "add --search DOM,DOM or drop --ndots")
+    if bool(args.server) == bool(args.cluster):
+        parser.error("give the servers to ask (--server ADDR, repeatable) or --cluster "
+                     "(every CoreDNS pod and the Service of the kubeconfig's cluster)")
+    if args.cluster and (args.tcp or args.search is not None):
+        parser.error("--cluster asks through the reach strategy (--reach port-forward is "
+                     "DNS over TCP); --tcp and --search apply to --server only")
+    if not args.cluster and any(getattr(args, o, None) for o in
+                                ("reach", "kubeconfig", "context", "namespace")):
+        parser.error("--reach, --kubeconfig, --context and -n apply to --cluster only")
 
 
 def build_check(args: argparse.Namespace, settings: Settings) -> Check:

@@ -103,6 +103,9 @@ def render_state(service: Any, started: float,
     head = (f"t={time.monotonic() - started:5.1f}s round {st.rounds:<4} diagnosis: "
             f"{d.state.value} — {d.reason}")
     lines = ["  restart candidates: " + (", ".join(t.name for t in d.candidates) or "none")]
+    evidence = getattr(d, "evidence", None)
+    lines += [f"  health endpoints of {p.name}: {p.kubelet_view}"
+              for p in (evidence.unhealthy if evidence else ()) if p.endpoints]
     settings = getattr(service, "settings", None)
     least = settings.min_samples if settings is not None else 1
     rows = [("SLOT", "TARGET", "ADDRESS", "HEALTH", "FAIL%", "SURE%", "RTT ms", "LAST")]

@@ -68,13 +68,16 @@ def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
+    from corednsprobe.cli.reach import with_reach
     from corednsprobe.cli.targets import ClusterArgs, run_targets
     from corednsprobe.kube.access import ClusterAccessError
+    from corednsprobe.reach.base import NoReach
 
     cluster = ClusterArgs(args.kubeconfig, args.context)
     try:
-        return uvloop.run(run_targets(cluster, settings, watch=args.watch, as_json=args.json))
-    except ClusterAccessError as exc:
+        return uvloop.run(run_targets(cluster, with_reach(settings, args), watch=args.watch,
+                                      as_json=args.json, planned=args.reach is not None))
+    except (ClusterAccessError, NoReach) as exc:
         print(f"corednsprobe: {exc}", file=sys.stderr)
         return EXIT_CLUSTER
 
@@ -82,6 +85,9 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import uvloop
 
+    from corednsprobe.cli.reach import with_reach
+
+    settings = with_reach(settings, args)
     from corednsprobe.cli.targets import ClusterArgs, open_cluster_patiently
     from corednsprobe.service.app import serve
 
@@ -120,16 +126,17 @@ def _serve_and_explain(body: Callable[[], object]) -> int:
     """Run a long-running command; turn the failures people can fix into one line
     and an exit code (they may arrive wrapped in a TaskGroup's ExceptionGroup)."""
     from corednsprobe.kube.access import ClusterAccessError
+    from corednsprobe.reach.base import NoReach
     from corednsprobe.service.server import ListenError
 
     try:
         body()
-    except (ClusterAccessError, ListenError, BaseExceptionGroup) as exc:
+    except (ClusterAccessError, ListenError, NoReach, BaseExceptionGroup) as exc:
         leaf = _single_leaf(exc)
-        if not isinstance(leaf, ClusterAccessError | ListenError):
+        if not isinstance(leaf, ClusterAccessError | ListenError | NoReach):
             raise
         print(f"corednsprobe: {leaf}", file=sys.stderr)
-        return EXIT_CLUSTER if isinstance(leaf, ClusterAccessError) else EXIT_USAGE
+        return EXIT_USAGE if isinstance(leaf, ListenError) else EXIT_CLUSTER
     return EXIT_OK
 
 
@@ -147,6 +154,15 @@ def _namespace(text: str) -> str:
             f"{text!r} is not a namespace name (lower-case letters, digits and '-')") from None
 
 
+REACH_CHOICES = ("auto", "direct", "exposed", "probe-pod", "port-forward")
+
+
+def _add_reach_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reach", choices=REACH_CHOICES,
+                   help="how probes reach the pods (default COREDNSPROBE_REACH, else auto); "
+                   "see corednsprobe-deploy(7)")
+
+
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG "
                    "(files merged as kubectl does), ~/.kube/config)")
@@ -157,7 +173,44 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    if args.cluster:
+        import uvloop
+
+        from corednsprobe.cli.reach import run_cluster_check, with_reach
+
+        return _cluster_command(lambda: uvloop.run(
+            run_cluster_check(args, with_reach(settings, args))))
     return EXIT_OK if check.run(args, settings) else EXIT_FAILED
+
+
+def _cmd_reach(args: argparse.Namespace, settings: Settings) -> int:
+    import uvloop
+
+    from corednsprobe.cli.reach import run_reach
+    from corednsprobe.cli.targets import ClusterArgs
+
+    def body() -> int:
+        usable = uvloop.run(run_reach(ClusterArgs(args.kubeconfig, args.context), settings,
+                                      as_json=args.json))
+        return EXIT_OK if usable else EXIT_CLUSTER
+
+    return _cluster_command(body)
+
+
+def _cluster_command(body: Callable[[], int]) -> int:
+    """A one-shot command against the cluster: exit 3 with one paragraph when the
+    cluster cannot be reached, or no reach strategy can work (what each needs)."""
+    from corednsprobe.kube.access import ClusterAccessError
+    from corednsprobe.reach.base import NoReach, ReachLost
+
+    try:
+        return body()
+    except (ClusterAccessError, NoReach, ReachLost, BaseExceptionGroup) as exc:
+        leaf = _single_leaf(exc)
+        if not isinstance(leaf, ClusterAccessError | NoReach | ReachLost):
+            raise
+        print(f"corednsprobe: {leaf}", file=sys.stderr)
+        return EXIT_CLUSTER
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="ask DNS servers once and report each probe")
     check.add_arguments(p)
+    _add_cluster_options(p)
+    _add_reach_option(p)
     p.set_defaults(handler=_cmd_check, usage_check=functools.partial(check.check_usage, p))
 
     p = sub.add_parser("config", help="print the settings in force (or the reference table)")
@@ -185,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the service: probe on a schedule, export /metrics and /status")
     _add_cluster_options(p)
+    _add_reach_option(p)
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("demo", help="the service against a local sandbox cluster (no cluster "
@@ -192,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pods", type=int, default=3, help="CoreDNS replicas (default 3)")
     p.add_argument("--fault", action="append", default=[], metavar="POD=FAULT@SECONDS",
                    help="inject FAULT (udp-drop, udp-reject, delay:MS, loss:PCT, servfail, "
-                   "wrong-answer, none) into POD (a slot number or pod name) SECONDS after "
-                   "start; repeatable")
+                   "wrong-answer, none; +health-down hangs its /health too) into POD (a slot "
+                   "number or pod name) SECONDS after start; repeatable")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until ^C)")
     p.set_defaults(handler=_cmd_demo)
@@ -204,7 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "stamped with the time, until ^C")
     p.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
     _add_cluster_options(p)
+    _add_reach_option(p)
     p.set_defaults(handler=_cmd_targets)
+
+    p = sub.add_parser("reach", help="which reach strategies work from here with these "
+                       "credentials, which auto would pick, and why the others are out")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_cluster_options(p)
+    p.set_defaults(handler=_cmd_reach)
 
     if _sandbox_installed():
         from corednsprobe.sandbox import command as sandbox_command

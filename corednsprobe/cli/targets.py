@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -251,12 +252,28 @@ def explain_no_service(namespace: str, service: str, found: list[dict[str, Any]]
 
 
 async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_json: bool,
-                      out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Print the targets; 1 when the Service is missing (one-shot), 0 otherwise."""
+                      out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                      planned: bool = False) -> int:
+    """Print the targets; 1 when the Service is missing (one-shot), 0 otherwise.
+
+    ``planned``: print them as the reach strategy (``settings.reach``, chosen as
+    ``run`` chooses it) would probe them, and say which strategy that is."""
     access = await open_cluster(args, settings)
     view = ClusterView(access.api, namespace=settings.namespace, service=settings.service)
     code = 0
+    plan: Callable[[TargetSet], TargetSet] = _as_published
     try:
+        if planned:
+            from corednsprobe.reach.choose import choose
+
+            chosen = await choose(settings, access.api, in_cluster=access.in_cluster)
+            await chosen.reach.aclose()  # only its plan is wanted: nothing was started
+            plan = chosen.reach.plan
+            blind = ", ".join(chosen.reach.blind_to)
+            err.write(f"reach: {chosen.reach.strategy.value} ({chosen.reason})"
+                      + (f"; blind to {blind}, and does not probe what it leaves out"
+                         if blind else "") + "\n")
+            err.flush()
         # the view's task lives in the group: if the watch fails, so does the command
         async with asyncio.TaskGroup() as tasks:
             runner = tasks.create_task(view.run(), name="cluster-view")
@@ -268,7 +285,7 @@ async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_
                 err.flush()
                 code = 0 if watch else EXIT_NO_SERVICE
             if watch or as_json or not code:
-                await _print(view, first, watch=watch, as_json=as_json, out=out)
+                await _print(view, first, watch=watch, as_json=as_json, out=out, plan=plan)
             runner.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ClusterAccessError):
@@ -279,12 +296,17 @@ async def run_targets(args: ClusterArgs, settings: Settings, *, watch: bool, as_
     return code
 
 
+def _as_published(ts: TargetSet) -> TargetSet:
+    return ts
+
+
 async def _print(view: ClusterView, ts: TargetSet, *, watch: bool, as_json: bool,
-                 out: TextIO) -> None:
+                 out: TextIO, plan: Callable[[TargetSet], TargetSet] = _as_published) -> None:
     """The TargetSet once; with ``watch``, then each change until cancelled, every
     line stamped with the time: the whole set first, then only what changed."""
     previous: TargetSet | None = None
     while True:
+        ts = plan(ts)
         now = time.time()
         if as_json:
             document = targetset_json(ts)

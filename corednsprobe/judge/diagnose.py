@@ -4,6 +4,11 @@ Owns: telling one sick pod from a sick Service path from a shared cause
 (widespread failure, a broken upstream), and naming the pods that may be
 restarted and why. Never does: I/O, or act on its verdict.
 
+A port-forward tunnel that could not be opened is the API server's or the
+kubelet's failure, never the pod's: such probes are no samples (the tracker),
+and the reason names the targets it happened to ("the tunnel could not be
+opened ..."), so that nobody reads their unknown state as a pod problem.
+
 The rule for "widespread" protects the cluster from its own cure: when more
 than ``max_unhealthy_fraction`` of the judged pods are unhealthy, the likely
 cause is shared (network, upstream, the prober itself) and no pod is a
@@ -26,6 +31,7 @@ says when it turned unhealthy, and the first round it appears among
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,6 +40,7 @@ from corednsprobe.model import (
     ClusterState,
     Diagnosis,
     DiagnosisState,
+    EndpointState,
     Evidence,
     Health,
     HealthState,
@@ -51,8 +58,32 @@ class Policy:
     min_samples: int = 5  # a peer's check needs this many outcomes to vouch for it
 
 
-def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy) -> Diagnosis:
-    """The verdict for this round, with its reason and evidence."""
+def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy,
+             endpoints: Mapping[TargetKey, tuple[EndpointState, ...]] | None = None,
+             ) -> Diagnosis:
+    """The verdict for this round, with its reason and evidence.
+
+    ``endpoints`` holds the latest states of each pod's own health endpoints (the
+    kubelet's view): shown beside the evidence against an unhealthy pod, never a
+    part of the verdict."""
+    verdict = _diagnose(targets, healths, policy, endpoints)
+    tunnel = [healths[t.key] for t in targets.targets
+              if t.key in healths and healths[t.key].tunnel_failures]
+    if not tunnel:
+        return verdict
+    names = ", ".join(h.target.name for h in tunnel)
+    detail = tunnel[-1].tunnel_detail
+    reason = (f"{verdict.reason}; the tunnel could not be opened to {names} "
+              f"({sum(h.tunnel_failures for h in tunnel)} probes in the window"
+              f"{': ' + detail if detail else ''}): the API server or the kubelet, "
+              "never the pod's fault, so nothing is restarted for it")
+    evidence = verdict.evidence or Evidence()
+    evidence = dataclasses.replace(evidence, tunnel_failed=tuple(h.target.name for h in tunnel))
+    return dataclasses.replace(verdict, reason=reason, evidence=evidence)
+
+
+def _diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Policy,
+              endpoints: Mapping[TargetKey, tuple[EndpointState, ...]] | None) -> Diagnosis:
     if targets.state is ClusterState.SYNCING:
         return Diagnosis(DiagnosisState.SYNCING, "waiting for the first list from the API")
     if targets.state is ClusterState.NO_SERVICE:
@@ -68,7 +99,8 @@ def diagnose(targets: TargetSet, healths: Mapping[TargetKey, Health], policy: Po
     service_sick = [h for h in services if h.state is HealthState.UNHEALTHY]
     unconfirmed = [h.target.name for h in pods if h.state is not HealthState.GRACE
                    and h.state is not HealthState.UNHEALTHY and not confident(h, policy)]
-    evidence = _evidence(pods, judged, sick, services, unconfirmed if sick else [])
+    evidence = _evidence(pods, judged, sick, services, unconfirmed if sick else [],
+                         endpoints or {})
 
     too_many = len(sick) >= 2 and len(sick) / len(judged) > policy.max_unhealthy_fraction
     if sick and (not well or too_many):
@@ -137,7 +169,7 @@ def _upstream_failing(h: Health, policy: Policy) -> bool:
 
 def _evidence(
     pods: list[Health], judged: list[Health], sick: list[Health], services: list[Health],
-    unconfirmed: list[str],
+    unconfirmed: list[str], endpoints: Mapping[TargetKey, tuple[EndpointState, ...]],
 ) -> Evidence:
     return Evidence(
         pods=len(pods),
@@ -146,6 +178,7 @@ def _evidence(
         pods_in_grace=sum(1 for h in pods if h.state is HealthState.GRACE),
         service=tuple(h.state.value for h in services),
         unhealthy=tuple(PodEvidence(h.target.name, h.samples, h.failures, h.udp_only,
-                                    h.outcomes, h.since) for h in sick),
+                                    h.outcomes, h.since, endpoints.get(h.target.key, ()))
+                       for h in sick),
         unconfirmed=tuple(unconfirmed),
     )

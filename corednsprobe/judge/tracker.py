@@ -27,6 +27,11 @@ window); at 99% it is under one a day as well.
 Once unhealthy a target stays so until ``recovery_successes`` outcomes in a
 row are ok (over all its checks); recovery then starts a fresh window, so that
 the failures that made it unhealthy cannot at once make it unhealthy again.
+A probe whose port-forward tunnel could not open (Outcome.TUNNEL: the API server
+or the kubelet failed, not the target) is no sample: it is counted apart, in
+``Health.tunnel_failures``, and never counts against it; a target whose window
+holds nothing but such probes is unknown (no sight of it), whatever it was before.
+
 Pods in grace (``judge.eligibility``) have no outcomes recorded and are never
 judged. Failures of upstream checks (an external name) are kept apart: they
 say nothing about the pod itself.
@@ -35,6 +40,7 @@ say nothing about the pod itself.
 from __future__ import annotations
 
 from array import array
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -98,13 +104,16 @@ class _Window:
     """
 
     __slots__ = ("checks", "codes", "failures", "head", "health", "outcomes", "since",
-                 "state", "streak", "times", "udp_only", "up_failures", "up_samples")
+                 "state", "streak", "times", "tunnel", "tunnel_detail", "udp_only",
+                 "up_failures", "up_samples")
 
     def __init__(self, since: float = 0.0) -> None:
         self.health: Health | None = None  # the last judgement, handed out again while it holds
         self.state = HealthState.UNKNOWN
         self.since = since
         self.streak = 0  # consecutive ok outcomes (non-upstream)
+        self.tunnel: deque[float] = deque()  # when a tunnel could not open: not samples
+        self.tunnel_detail = ""
         self.clear()
 
     def clear(self) -> None:
@@ -124,6 +133,9 @@ class _Window:
         self._count(_KINDS[code], 1)
 
     def expire(self, horizon: float) -> None:
+        tunnel = self.tunnel
+        while tunnel and tunnel[0] <= horizon:
+            tunnel.popleft()
         times, codes = self.times, self.codes
         i, n = self.head, len(times)
         while i < n and times[i] <= horizon:
@@ -186,6 +198,10 @@ class Tracker:
         w = self._windows.get(key)
         if w is None:
             w = self._windows[key] = _Window(since=now)
+        if result.outcome is Outcome.TUNNEL:  # the path failed, not the target
+            w.tunnel.append(result.at or now)
+            w.tunnel_detail = result.detail
+            return
         upstream = result.check.upstream
         ok = result.outcome is Outcome.OK
         w.add(result.at or now, _kind_number(ok, result.outcome.value, result.udp_only, upstream,
@@ -210,7 +226,10 @@ class Tracker:
         if w is None:
             w = self._windows[key] = _Window(since=now)
         w.expire(now - self.thresholds.window)
-        state = self._next_state(w, w.own, w.failures)
+        if w.tunnel and not w.own:
+            state = HealthState.UNKNOWN  # nothing but closed tunnels: no sight of it at all
+        else:
+            state = self._next_state(w, w.own, w.failures)
         if state is not w.state:
             if w.state is HealthState.UNHEALTHY:
                 w.clear()  # recovered: judge anew from here
@@ -245,7 +264,9 @@ def _unchanged(last: Health, target: Target, w: _Window) -> bool:
     if not (last.target is target and last.state is w.state and last.since == w.since
             and w.failures == 0 and last.failures == 0 and last.samples == w.own
             and last.udp_only == w.udp_only and last.upstream_samples == w.up_samples
-            and last.upstream_failures == w.up_failures and len(last.checks) == len(w.checks)):
+            and last.upstream_failures == w.up_failures and len(last.checks) == len(w.checks)
+            and last.tunnel_failures == len(w.tunnel)
+            and last.tunnel_detail == (w.tunnel_detail if w.tunnel else "")):
         return False
     checks = w.checks
     for c in last.checks:
@@ -267,4 +288,6 @@ def _health(target: Target, w: _Window) -> Health:
         upstream_failures=w.up_failures,
         since=w.since,
         checks=w.check_windows(),
+        tunnel_failures=len(w.tunnel),
+        tunnel_detail=w.tunnel_detail if w.tunnel else "",
     )

@@ -26,6 +26,7 @@ from corednsprobe.kube.informer import DEFAULT_TIMING, Informer, Timing
 from corednsprobe.model import (
     ClusterState,
     ContainerFacts,
+    HealthEndpoint,
     PodRef,
     Target,
     TargetKind,
@@ -95,7 +96,7 @@ def _address(value: Any) -> str:
 
 
 def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace: str,
-             address: str) -> PodRef:
+             address: str, skip: Skip = log_skip) -> PodRef:
     ref = endpoint.get("targetRef") or {}
     name = str(ref.get("name") or "")
     pod = pods.get(f"{ref.get('namespace') or namespace}/{name}") or {}
@@ -115,7 +116,63 @@ def _pod_ref(endpoint: Obj, conditions: Obj, pods: Mapping[str, Obj], namespace:
         created_at=parse_time(meta.get("creationTimestamp")),
         workload=workload_of(meta),
         containers=containers_of(pod),
+        health_endpoints=health_endpoints_of(pod, skip) if pod else (),
     )
+
+
+PROBES = (("liveness", "livenessProbe"), ("readiness", "readinessProbe"))
+
+
+def health_endpoint(probe: str, container: Obj, spec: Any) -> HealthEndpoint:
+    """One ``httpGet`` probe of a container as an endpoint; ValueError/TypeError when
+    it cannot be read. A named port is resolved through the container's ports; the
+    path defaults to ``/``, the scheme to HTTP, the host to the pod's IP."""
+    if not isinstance(spec, dict):
+        raise TypeError(f"{probe}Probe.httpGet must be an object")
+    port = spec.get("port")
+    if isinstance(port, str) and not port.isdigit():
+        named = [p.get("containerPort") for p in container.get("ports") or ()
+                 if isinstance(p, dict) and p.get("name") == port]
+        if not named:
+            raise ValueError(f"{probe}Probe.httpGet.port {port!r} names no containerPort")
+        port = named[0]
+    if isinstance(port, bool) or not isinstance(port, int | str):
+        raise TypeError(f"{probe}Probe.httpGet.port must be a number or a port name")
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ValueError(f"{probe}Probe.httpGet.port {number} is out of range")
+    path = spec.get("path") or "/"
+    scheme = str(spec.get("scheme") or "HTTP").upper()
+    host = spec.get("host") or ""
+    if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
+        raise ValueError(f"{probe}Probe.httpGet.path {path!r} is not a path")
+    if scheme not in ("HTTP", "HTTPS"):
+        raise ValueError(f"{probe}Probe.httpGet.scheme {scheme!r} is not HTTP or HTTPS")
+    if host:
+        host = _address(host)
+    return HealthEndpoint(probe, path, number, scheme, host, str(container.get("name") or ""))
+
+
+def health_endpoints_of(pod: Obj, skip: Skip = log_skip) -> tuple[HealthEndpoint, ...]:
+    """The HTTP endpoints the kubelet probes on the pod (liveness, then readiness, per
+    container). A probe that is not ``httpGet`` (exec, tcpSocket, grpc) has none; one
+    that cannot be read is left out, and the pod reported to ``skip`` (counted once
+    per version by the view), never the end of the pod or the view."""
+    found: list[HealthEndpoint] = []
+    try:
+        containers = list((pod.get("spec") or {}).get("containers") or ())
+    except (AttributeError, TypeError) as exc:
+        skip("Pod", pod, exc)
+        return ()
+    for container in containers:
+        for probe, key in PROBES:
+            try:
+                spec = (container.get(key) or {}).get("httpGet")
+                if spec is not None:
+                    found.append(health_endpoint(probe, container, spec))
+            except (AttributeError, TypeError, ValueError) as exc:
+                skip("Pod", pod, exc)
+    return tuple(dict.fromkeys(found))
 
 
 def containers_of(pod: Obj) -> tuple[ContainerFacts, ...]:
@@ -162,7 +219,8 @@ def usable_pods(pods: Mapping[str, Obj], skip: Skip = log_skip) -> dict[str, Obj
     return usable
 
 
-def _slice_targets(sl: Obj, pods: Mapping[str, Obj], namespace: str) -> list[Target]:
+def _slice_targets(sl: Obj, pods: Mapping[str, Obj], namespace: str,
+                   skip: Skip = log_skip) -> list[Target]:
     if sl.get("addressType") not in ("IPv4", "IPv6"):
         return []
     port = _dns_port(sl.get("ports"))
@@ -170,7 +228,7 @@ def _slice_targets(sl: Obj, pods: Mapping[str, Obj], namespace: str) -> list[Tar
     for ep in sl.get("endpoints") or []:
         conditions = ep.get("conditions") or {}
         for address in map(_address, ep.get("addresses") or []):
-            ref = _pod_ref(ep, conditions, pods, namespace, address)
+            ref = _pod_ref(ep, conditions, pods, namespace, address, skip)
             targets.append(Target(TargetKind.POD, address, port, ref))
     return targets
 
@@ -191,7 +249,7 @@ def pods_from_slices(
         try:
             if not isinstance(sl, dict):
                 raise TypeError(f"an EndpointSlice must be an object, not {type(sl).__name__}")
-            targets = _slice_targets(sl, pods, namespace)
+            targets = _slice_targets(sl, pods, namespace, skip)
         except Exception as exc:  # a malformed object is skipped, never the end of the view
             skip("EndpointSlice", sl, exc)
             continue
@@ -221,7 +279,7 @@ def pods_from_endpoints(
                 for addr in subset.get(field) or []:
                     address = _address(addr.get("ip"))
                     ep = {"targetRef": addr.get("targetRef"), "nodeName": addr.get("nodeName")}
-                    ref = _pod_ref(ep, {"ready": ready}, pods, namespace, address)
+                    ref = _pod_ref(ep, {"ready": ready}, pods, namespace, address, skip)
                     targets.append(Target(TargetKind.POD, address, port, ref))
     except Exception as exc:  # a malformed object is skipped, never the end of the view
         skip("Endpoints", endpoints or {}, exc)

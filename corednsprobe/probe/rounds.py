@@ -103,6 +103,14 @@ class Rounds:
         self._jobs: tuple[int, list[Job]] = (-1, [])
         self.overruns = 0
 
+    def use(self, engine: ProbeEngine) -> None:
+        """Probe through ``engine`` from the next probe on; the jobs are built afresh
+        (the targets' planning may have changed with it)."""
+        self._engine = engine
+        self._starter = engine if hasattr(engine, "start") else None  # type: ignore[assignment]
+        self._keys = (-1, frozenset())
+        self._jobs = (-1, [])
+
     async def run(self) -> NoReturn:
         """Run rounds until cancelled."""
         await self.run_rounds(None)

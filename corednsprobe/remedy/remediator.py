@@ -397,9 +397,11 @@ class Remediator:
         for key in current.keys() - self._candidates:
             target = current[key]
             evidence = diagnosis.evidence_of(target.name)
+            kubelet = diagnosis.kubelet_view_of(target.name)
             await self._event(target.pod, Reason.PROBE_FAILED,
                               f"DNS probes of {target.name} ({target.address}) failed: "
-                              f"{evidence}. {diagnosis.reason}", warning=True, now=now)
+                              f"{evidence}. {f'Health endpoints: {kubelet}. ' if kubelet else ''}"
+                              f"{diagnosis.reason}", warning=True, now=now)
         self._candidates = set(current)
 
     async def _blocked(self, decision: Decision, now: float) -> None:

@@ -194,6 +194,9 @@ class ApiServer:
                  processes: ProcessPods | None = None) -> None:
         self.processes = processes  # the logs of project-image pods that run for real
         self.dns_port = 53  # where a pod's port 53 really listens (the DNS backend's port)
+        # "" serves pods/portforward; "kubelet": the kubelet fails it on the error channel;
+        # "500": the API server fails the upgrade (a proxy or a kubelet it cannot reach)
+        self.portforward_refusal = ""
         self.token_minter = token_minter  # (namespace, account) → a ServiceAccount token
         self.unserved = unserved  # group versions ("discovery.k8s.io/v1") answered with 404
         self.store = store
@@ -367,7 +370,7 @@ class ApiServer:
             return json_response(listing, headers=headers)
         if target.subresource == "portforward" and verb in ("get", "create"):
             return await portforward.serve(request, self.store.must_get(res, ns, name),
-                                           self.dns_port)
+                                           self.dns_port, self.portforward_refusal)
         if verb == "get" and target.subresource == "log":
             options = log_options(request.query, name)  # decoded before the pod is read
             return await self._log(request, self.store.must_get(res, ns, name), options)

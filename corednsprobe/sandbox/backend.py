@@ -45,24 +45,38 @@ class FaultKind(StrEnum):
 _ALIASES = {"drop": FaultKind.DROP.value, "reject": FaultKind.REJECT.value}
 
 
+HEALTH_DOWN = "health-down"  # the pod's liveness port (:8080/health) stops answering
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
+    """A DNS fault of one pod, and whether its liveness endpoint is down besides
+    (``health_down``: packets to the health port dropped, as when the process hangs;
+    the readiness port keeps answering, so the sandbox's kubelet keeps the pod ready)."""
+
     kind: FaultKind = FaultKind.NONE
     value: float = 0.0
+    health_down: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Fault:
         """Parse ``udp-drop``, ``udp-reject``, ``delay:<ms>``, ``loss:<pct>``, ``servfail``,
         ``wrong-answer`` or ``none`` (the ``udp=`` prefix is optional; ``drop`` and
-        ``reject`` are read as ``udp-drop`` and ``udp-reject``). These names are the
-        one vocabulary of the demo, the control API and what both print."""
+        ``reject`` are read as ``udp-drop`` and ``udp-reject``), optionally followed by
+        ``+health-down``, or ``health-down`` alone. These names are the one vocabulary
+        of the demo, the control API and what both print."""
         spec = text.strip().lower().removeprefix("udp=")
+        if spec == HEALTH_DOWN:
+            return cls(health_down=True)
+        spec, plus, extra = spec.partition("+")
+        if plus and extra != HEALTH_DOWN:
+            raise ValueError(f"unknown fault {text!r}: only +{HEALTH_DOWN} may follow a fault")
         name, _, arg = spec.partition(":")
         name = _ALIASES.get(name, name)
         try:
             kind = FaultKind(name)
         except ValueError:
-            valid = ", ".join(k.value for k in FaultKind)
+            valid = ", ".join([k.value for k in FaultKind] + [HEALTH_DOWN])
             raise ValueError(f"unknown fault {text!r}: expected one of {valid}") from None
         if kind in (FaultKind.DELAY, FaultKind.LOSS):
             try:
@@ -73,13 +87,16 @@ class Fault:
                 raise ValueError(f"fault {text!r}: loss is a percentage from 0 to 100")
             if not 0 <= value < float("inf"):
                 raise ValueError(f"fault {text!r}: delay is milliseconds, 0 or more")
-            return cls(kind, value)
+            return cls(kind, value, bool(plus))
         if arg:
             raise ValueError(f"fault {name!r} takes no argument")
-        return cls(kind)
+        return cls(kind, health_down=bool(plus))
 
     def __str__(self) -> str:
-        return f"{self.kind.value}:{self.value:g}" if self.value else self.kind.value
+        said = f"{self.kind.value}:{self.value:g}" if self.value else self.kind.value
+        if not self.health_down:
+            return said
+        return HEALTH_DOWN if self.kind is FaultKind.NONE else f"{said}+{HEALTH_DOWN}"
 
 
 class DnsBackend(Protocol):
@@ -87,6 +104,8 @@ class DnsBackend(Protocol):
 
     name: str  # "inprocess" or "netns"
     port: int  # the DNS port every pod serves and the Service exposes
+    health_port: int  # every pod's GET /health (CoreDNS's health plugin; the livenessProbe)
+    ready_port: int  # every pod's GET /ready (CoreDNS's ready plugin; the readinessProbe)
     nsid: bool  # pods started from now on answer EDNS NSID with their pod name
 
     async def start(self) -> None:
@@ -116,7 +135,7 @@ class DnsBackend(Protocol):
         """Stop ``pod``'s server and free its address."""
 
     async def pod_alive(self, pod: str) -> bool:
-        """The health port's view (TCP): true while the server process runs,
+        """The readiness port's view: true while the server process runs,
         whatever UDP faults are injected. The sandbox kubelet reads readiness
         from here, as the real kubelet's HTTP probe would."""
 

@@ -87,17 +87,18 @@ class SandboxConfig:
     unserved_group_versions: tuple[str, ...] = ()
 
 
-def _coredns_deployment(config: SandboxConfig, port: int) -> Obj:
+def _coredns_deployment(config: SandboxConfig, port: int, health_port: int = 8080,
+                        ready_port: int = 8181) -> Obj:
     container = {
         "name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.11.3",
         "imagePullPolicy": "IfNotPresent", "args": ["-conf", "/etc/coredns/Corefile"],
         "ports": [{"containerPort": port, "name": "dns", "protocol": "UDP"},
                   {"containerPort": port, "name": "dns-tcp", "protocol": "TCP"},
                   {"containerPort": 9153, "name": "metrics", "protocol": "TCP"}],
-        "livenessProbe": {"httpGet": {"path": "/health", "port": 8080, "scheme": "HTTP"},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": health_port, "scheme": "HTTP"},
                           "initialDelaySeconds": 60, "timeoutSeconds": 5,
                           "successThreshold": 1, "failureThreshold": 5},
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181, "scheme": "HTTP"},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": ready_port, "scheme": "HTTP"},
                            "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
         "resources": {"limits": {"memory": "170Mi"},
                       "requests": {"cpu": "100m", "memory": "70Mi"}},
@@ -251,7 +252,9 @@ class Sandbox:
         self.registry.create(SERVICES, "default", _KUBERNETES_SERVICE)
         self.registry.create(SERVICES, "kube-system", _kube_dns_service(self.backend.port))
         self.registry.create(DEPLOYMENTS, "kube-system",
-                             _coredns_deployment(self.config, self.backend.port))
+                             _coredns_deployment(self.config, self.backend.port,
+                                                 self.backend.health_port,
+                                                 self.backend.ready_port))
         if self.config.pdb_min_available is not None:
             self.registry.create(PDBS, "kube-system", {
                 "metadata": {"name": "coredns", "namespace": "kube-system",

@@ -6,6 +6,12 @@ spreads each query over the ready pods at random, the way kube-proxy does;
 the same relay on each node's loopback address at a Service's nodePort, and
 on a LoadBalancer's ingress address (the sandbox "cloud").
 
+Each pod also answers CoreDNS's ``health`` (``GET /health``) and ``ready``
+(``GET /ready``) HTTP endpoints on its address, at the two ports the backend
+picked (the pod spec's liveness and readiness probes name them): 200 "OK"
+while the pod runs, whatever UDP fault it has; its ``health_down`` fault makes
+the health port take requests and never answer.
+
 A ClusterIP without ready pods has no socket at all, so the kernel answers
 UDP with ICMP port unreachable and TCP with a reset: the same thing a client
 sees from kube-proxy's reject rule. A broken Service path drops UDP and leaves
@@ -69,6 +75,56 @@ def pick_free_port(hosts: Sequence[str], attempts: int = 50) -> int:
 
 def _address(octet: int, instance: int, index: int) -> str:
     return f"127.{octet}.{instance}.{index}"
+
+
+class HealthPorts:
+    """A pod's health and ready HTTP endpoints, as CoreDNS's plugins serve them."""
+
+    def __init__(self, host: str, health_port: int, ready_port: int) -> None:
+        self.host, self.health_port, self.ready_port = host, health_port, ready_port
+        self.health_down = False
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    async def start(self) -> None:
+        for port, path in ((self.health_port, b"/health"), (self.ready_port, b"/ready")):
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            path: bytes = path, liveness: bool = path == b"/health") -> None:
+                task = asyncio.current_task()
+                assert task is not None
+                self._connections[task] = writer
+                try:
+                    await self._answer(reader, writer, path, liveness)
+                finally:
+                    self._connections.pop(task, None)
+                    writer.close()
+
+            self._servers.append(await asyncio.start_server(serve, self.host, port))
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      path: bytes, liveness: bool) -> None:
+        try:
+            async with asyncio.timeout(TCP_IDLE_SECONDS):
+                head = await reader.readuntil(b"\r\n\r\n")
+                if liveness and self.health_down:
+                    await reader.read()  # a hung process: nothing until the client leaves
+                    return
+                parts = head.split(b"\r\n", 1)[0].split(b" ")
+                asked = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
+                status, body = (b"200 OK", b"OK") if asked == path else (
+                    b"404 Not Found", b"404 page not found\n")
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: " + str(len(body)).encode() +
+                             b"\r\nConnection: close\r\n\r\n" + body)
+                await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            return
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        await close_connections(self._connections)
 
 
 @dataclass
@@ -246,6 +302,10 @@ class InProcessBackend:
         probe_hosts = [_address(SERVICE_OCTET, self.instance, 1),
                        _address(FIRST_POD_OCTET, self.instance, 1)]
         self.port = port if port is not None else pick_free_port(probe_hosts)
+        pod_hosts = probe_hosts[1:]
+        self.health_port = pick_free_port(pod_hosts)
+        self.ready_port = next(p for p in iter(lambda: pick_free_port(pod_hosts), None)
+                               if p != self.health_port)
         self._pod_ips = (_address(octet, self.instance, index)
                          for octet in range(FIRST_POD_OCTET, LAST_POD_OCTET + 1)
                          for index in range(1, 255))
@@ -256,6 +316,7 @@ class InProcessBackend:
                               for index in range(1, 255))
         self._frontends: dict[tuple[str, int], ServiceRelay] = {}
         self._pods: dict[str, Responder] = {}
+        self._health: dict[str, HealthPorts] = {}
         self._relays: dict[str, ServiceRelay] = {}
         self._service_broken = False
 
@@ -266,6 +327,10 @@ class InProcessBackend:
     async def close(self) -> None:
         pods = list(self._pods.values())
         relays = [*self._relays.values(), *self._frontends.values()]
+        health = list(self._health.values())
+        self._health.clear()
+        for ports in health:
+            await ports.close()
         self._pods.clear()
         self._relays.clear()
         self._frontends.clear()
@@ -304,10 +369,21 @@ class InProcessBackend:
         started = time.perf_counter()
         await responder.start()
         self._pods[pod] = responder
+        ports = HealthPorts(ip, self.health_port, self.ready_port)
+        try:
+            await ports.start()
+        except BaseException:
+            await ports.close()
+            await self.remove_pod(pod)
+            raise
+        self._health[pod] = ports
         log.info("pod_dns_started", pod=pod, ip=ip, port=self.port,
                  seconds=round(time.perf_counter() - started, 4))
 
     async def remove_pod(self, pod: str) -> None:
+        ports = self._health.pop(pod, None)
+        if ports is not None:
+            await ports.close()
         responder = self._pods.pop(pod, None)
         if responder is not None:
             await responder.close()
@@ -354,6 +430,8 @@ class InProcessBackend:
         if responder is None:
             raise KeyError(f"no pod {pod!r} in the in-process backend")
         await responder.set_fault(fault)
+        if pod in self._health:
+            self._health[pod].health_down = fault.health_down
         log.info("pod_fault_set", pod=pod, fault=str(fault))
 
     async def set_service_fault(self, broken: bool) -> None:
@@ -369,7 +447,8 @@ class InProcessBackend:
 
     def client_hint(self) -> str:
         return (f"pods answer DNS at 127.{FIRST_POD_OCTET}.{self.instance}.N port {self.port} "
-                f"(UDP and TCP); ClusterIPs are 127.{SERVICE_OCTET}.{self.instance}.N, "
+                f"(UDP and TCP), /health on port {self.health_port} and /ready on port "
+                f"{self.ready_port}; ClusterIPs are 127.{SERVICE_OCTET}.{self.instance}.N, "
                 f"e.g. dig @127.{FIRST_POD_OCTET}.{self.instance}.1 -p {self.port} "
                 f"kubernetes.default.svc.{self.domain}")
 

@@ -1,18 +1,18 @@
 """The sandbox's DNS backend with real DNS servers in network namespaces (root).
 
-Owns, per instance (all names start with ``<prefix><4-digit id>``): a bridge in
-the host namespace holding the pods' gateway address, one network namespace
+Owns, per instance (all names start with ``<prefix><4-digit id>``): a bridge
+in the host namespace holding the pods' gateway address, one network namespace
 per pod (veth to the bridge, an unbound from Debian's packages on
-``<pod-ip>:53`` answering only from local data, a health HTTP port 8080
-beside it), a sink namespace where a broken Service path (dropped) and a
-Service without ready pods (ICMP port unreachable, TCP reset) lead, a host nft
-table that makes the ClusterIPs, NodePorts on the node addresses and the
-LoadBalancer addresses work as kube-proxy's nftables mode does and
-never forwards the namespaces' packets off the host, and a blackhole route
-over the whole instance range so that no packet for it can leave by the
-host's default route. Pod faults are nft rules in the pod's namespace, a
-delaying relay process, or an unbound reconfiguration (SERVFAIL, wrong
-answers).
+``<pod-ip>:53`` answering only from local data, CoreDNS's health (8080
+/health) and ready (8181 /ready) HTTP ports beside it), a sink namespace where
+a broken Service path (dropped) and a Service without ready pods (ICMP port
+unreachable, TCP reset) lead, a host nft table that makes the ClusterIPs,
+NodePorts on the node addresses and the LoadBalancer addresses work as
+kube-proxy's nftables mode does and never forwards the namespaces' packets off
+the host, and a blackhole route over the whole instance range so that no
+packet for it can leave by the host's default route. Pod faults are nft rules
+in the pod's namespace, a delaying relay process, or an unbound
+reconfiguration (SERVFAIL, wrong answers).
 
 Known limit: without the ``conntrack`` tool, UDP conntrack entries are not
 flushed when the ready set or a fault changes, so a client that reuses its
@@ -56,7 +56,8 @@ STATE_DIR = Path("/run/corednsprobe-sandbox")
 ADDRESS_POOL = ipaddress.IPv4Network("10.128.0.0/9")
 INSTANCE_PREFIXLEN = 21  # pods: first /22; ClusterIPs: fifth /24; nodes: sixth; LBs: eighth
 ROUTE_METRIC = 53053  # marks the instance's blackhole route
-HEALTH_PORT = 8080
+HEALTH_PORT = config.HEALTH_PORT
+READY_PORT = config.READY_PORT
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 2.0
 _SCRIPTS = Path(__file__).resolve().parent
@@ -330,13 +331,13 @@ async def tcp_accepts(ip: str, port: int, within: float) -> bool:
     return True
 
 
-async def http_ok(ip: str, port: int, within: float) -> bool:
-    """True when ``GET /health`` on ``ip``:``port`` answers 200."""
+async def http_ok(ip: str, port: int, within: float, path: str = "/health") -> bool:
+    """True when ``GET <path>`` on ``ip``:``port`` answers 200."""
     try:
         async with asyncio.timeout(within):
             reader, writer = await asyncio.open_connection(ip, port)
             try:
-                writer.write(f"GET /health HTTP/1.1\r\nHost: {ip}\r\n\r\n".encode())
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: {ip}\r\n\r\n".encode())
                 await writer.drain()
                 status_line = await reader.readline()
             finally:
@@ -396,6 +397,8 @@ class NetnsBackend:
 
     name = "netns"
     port = config.DNS_PORT
+    health_port = HEALTH_PORT
+    ready_port = READY_PORT
     nsid = False
 
     def __init__(self, domain: str = "cluster.local", server: str = "unbound",
@@ -582,7 +585,8 @@ class NetnsBackend:
                                      pod.directory / "server.log")
         pod.health = await _spawn_in(
             pod.netns, [sys.executable, "-I", "-S", str(_SCRIPTS / "health.py"), pod.ip,
-                        str(HEALTH_PORT), str(self.port)], pod.directory / "health.log")
+                        str(HEALTH_PORT), str(self.port), str(READY_PORT)],
+            pod.directory / "health.log")
 
         async def server_answers() -> bool:
             if pod.server is not None and pod.server.returncode is not None:
@@ -593,6 +597,8 @@ class NetnsBackend:
         await asyncio.gather(
             _poll(server_answers, f"unbound of {pod.name}", START_TIMEOUT_SECONDS),
             _poll(lambda: tcp_accepts(pod.ip, HEALTH_PORT, 0.2), f"health port of {pod.name}",
+                  START_TIMEOUT_SECONDS),
+            _poll(lambda: tcp_accepts(pod.ip, READY_PORT, 0.2), f"ready port of {pod.name}",
                   START_TIMEOUT_SECONDS),
         )
 
@@ -613,7 +619,7 @@ class NetnsBackend:
 
     async def pod_alive(self, pod: str) -> bool:
         state = self._pods.get(pod)
-        return state is not None and await http_ok(state.ip, HEALTH_PORT, 1.0)
+        return state is not None and await http_ok(state.ip, READY_PORT, 1.0, "/ready")
 
     async def served_queries(self, pod: str) -> int:
         """Queries the pod's unbound has received (its own statistics)."""
@@ -703,8 +709,8 @@ class NetnsBackend:
             return "the netns backend is not started"
         first_pod = self.layout.pods[2]
         return (f"pods answer DNS on {self.layout.pods} port 53 from this host's namespace "
-                f"(bridge {self.bridge}, health on :{HEALTH_PORT}/health); ClusterIPs in "
-                f"{self.layout.services}; e.g. "
+                f"(bridge {self.bridge}, health on :{HEALTH_PORT}/health, "
+                f"ready on :{READY_PORT}/ready); ClusterIPs in {self.layout.services}; e.g. "
                 f"dig @{first_pod} kubernetes.default.svc.{self.domain}")
 
 

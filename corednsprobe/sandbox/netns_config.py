@@ -21,6 +21,8 @@ from corednsprobe.sandbox.backend import Fault, FaultKind, ZoneData
 from corednsprobe.sandbox.responder import TTL, falsified
 
 DNS_PORT = 53
+HEALTH_PORT = 8080  # CoreDNS's health plugin: the pod spec's livenessProbe (sandbox/cluster.py)
+READY_PORT = 8181  # CoreDNS's ready plugin: the pod spec's readinessProbe
 DELAY_RELAY_PORT = 5300
 POD_TABLE = "cdpspod"
 _PLAIN_NAME = re.compile(r"^[a-z0-9_*]([a-z0-9_.-]*[a-z0-9_])?$")
@@ -98,17 +100,21 @@ def _replace_table(family: str, name: str, body: list[str]) -> str:
 
 
 def pod_ruleset(fault: Fault) -> str:
-    """The pod namespace's table: UDP/53 faults only; TCP and the health port untouched."""
+    """The pod namespace's table: UDP/53 faults; TCP untouched; the health port
+    (not the ready port) dropped when the fault says ``health_down``."""
     from_outside = 'iifname "eth0" udp dport 53'  # the pod's own relay talks over lo
     input_rule = {
         FaultKind.DROP: f"{from_outside} drop",
         FaultKind.REJECT: f"{from_outside} reject",
         FaultKind.LOSS: f"{from_outside} numgen random mod 1000 < {round(fault.value * 10)} drop",
     }.get(fault.kind)
+    rules = [input_rule] if input_rule is not None else []
+    if fault.health_down:
+        rules.append(f'iifname "eth0" tcp dport {HEALTH_PORT} drop')
     body: list[str] = []
-    if input_rule is not None:
+    if rules:
         body += ["  chain input {", "    type filter hook input priority 0; policy accept;",
-                 f"    {input_rule}", "  }"]
+                 *(f"    {rule}" for rule in rules), "  }"]
     if fault.kind is FaultKind.DELAY:
         body += ["  chain prerouting {",
                  "    type nat hook prerouting priority -100; policy accept;",
@@ -154,15 +160,22 @@ def service_ruleset(table: str, services: Mapping[str, Sequence[str]], broken: b
     flow on it), each frontend (node address and nodePort, LoadBalancer address and
     port) to a random one of its pods at port 53, to the rejecting sink when there
     are none, and to the dropping sink when the path is broken. ``sinks`` is
-    (dropping, rejecting). A forward guard keeps anything the namespaces send from
-    being routed off this host, should forwarding be on."""
+    (dropping, rejecting). The frontends are DNAT'd for packets routed in too (a
+    client namespace beside the cluster). A forward guard keeps anything the
+    namespaces send from being routed off this host, should forwarding be on, but
+    the replies of connections to a frontend."""
     rules = [_service_rule(ip, backends, broken, sinks)
              for ip, backends in sorted(services.items())]
-    rules += [_frontend_rule(address, port, backends)
-              for (address, port), backends in sorted((frontends or {}).items()) if backends]
+    exposed = [_frontend_rule(address, port, backends)
+               for (address, port), backends in sorted((frontends or {}).items()) if backends]
     body = ["  chain clusterip {", "    type nat hook output priority -100; policy accept;",
-            *rules, "  }",
+            *rules, *exposed, "  }",
+            # frontends also for packets routed in (a client namespace beside the cluster,
+            # forwarding on where it enters); ClusterIPs stay reachable only from here
+            "  chain frontends {", "    type nat hook prerouting priority -100; policy accept;",
+            *exposed, "  }",
             "  chain egress_guard {", "    type filter hook forward priority 0; policy accept;",
+            f"    ip saddr {supernet} ip daddr != {pods} ct status dnat accept",
             f"    ip saddr {supernet} ip daddr != {pods} drop", "  }"]
     return _replace_table("ip", table, body)
 

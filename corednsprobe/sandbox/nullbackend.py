@@ -23,6 +23,7 @@ class NullBackend:
     def __init__(self, domain: str = "cluster.local", port: int = 53) -> None:
         self.domain = domain
         self.port = port
+        self.health_port, self.ready_port = 8080, 8181  # data only, as CoreDNS's defaults
         self.pods: dict[str, str] = {}
         self.zone = ZoneData(domain)
         self.services: dict[str, tuple[str, ...]] = {}

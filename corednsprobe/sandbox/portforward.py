@@ -77,8 +77,19 @@ async def _pump(reader: asyncio.StreamReader, channels: _Channels, channel: int)
             await channels.send(channel, chunk)
 
 
-async def serve(request: web.Request, pod: Obj, dns_port: int) -> web.StreamResponse:
+KUBELET_FAILURE = ("unable to do port forwarding: error forwarding port {port} to pod {sid}: "
+                   "failed to find sandbox {sid} in store: not found")
+
+
+async def serve(request: web.Request, pod: Obj, dns_port: int,
+                refusal: str = "") -> web.StreamResponse:
+    """``refusal`` "500" fails the upgrade as an API server that cannot reach the kubelet
+    does; "kubelet" opens the stream and fails each port on its error channel."""
     name = pod["metadata"]["name"]
+    if refusal == "500":
+        raise S.ApiError(S.status_body(
+            500, "InternalError", f"error dialing backend: dial tcp: lookup node for pod {name}: "
+            "connect: connection refused"))
     if not pod["spec"].get("nodeName"):
         raise S.bad_request(f"pod {name} does not have a host assigned")
     ports = parse_ports(request.query.getall("ports", []) or request.query.getall("port", []))
@@ -100,6 +111,10 @@ async def serve(request: web.Request, pod: Obj, dns_port: int) -> web.StreamResp
             await channels.send(2 * index, prefix)
             await channels.send(2 * index + 1, prefix)
         for index, port in enumerate(ports):
+            if refusal == "kubelet":
+                await channels.send(2 * index + 1, KUBELET_FAILURE.format(
+                    port=port, sid=sandbox_id).encode())
+                continue
             target = dns_port if port == 53 else port
             try:
                 async with asyncio.timeout(5):

@@ -1,7 +1,8 @@
 """The composition root: builds the parts from Settings and runs them in one TaskGroup.
 
-Owns: building the Metrics, the ClusterView, the prober service, the status
-page and HTTP server, and (when remediation is on) the leader election and the
+Owns: building the Metrics, the ClusterView, the reach strategy (and choosing it
+again when it stops working, under auto), the prober service, the status page and
+HTTP server, and (when remediation is on) the leader election and the
 remediator; wiring each round's verdict into the remediator; running them all
 in one TaskGroup and draining it on SIGTERM/SIGINT.
 Never does: business logic of its own — each rule lives in its module.
@@ -23,7 +24,9 @@ from corednsprobe.kube.lease import LeaderElector, LeaseStore
 from corednsprobe.kube.view import ClusterView
 from corednsprobe.metrics import Metrics
 from corednsprobe.model import Diagnosis, Health, TargetKey
-from corednsprobe.probe.engine import Prober
+from corednsprobe.reach import Strategy
+from corednsprobe.reach.base import NoReach, Reach, ReachLost
+from corednsprobe.reach.choose import Chosen, choose
 from corednsprobe.remedy.policy import Decision
 from corednsprobe.remedy.remediator import Remediator, rails_from
 from corednsprobe.service.prober import ProberService, loop_time
@@ -94,20 +97,27 @@ async def serve(
         if on_round is not None:
             on_round(service, remediator.status() if remediator is not None else {})
 
-    prober = Prober(settings.timeout, on_ignored=metrics.reply_ignored)
-    service = ProberService(settings, view, prober, metrics=metrics,
+    reach = ReachInUse(await choose(settings, api, in_cluster=in_cluster,
+                                    on_ignored=metrics.reply_ignored), metrics)
+    service = ProberService(settings, view, reach.reach, metrics=metrics,
                             on_diagnosis=after_round)
-    page = StatusPage(service, {"remediation": remediator.status} if remediator else None)
+    sections: dict[str, Callable[[], Any]] = {"reach": reach.status}
+    if remediator is not None:
+        sections["remediation"] = remediator.status
+    page = StatusPage(service, sections)
     host, port = settings.listen_address(in_cluster)
     runner, bound = await start(build_app(metrics, page), host, port)
     log.info("service_started", listen=f"{host}:{bound}", namespace=settings.namespace,
              service=settings.service, interval=settings.interval, timeout=settings.timeout,
-             **startup_mode(settings, elector))
+             **startup_mode(settings, elector, reach.reach.strategy.value))
+    reach.announce()
     if on_listening is not None:
         on_listening(service, bound)
     try:
         async with asyncio.TaskGroup() as tasks:
-            work: list[asyncio.Task[Any]] = [tasks.create_task(service.run(), name="prober")]
+            work: list[asyncio.Task[Any]] = [
+                tasks.create_task(service.run(), name="prober"),
+                tasks.create_task(reach.keep(settings, api, in_cluster, service), name="reach")]
             if elector is not None and remediator is not None:
                 work.append(tasks.create_task(elector.run(), name="leader-election"))
                 work.append(tasks.create_task(remediator.run(), name="remediator"))
@@ -117,20 +127,74 @@ async def serve(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        await reach.reach.aclose()
         await runner.cleanup()
         log.info("service_stopped", rounds=service.state.rounds)
 
 
-REACH = "direct"  # how the probes reach the pods: from this process, straight to each pod IP
+class ReachInUse:
+    """The reach strategy the probes go through now, why, and its part of /status."""
+
+    def __init__(self, chosen: Chosen, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.lost: list[dict[str, str]] = []
+        self.take(chosen)
+
+    def take(self, chosen: Chosen) -> None:
+        self.chosen = chosen
+        self.reach: Reach = chosen.reach
+        self.metrics.set_reach(self.reach.strategy.value, [s.value for s in Strategy])
+
+    def announce(self) -> None:
+        """The ``reach_chosen`` line: the strategy, why, and what it cannot see."""
+        log.info("reach_chosen", strategy=self.reach.strategy.value, reason=self.chosen.reason,
+                 blind_to=list(self.reach.blind_to),
+                 others={a.strategy.value: a.reason for a in self.chosen.assessments
+                         if a.strategy is not self.reach.strategy})
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"strategy": self.reach.strategy.value,
+                               "reason": self.chosen.reason,
+                               "blind_to": list(self.reach.blind_to),
+                               "assessed": [a.as_dict() for a in self.chosen.assessments],
+                               "lost": list(self.lost)}
+        doc.update(self.reach.status())
+        return doc
+
+    async def keep(self, settings: Settings, api: Any, in_cluster: bool,
+                   service: ProberService) -> None:
+        """Run the strategy's background work; when it is lost, log ``reach_lost`` and,
+        under auto, choose again (a fixed strategy that stops working ends the service:
+        NoReach, exit 3 -- never a silent stall)."""
+        while True:
+            try:
+                await self.reach.run()
+                await asyncio.Future()  # no background work: hold until cancelled
+            except ReachLost as exc:
+                strategy = self.reach.strategy.value
+                log.warning("reach_lost", strategy=strategy, reason=str(exc))
+                self.lost.append({"strategy": strategy, "reason": str(exc)})
+                del self.lost[:-10]
+                await self.reach.aclose()
+                if settings.reach != "auto":
+                    raise NoReach(f"reach {strategy} stopped working: {exc} "
+                                  f"(COREDNSPROBE_REACH={settings.reach}; auto would choose "
+                                  "another strategy)") from exc
+                self.take(await choose(settings, api, in_cluster=in_cluster,
+                                       on_ignored=self.metrics.reply_ignored,
+                                       exclude=frozenset({Strategy(strategy)})))
+                service.use(self.reach)
+                self.announce()
 
 
-def startup_mode(settings: Settings, elector: LeaderElector | None) -> dict[str, str]:
+def startup_mode(settings: Settings, elector: LeaderElector | None,
+                 reach: str = Strategy.DIRECT.value) -> dict[str, str]:
     """What the startup line says of how the service will act: the remediation mode,
     the leader state (it acts only once it holds the Lease) and the reach strategy."""
     if elector is None:
         return {"remediation": settings.remediation, "leader": "none (remediation is off)",
-                "reach": REACH}
+                "reach": reach}
     return {"remediation": settings.remediation,
             "leader": f"electing: acts only once {elector.identity} holds Lease "
                       f"{elector.namespace}/{elector.name}",
-            "reach": REACH}
+            "reach": reach}

@@ -1,7 +1,10 @@
 """The prober service: probes every target on the Rounds and judges each round.
 
-Owns: following the ClusterView's TargetSets, feeding each round's results
-into the Tracker, the metrics and the recent-results ring, judging every
+Owns: following the ClusterView's TargetSets (as the reach strategy plans them:
+a strategy may leave targets out, e.g. port-forward the ClusterIP), feeding each round's results
+into the Tracker, the metrics and the recent-results ring, asking each pod's
+own health endpoints beside every round (the kubelet's view, kept as their
+latest states for the evidence, /status and a metric), judging every
 target and the whole after each round (logging what changed) and handing the
 verdict on (``on_diagnosis``); the State that /status and liveness read.
 Never does: remediate, serve HTTP or decide what /status shows.
@@ -24,6 +27,7 @@ from corednsprobe.metrics import Metrics
 from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
+    EndpointState,
     Health,
     HealthState,
     ProbeResult,
@@ -32,6 +36,7 @@ from corednsprobe.model import (
     TargetSet,
 )
 from corednsprobe.probe.checks import Checks
+from corednsprobe.probe.health import HealthRounds
 from corednsprobe.probe.rounds import ProbeEngine, Rounds
 
 log = logs.get(__name__)
@@ -60,11 +65,40 @@ class State:
         default_factory=lambda: Diagnosis(DiagnosisState.SYNCING, "starting")
     )
     last: dict[TargetKey, deque[ProbeResult]] = field(default_factory=dict)
+    endpoints: dict[TargetKey, tuple[EndpointState, ...]] = field(default_factory=dict)
     rounds: int = 0
     overruns: int = 0
     last_round: RoundReport | None = None
     last_round_end: float | None = None  # loop time
     started: float | None = None  # loop time the schedule began (after the first list)
+
+
+class Planned:
+    """The TargetSet in force as the engine plans it (``engine.plan``, when it has one:
+    a reach strategy), computed once per published TargetSet."""
+
+    def __init__(self, view: TargetSource, engine: ProbeEngine) -> None:
+        self.view = view
+        self.engine = engine
+        self._cache: tuple[TargetSet | None, TargetSet] = (None, TargetSet())
+
+    def use(self, engine: ProbeEngine) -> None:
+        self.engine = engine
+        self._cache = (None, TargetSet())
+
+    def of(self, ts: TargetSet) -> TargetSet:
+        plan = getattr(self.engine, "plan", None)
+        if plan is None:
+            return ts
+        seen, planned = self._cache
+        if seen is not ts:
+            planned = plan(ts)
+            self._cache = (ts, planned)
+        return planned
+
+    @property
+    def current(self) -> TargetSet:
+        return self.of(self.view.current)
 
 
 class ProberService:
@@ -94,9 +128,25 @@ class ProberService:
                              settings.min_samples)
         self.state = State()
         self._on_diagnosis = on_diagnosis
-        self.rounds = Rounds(view, self.checks, engine, self.round_done,
+        self.engine = engine
+        self.planned = Planned(view, engine)
+        self.rounds = Rounds(self.planned, self.checks, engine, self.round_done,
                              interval=settings.interval, timeout=settings.timeout,
                              max_in_flight=settings.max_in_flight)
+        self.health_rounds = HealthRounds(_ReachablePods(self), self.endpoints_done,
+                                          interval=settings.interval, timeout=settings.timeout,
+                                          max_in_flight=settings.max_in_flight, wall=wall)
+
+    def use(self, engine: ProbeEngine) -> None:
+        """Probe through ``engine`` from the next probe on (a reach strategy chosen again);
+        the targets are planned afresh, and the windows of targets it no longer probes go."""
+        self.engine = engine
+        self.planned.use(engine)
+        self.rounds.use(engine)
+        self._show(self.view.current)
+        if not reaches_pod_network(engine):  # the pods' own endpoints are out of reach now
+            self.metrics.set_health_endpoints({key: () for key in self.state.endpoints})
+            self.state.endpoints.clear()
 
     async def run(self) -> NoReturn:
         """Run until cancelled: the watch, the schedule and the TargetSet follower."""
@@ -106,6 +156,7 @@ class ProberService:
             await self.view.changed(0)
             self.state.started = loop_time()
             tasks.create_task(self.rounds.run(), name="rounds")
+            tasks.create_task(self.health_rounds.run(), name="health-endpoints")
         raise AssertionError("unreachable: the prober's tasks never end")
 
     async def _follow_targets(self) -> NoReturn:
@@ -113,11 +164,17 @@ class ProberService:
         while True:
             ts = await self.view.changed(seen)
             seen = ts.generation
-            self.state.targets = ts
-            self.metrics.set_targets(ts)
-            current = {t.key for t in ts.targets}
-            for key in [k for k in self.state.last if k not in current]:
-                del self.state.last[key]
+            self._show(ts)
+
+    def _show(self, published: TargetSet) -> None:
+        ts = self.planned.of(published)
+        self.state.targets = ts
+        self.metrics.set_targets(ts)
+        current = {t.key for t in ts.targets}
+        for key in [k for k in self.state.last if k not in current]:
+            del self.state.last[key]
+        for key in [k for k in self.state.endpoints if k not in current]:
+            del self.state.endpoints[key]
 
     def round_done(self, report: RoundReport) -> None:
         """Take in one round's results, count it, and judge."""
@@ -132,6 +189,13 @@ class ProberService:
             log.warning("round_overran", round=report.number, duration=round(report.duration, 3),
                         interval=self.settings.interval, probes=report.probes)
         self.judge()
+
+    def endpoints_done(self, states: dict[TargetKey, tuple[EndpointState, ...]]) -> None:
+        """One pass over the pods' health endpoints: the latest states of current pods."""
+        current = {t.key for t in self.view.current.pods}
+        fresh = {k: v for k, v in states.items() if k in current}
+        self.state.endpoints.update(fresh)
+        self.metrics.set_health_endpoints(fresh)
 
     def record(self, result: ProbeResult) -> None:
         """One probe's outcome into the window, the metrics and the ring of recent results."""
@@ -148,13 +212,13 @@ class ProberService:
     def judge(self) -> Diagnosis:
         """Evaluate every target and the whole; log what changed."""
         st = self.state
-        ts = self.view.current
+        ts = self.planned.current
         healths = self.tracker.evaluate(ts.targets, self.wall())
         for key, h in healths.items():
             old = st.healths.get(key)
             if old is not None and old.state is not h.state:
                 _log_health_change(old, h)
-        verdict = diagnose(ts, healths, self.policy)
+        verdict = diagnose(ts, healths, self.policy, st.endpoints)
         if verdict.state is not st.diagnosis.state or verdict.candidates != st.diagnosis.candidates:
             log.info("diagnosis_changed", state=verdict.state.value,
                      previous=st.diagnosis.state.value, reason=verdict.reason,
@@ -165,6 +229,28 @@ class ProberService:
         if self._on_diagnosis is not None:
             self._on_diagnosis(verdict, healths)
         return verdict
+
+
+def reaches_pod_network(engine: object) -> bool:
+    """Whether probes through ``engine`` go straight to the pod network (the direct
+    strategy, or a bare Prober), so that this process can ask the pods' own health
+    endpoints too."""
+    return str(getattr(engine, "strategy", "direct")) == "direct"
+
+
+class _ReachablePods:
+    """The pods whose own health endpoints this process asks: every pod while the probes
+    go straight to the pod network; none through an outside strategy, where a GET would
+    fail for want of a route, not because the kubelet would see the pod sick."""
+
+    def __init__(self, service: ProberService) -> None:
+        self.service = service
+
+    @property
+    def current(self) -> TargetSet:
+        if not reaches_pod_network(self.service.engine):
+            return TargetSet()
+        return self.service.view.current
 
 
 def _log_health_change(old: Health, new: Health) -> None:

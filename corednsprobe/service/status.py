@@ -1,7 +1,8 @@
 """What the service says about itself: the /status document, liveness and readiness.
 
 Owns: the shape of /status (the TargetSet, each target's window and last
-results, the diagnosis, round counts, the settings, and extra sections such
+results, its pod's health endpoints as last asked (the kubelet's view), the
+diagnosis, round counts, the settings, and extra sections such
 as remediation), the liveness rule behind /healthz and the readiness rule
 behind /readyz.
 Never does: probe, judge or serve HTTP; it reads what the prober service knows.
@@ -91,10 +92,17 @@ class StatusPage:
                 "outcomes": dict(h.outcomes) if h else {},
             },
             "grace_reason": h.grace_reason if h else "",
+            "health_endpoints": [
+                {"probe": e.endpoint.probe, "endpoint": e.endpoint.label,
+                 "scheme": e.endpoint.scheme, "host": e.endpoint.host or t.address,
+                 "outcome": e.outcome.value, "status": e.status, "ok": e.ok, "at": e.at,
+                 "detail": e.detail}
+                for e in st.endpoints.get(t.key, ())
+            ],
             "last": [
                 {"check": r.check.name, "outcome": r.outcome.value, "rcode": r.rcode,
                  "rtt_seconds": r.rtt_seconds, "udp_only": r.udp_only, "at": r.at,
-                 "answers": list(r.answers), "detail": r.detail}
+                 "answers": list(r.answers), "detail": r.detail, "reach": r.reach}
                 for r in st.last.get(t.key, ())
             ],
         }

@@ -266,3 +266,53 @@ async def test_pod_ips_are_never_handed_out_twice(cluster: Cluster) -> None:
         seen.add(cluster.backend.allocate_pod_ip())
         seen.add(cluster.backend.allocate_service_ip())
         assert len(seen) == seen_before + 2
+
+
+async def http_get(ip: str, port: int, path: str, wait: float = 1.0) -> str:
+    """The status code of ``GET path``, or "timeout"/"refused"."""
+    try:
+        async with asyncio.timeout(wait):
+            reader, writer = await asyncio.open_connection(ip, port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {ip}\r\n\r\n".encode())
+            await writer.drain()
+            line = await reader.readline()
+            writer.close()
+    except TimeoutError:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    return line.split(b" ")[1].decode()
+
+
+async def test_health_and_ready_endpoints_answer_as_corednss_plugins(cluster: Cluster) -> None:
+    backend, ip = cluster.backend, cluster.pods["coredns-0"]
+    assert await http_get(ip, backend.health_port, "/health") == "200"
+    assert await http_get(ip, backend.ready_port, "/ready") == "200"
+    assert await http_get(ip, backend.health_port, "/other") == "404"
+    await backend.set_pod_fault("coredns-0", Fault.parse("drop"))  # UDP only: both still OK
+    assert await http_get(ip, backend.health_port, "/health") == "200"
+    assert await http_get(ip, backend.ready_port, "/ready") == "200"
+
+
+async def test_health_down_takes_only_the_health_endpoint_down(cluster: Cluster) -> None:
+    backend, ip = cluster.backend, cluster.pods["coredns-0"]
+    fault = Fault.parse("udp-drop+health-down")
+    assert (str(fault), fault.health_down) == ("udp-drop+health-down", True)
+    await backend.set_pod_fault("coredns-0", fault)
+    assert await http_get(ip, backend.health_port, "/health", wait=0.5) == "timeout"
+    assert await http_get(ip, backend.ready_port, "/ready") == "200"
+    assert await backend.pod_alive("coredns-0")  # readiness: the kubelet keeps it ready
+    assert await udp_query(ip, cluster.port, KUBERNETES, wait=0.5) == TIMEOUT
+    other = cluster.pods["coredns-1"]
+    assert await http_get(other, backend.health_port, "/health") == "200"
+    await backend.set_pod_fault("coredns-0", Fault.parse("none"))
+    assert await http_get(ip, backend.health_port, "/health") == "200"
+
+
+def test_health_down_parses_alone_and_after_any_fault() -> None:
+    assert Fault.parse("health-down") == Fault(health_down=True)
+    assert str(Fault.parse("health-down")) == "health-down"
+    assert Fault.parse("delay:300+health-down").value == 300
+    assert str(Fault.parse("servfail+health-down")) == "servfail+health-down"
+    with pytest.raises(ValueError, match="only \\+health-down"):
+        Fault.parse("udp-drop+servfail")

@@ -120,6 +120,10 @@ async def test_first_targetset_has_every_pod_and_the_service(make_sandbox: MakeS
             assert target.pod.node == pod["spec"]["nodeName"]
             assert target.pod.ready and target.pod.serving and not target.pod.terminating
             assert target.pod.created_at is not None
+            # the kubelet's endpoints, from the spec's liveness and readiness httpGet
+            assert [(e.probe, e.label, e.scheme, e.host) for e in target.pod.health_endpoints] \
+                == [("liveness", ":8080/health", "HTTP", ""),
+                    ("readiness", ":8181/ready", "HTTP", "")]
         kube_dns = sandbox.service(NS, "kube-dns")["spec"]["clusterIP"]
         assert [(t.address, t.port) for t in ts.services] == [(kube_dns, 5353)]
         truth = sandbox.service("default", "kubernetes")["spec"]["clusterIP"]

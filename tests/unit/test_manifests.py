@@ -268,14 +268,16 @@ def test_network_policy_admits_only_prometheus_and_the_replicas_to_the_metrics_p
     assert sources == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
         {"podSelector": spec["podSelector"]}]
-    # out: DNS to the CoreDNS pods, the API server, the other replica; nothing else
-    assert _port_rules(spec["egress"]) == {("UDP", 53), ("TCP", 53), ("TCP", 443),
-                                           ("TCP", 6443), ("TCP", metrics_port)}
+    # out: DNS and the health/ready ports to the CoreDNS pods, the API server, the other
+    # replica; nothing else
+    assert _port_rules(spec["egress"]) == {("UDP", 53), ("TCP", 53), ("TCP", 8080),
+                                           ("TCP", 8181), ("TCP", 443), ("TCP", 6443),
+                                           ("TCP", metrics_port)}
     dns = next(r for r in spec["egress"] if ("UDP", 53) in _port_rules([r]))
     assert dns["to"] == [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "kube-system"}},
         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
-    assert _port_rules([dns]) == {("UDP", 53), ("TCP", 53)}
+    assert _port_rules([dns]) == {("UDP", 53), ("TCP", 53), ("TCP", 8080), ("TCP", 8181)}
 
 
 def test_the_documented_patch_moves_the_metrics_port_to_another_namespace(

@@ -19,7 +19,10 @@ from corednsprobe.metrics import (
 from corednsprobe.model import (
     Diagnosis,
     DiagnosisState,
+    EndpointOutcome,
+    EndpointState,
     Health,
+    HealthEndpoint,
     HealthState,
     IgnoredReply,
     Outcome,
@@ -40,7 +43,7 @@ EXPECTED = {
     "corednsprobe_leader", "corednsprobe_last_remediation_timestamp_seconds",
     "corednsprobe_gave_up", "corednsprobe_replies_ignored", "corednsprobe_probe_success",
     "corednsprobe_target_health", "corednsprobe_target_unhealthy_transitions",
-    "corednsprobe_remediation_mode",
+    "corednsprobe_remediation_mode", "corednsprobe_health_endpoint_ok",
 }
 
 
@@ -71,6 +74,10 @@ def populated() -> Metrics:
     m.leader.set(1)
     m.set_remediation_mode("evict")
     m.set_gave_up(("Deployment/coredns",), present=("Deployment/coredns",))
+    live, ready = HealthEndpoint("liveness", "/health", 8080), HealthEndpoint("readiness", "/ready",
+                                                                             8181)
+    m.set_health_endpoints({p2.key: (EndpointState(live, EndpointOutcome.OK, 200),
+                                     EndpointState(ready, EndpointOutcome.STATUS, 503))})
     return m
 
 

@@ -91,3 +91,29 @@ def test_demo_table_names_why_a_pod_is_not_judged_and_the_bound_that_decides() -
     # and check "b" alone at 5 of 5 is sure of 48%; both below the 50% ratio)
     assert rows[4].split()[3:6] == ["healthy", "60%", "48%"], rows[4]
 
+
+
+def test_demo_round_says_what_a_sick_pods_health_endpoints_said() -> None:
+    from types import SimpleNamespace
+
+    from corednsprobe.cli.demo import render
+    from corednsprobe.model import (
+        Diagnosis,
+        DiagnosisState,
+        EndpointOutcome,
+        EndpointState,
+        Evidence,
+        HealthEndpoint,
+        PodEvidence,
+    )
+
+    p1, p2 = pod(1), pod(2)
+    live = EndpointState(HealthEndpoint("liveness", "/health", 8080), EndpointOutcome.OK, 200)
+    evidence = Evidence(pods=2, pods_judged=2, pods_unhealthy=1, unhealthy=(
+        PodEvidence("coredns-1", 10, 10, 10, (("timeout", 10),), 0.0, (live,)),))
+    diagnosis = Diagnosis(DiagnosisState.POD, "one sick", (p1,), evidence)
+    state = SimpleNamespace(diagnosis=diagnosis, rounds=3, targets=targetset(p1, p2),
+                            healths={}, last={})
+    lines = render(SimpleNamespace(state=state), 0.0).splitlines()
+    assert lines[2] == ("  health endpoints of coredns-1: /health ok — kubelet sees healthy "
+                        "while DNS over UDP fails (coredns#3617)")
