@@ -209,9 +209,14 @@ def test_a_judgement_handed_out_again_is_the_one_a_fresh_look_gives(seed: int) -
                 noisy = r < 40 or 100 <= r < 110  # random failures, then clean spells
                 failed = (sick and t is P) or (noisy and rng.random() < 0.05)
                 outcome = rng.choice((TO, Outcome.SERVFAIL)) if failed else OK
+                if noisy and rng.random() < 0.03:
+                    outcome = Outcome.TUNNEL  # the path, not the target: counted apart
                 udp_only = outcome is TO and rng.random() < 0.3
                 for tracker in (cached, fresh):
                     tracker.record(result(t, outcome, now, check=check, udp_only=udp_only), now)
+            if t is p2 and 160 <= r < 163:  # a tunnel that failed beside clean samples
+                for tracker in (cached, fresh):
+                    tracker.record(result(t, Outcome.TUNNEL, now), now)
         before = {k: w.health for k, w in cached._windows.items()}
         for w in fresh._windows.values():
             w.health = None  # judged from the counts alone
