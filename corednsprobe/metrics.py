@@ -220,6 +220,8 @@ class Metrics:
         self._endpoints: dict[TargetKey, frozenset[str]] = {}  # endpoint labels shown per pod
         # children per target: labels() takes a lock and checks its values on every call
         self._children: dict[TargetKey, dict[tuple[str, Outcome], Counter]] = {}
+        self._per_check: dict[TargetKey, dict[str, tuple[Gauge, Histogram]]] = {}
+        self._health_children: dict[TargetKey, tuple[dict[HealthState, Gauge], Gauge, Gauge]] = {}
 
     def set_remediation_mode(self, mode: str) -> None:
         """The configured mode; its restart action's counters start at 0."""
@@ -242,22 +244,30 @@ class Metrics:
 
     def observe(self, result: ProbeResult) -> None:
         t = result.target
-        label = target_label(t)
-        children = self._children.get(t.key)
+        key = t.key
+        children = self._children.get(key)
         if children is None:
-            children = self._children[t.key] = {}
-            self._labelled.setdefault(t.key, t)
+            children = self._children[key] = {}
+            self._labelled.setdefault(key, t)
         check, outcome = result.check.name, result.outcome
         probes = children.get((check, outcome))
         if probes is None:
             probes = children[check, outcome] = self.probes.labels(
-                t.kind.value, label, check, outcome.value)
+                t.kind.value, target_label(t), check, outcome.value)
         probes.inc()
         if outcome is Outcome.TUNNEL:
             return  # no probe reached the target: its success and RTT stay as they were
-        self.success.labels(t.kind.value, label, check).set(1 if result.ok else 0)
+        per_check = self._per_check.get(key)
+        if per_check is None:
+            per_check = self._per_check[key] = {}
+        pair = per_check.get(check)
+        if pair is None:
+            label = target_label(t)
+            pair = per_check[check] = (self.success.labels(t.kind.value, label, check),
+                                       self.rtt.labels(t.kind.value, label, check))
+        pair[0].set(1 if outcome is Outcome.OK else 0)
         if result.rtt_seconds is not None and result.rcode is not None:  # answered
-            self.rtt.labels(t.kind.value, label, check).observe(result.rtt_seconds)
+            pair[1].observe(result.rtt_seconds)
         if result.udp_only:
             self.udp_only.labels(target_label(t)).inc()
 
@@ -277,6 +287,8 @@ class Metrics:
 
     def _forget(self, t: Target) -> None:
         self._children.pop(t.key, None)
+        self._per_check.pop(t.key, None)
+        self._health_children.pop(t.key, None)
         label = target_label(t)
         for metric in (self.probes, self.healthy, self.health, self.ratio, self.rtt,
                        self.success):
@@ -286,24 +298,33 @@ class Metrics:
         self._endpoints.pop(t.key, None)
 
     def set_health(self, healths: Mapping[TargetKey, Health]) -> None:
-        for h in healths.values():
+        for key, h in healths.items():
             t = h.target
             node = t.pod.node if t.pod else ""
             label = target_label(t)
-            before = self._states.get(t.key)
+            before = self._states.get(key)
+            children = self._health_children.get(key)
             if before is not None and before[1] != node:  # a node learned late: one series
                 self.health.remove_by_labels({"target_kind": t.kind.value, "pod": label})
                 self.healthy.remove_by_labels({"target_kind": t.kind.value, "pod": label})
+                children = None
             if h.state is HealthState.UNHEALTHY and (before is None
                                                      or before[0] is not HealthState.UNHEALTHY):
                 self.turned_unhealthy.labels(t.kind.value).inc()
-            self._states[t.key] = (h.state, node)
-            for state in HealthState:
-                self.health.labels(t.kind.value, label, node, state.value).set(
-                    1 if state is h.state else 0)
-            self.healthy.labels(t.kind.value, label, node).set(_HEALTH_VALUE.get(h.state, -1.0))
-            self.ratio.labels(t.kind.value, label).set(h.ratio)
-            self._labelled.setdefault(t.key, t)
+            self._states[key] = (h.state, node)
+            if children is None:
+                children = self._health_children[key] = (
+                    {state: self.health.labels(t.kind.value, label, node, state.value)
+                     for state in HealthState},
+                    self.healthy.labels(t.kind.value, label, node),
+                    self.ratio.labels(t.kind.value, label))
+                before = None
+            if before is None or before[0] is not h.state:  # the state gauges change with it
+                for state, child in children[0].items():
+                    child.set(1 if state is h.state else 0)
+                children[1].set(_HEALTH_VALUE.get(h.state, -1.0))
+            children[2].set(h.ratio)
+            self._labelled.setdefault(key, t)
 
     def set_health_endpoints(self, states: Mapping[TargetKey, tuple[EndpointState, ...]]) -> None:
         """The latest GET of each pod's health endpoints; a pod that left is forgotten by

@@ -39,6 +39,7 @@ say nothing about the pod itself.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,12 +66,14 @@ class Thresholds:
     min_pod_age: float = 30.0
 
 
-class _Sample:
-    __slots__ = ("at", "check", "ok", "outcome", "udp_only", "upstream")
+class _Kind:
+    """What a sample says apart from its time; the same few kinds recur (a check, an
+    outcome, udp_only, upstream), so each is made once and samples hold its number."""
 
-    def __init__(self, at: float, ok: bool, outcome: str, udp_only: bool, upstream: bool,
+    __slots__ = ("check", "ok", "outcome", "udp_only", "upstream")
+
+    def __init__(self, ok: bool, outcome: str, udp_only: bool, upstream: bool,
                  check: str) -> None:
-        self.at = at
         self.ok = ok
         self.outcome = outcome
         self.udp_only = udp_only
@@ -78,15 +81,34 @@ class _Sample:
         self.check = check
 
 
+_KINDS: list[_Kind] = []
+_KIND_NUMBERS: dict[tuple[bool, str, bool, bool, str], int] = {}
+
+
+def _kind_number(ok: bool, outcome: str, udp_only: bool, upstream: bool, check: str) -> int:
+    key = (ok, outcome, udp_only, upstream, check)
+    number = _KIND_NUMBERS.get(key)
+    if number is None:
+        number = _KIND_NUMBERS[key] = len(_KINDS)
+        _KINDS.append(_Kind(ok, outcome, udp_only, upstream, check))
+    return number
+
+
 class _Window:
     """A target's samples and running counts of them, updated in O(1) per sample added
-    or expired (judging a target no longer walks its window)."""
+    or expired (judging a target no longer walks its window).
 
-    __slots__ = ("checks", "failures", "outcomes", "samples", "since", "state", "streak",
-                 "tunnel", "tunnel_detail", "udp_only", "up_failures", "up_samples")
+    The samples are two flat arrays, their times and their kinds' numbers, read from
+    ``head`` on (expired ones are cut off in batches): 12 bytes a sample instead of an
+    object of ~90 (5,000 pods hold 600,000 samples in a 60 s window at a 1 s interval).
+    """
+
+    __slots__ = ("checks", "codes", "failures", "head", "health", "outcomes", "since",
+                 "state", "streak", "times", "tunnel", "tunnel_detail", "udp_only",
+                 "up_failures", "up_samples")
 
     def __init__(self, since: float = 0.0) -> None:
-        self.samples: deque[_Sample] = deque()
+        self.health: Health | None = None  # the last judgement, handed out again while it holds
         self.state = HealthState.UNKNOWN
         self.since = since
         self.streak = 0  # consecutive ok outcomes (non-upstream)
@@ -95,7 +117,9 @@ class _Window:
         self.clear()
 
     def clear(self) -> None:
-        self.samples.clear()
+        self.times = array("d")
+        self.codes = array("I")
+        self.head = 0  # samples before it have expired
         self.failures = 0  # of own (non-upstream) samples
         self.udp_only = 0
         self.outcomes: dict[str, int] = {}
@@ -103,19 +127,27 @@ class _Window:
         self.up_samples = 0
         self.up_failures = 0
 
-    def add(self, s: _Sample) -> None:
-        self.samples.append(s)
-        self._count(s, 1)
+    def add(self, at: float, code: int) -> None:
+        self.times.append(at)
+        self.codes.append(code)
+        self._count(_KINDS[code], 1)
 
     def expire(self, horizon: float) -> None:
         tunnel = self.tunnel
         while tunnel and tunnel[0] <= horizon:
             tunnel.popleft()
-        samples = self.samples
-        while samples and samples[0].at <= horizon:
-            self._count(samples.popleft(), -1)
+        times, codes = self.times, self.codes
+        i, n = self.head, len(times)
+        while i < n and times[i] <= horizon:
+            self._count(_KINDS[codes[i]], -1)
+            i += 1
+        if i > 64 and 2 * i > n:  # cut the expired part off once it is half the arrays
+            del times[:i]
+            del codes[:i]
+            i = 0
+        self.head = i
 
-    def _count(self, s: _Sample, d: int) -> None:
+    def _count(self, s: _Kind, d: int) -> None:
         if s.upstream:
             self.up_samples += d
             if not s.ok:
@@ -141,7 +173,7 @@ class _Window:
 
     @property
     def own(self) -> int:
-        return len(self.samples) - self.up_samples
+        return len(self.times) - self.head - self.up_samples
 
     def check_windows(self) -> tuple[CheckWindow, ...]:
         return tuple(CheckWindow(name, n, f) for name, (n, f) in sorted(self.checks.items()))
@@ -171,10 +203,11 @@ class Tracker:
             w.tunnel_detail = result.detail
             return
         upstream = result.check.upstream
-        w.add(_Sample(result.at or now, result.ok, result.outcome.value, result.udp_only,
-                      upstream, result.check.name))
+        ok = result.outcome is Outcome.OK
+        w.add(result.at or now, _kind_number(ok, result.outcome.value, result.udp_only, upstream,
+                                             result.check.name))
         if not upstream:
-            w.streak = w.streak + 1 if result.ok else 0
+            w.streak = w.streak + 1 if ok else 0
 
     def evaluate(self, targets: Iterable[Target], now: float) -> dict[TargetKey, Health]:
         """Judge every target now; forget windows of targets no longer given."""
@@ -182,41 +215,65 @@ class Tracker:
         for key in list(self._windows):
             if key not in present:
                 del self._windows[key]
-        return {key: self._judge(t, now) for key, t in present.items()}
+        return {key: self._judge(t, now, key) for key, t in present.items()}
 
-    def _judge(self, target: Target, now: float) -> Health:
+    def _judge(self, target: Target, now: float, key: TargetKey) -> Health:
         reason = grace_reason(target, now, self.thresholds.min_pod_age)
         if reason:
-            self._windows.pop(target.key, None)  # judge anew once grace ends
+            self._windows.pop(key, None)  # judge anew once grace ends
             return Health(target, HealthState.GRACE, since=now, grace_reason=reason)
-        w = self._windows.get(target.key)
+        w = self._windows.get(key)
         if w is None:
-            w = self._windows[target.key] = _Window(since=now)
+            w = self._windows[key] = _Window(since=now)
         w.expire(now - self.thresholds.window)
         if w.tunnel and not w.own:
             state = HealthState.UNKNOWN  # nothing but closed tunnels: no sight of it at all
         else:
-            state = self._next_state(w, w.own, w.failures, w.check_windows())
+            state = self._next_state(w, w.own, w.failures)
         if state is not w.state:
             if w.state is HealthState.UNHEALTHY:
                 w.clear()  # recovered: judge anew from here
             w.state, w.since = state, now
-        return _health(target, w)
+        last = w.health
+        if last is not None and _unchanged(last, target, w):
+            return last
+        w.health = health = _health(target, w)
+        return health
 
-    def _next_state(self, w: _Window, samples: int, failures: int,
-                    checks: tuple[CheckWindow, ...]) -> HealthState:
+    def _next_state(self, w: _Window, samples: int, failures: int) -> HealthState:
         t = self.thresholds
         if w.state is HealthState.UNHEALTHY:
             return HealthState.HEALTHY if w.streak >= t.recovery_successes else w.state
-        if samples >= t.min_samples and failure_lower_bound(failures, samples) >= t.failure_ratio:
+        # no failure, no lower bound above 0 (and every ratio is above 0): no arithmetic
+        if (failures and samples >= t.min_samples
+                and failure_lower_bound(failures, samples) >= t.failure_ratio):
             return HealthState.UNHEALTHY
-        if any(c.samples >= t.min_samples
-               and failure_lower_bound(c.failures, c.samples, Z_CHECK) >= t.failure_ratio
-               for c in checks):
+        if failures and any(n >= t.min_samples and f
+                            and failure_lower_bound(f, n, Z_CHECK) >= t.failure_ratio
+                            for n, f in w.checks.values()):
             return HealthState.UNHEALTHY
         if samples >= t.min_samples or w.state is HealthState.HEALTHY:
             return HealthState.HEALTHY
         return HealthState.UNKNOWN
+
+
+def _unchanged(last: Health, target: Target, w: _Window) -> bool:
+    """Whether ``last`` still says exactly what the window says (so the same object
+    serves): same target, state and counts, and no failure in either, so that every
+    outcome is ``ok`` and the outcome counts follow from the sample count."""
+    if not (last.target is target and last.state is w.state and last.since == w.since
+            and w.failures == 0 and last.failures == 0 and last.samples == w.own
+            and last.udp_only == w.udp_only and last.upstream_samples == w.up_samples
+            and last.upstream_failures == w.up_failures and len(last.checks) == len(w.checks)
+            and last.tunnel_failures == len(w.tunnel)
+            and last.tunnel_detail == (w.tunnel_detail if w.tunnel else "")):
+        return False
+    checks = w.checks
+    for c in last.checks:
+        counts = checks.get(c.check)
+        if counts is None or counts[0] != c.samples or counts[1] != c.failures:
+            return False
+    return True
 
 
 def _health(target: Target, w: _Window) -> Health:

@@ -43,7 +43,7 @@ from corednsprobe.addr import normal_address
 from corednsprobe.model import Check, IgnoredReply, Outcome, ProbeResult, Target
 from corednsprobe.probe import wire
 from corednsprobe.probe.appview import application_view
-from corednsprobe.probe.classify import replace, result_of, socket_error_outcome
+from corednsprobe.probe.classify import classify, replace, result_of, socket_error_outcome
 
 _ID_BYTES = 4096  # random bytes drawn at once: 2,048 query IDs per getrandom(2) call
 
@@ -74,6 +74,15 @@ def _endpoint(address: str, port: int) -> tuple[int, tuple[str, int]]:
     """The socket family and the normalised (address, port) replies must come from."""
     host = normal_address(address)
     return (_socket.AF_INET6 if ":" in host else _socket.AF_INET), (host, port)
+
+
+def _fresh_query(name: str, qtype: str, edns: bool, nsid: bool = False
+                 ) -> tuple[bytes, wire.Question]:
+    """The query bytes (ID 0) and question of a name asked once (a canary): built
+    directly, so that a stream of fresh names neither misses nor flushes the caches of
+    ``wire.question_bytes`` and ``wire.question_of`` that the checks' fixed names hit."""
+    template = wire.question_bytes.__wrapped__(name, qtype, edns, nsid)
+    return template, wire.Question(wire.encode_name(name).lower(), wire.type_number(qtype))
 
 
 class _Exchange:
@@ -149,8 +158,16 @@ class _Exchange:
         if reason is not None:
             self.ignore(reason)
             return
-        self._end(result_of(self._base(), self.check, self.question, parsed,
-                            received - self.sent))
+        if isinstance(parsed, wire.Malformed):
+            self._end(result_of(self._base(), self.check, self.question, parsed,
+                                received - self.sent))
+            return
+        # the answered probe's one ProbeResult, built once (result_of would build two)
+        verdict = classify(self.check, parsed, self.question)
+        self._end(ProbeResult(self.target, self.check, verdict.outcome, parsed.rcode_text,
+                              verdict.answers, received - self.sent, False, self.at, self.name,
+                              verdict.detail, parsed.flags,
+                              tuple(r.text for r in parsed.answers)))
 
     def ignore(self, reason: IgnoredReply) -> None:
         self.ignored += 1
@@ -366,7 +383,11 @@ class Prober:
             started.follow(self._in_task(self._slow(target, check, name), on_done))
             return started
         try:
-            template = wire.question_bytes(name, check.qtype, self.edns, self.nsid)
+            if qname is None:  # the check's own name: built once, from the caches
+                template = wire.question_bytes(name, check.qtype, self.edns, self.nsid)
+                question = wire.question_of(template)
+            else:  # a fresh canary name, never asked again: past the caches
+                template, question = _fresh_query(name, check.qtype, self.edns, self.nsid)
         except ValueError as exc:
             on_done(ProbeResult(target, check, Outcome.ERROR, qname=name, detail=str(exc)))
             return Probe()
@@ -394,8 +415,8 @@ class Prober:
             on_done(ProbeResult(target, check, socket_error_outcome(exc), at=time.time(),
                                 qname=name, detail=str(exc)))
             return Probe()
-        exchange = self._exchange(pump, sock, target, check, name, query_id,
-                                  wire.question_of(template), source, on_udp)
+        exchange = self._exchange(pump, sock, target, check, name, query_id, question,
+                                  source, on_udp)
         started.follow(exchange)
         pump.begin(exchange, wire.with_id(template, query_id))
         return started

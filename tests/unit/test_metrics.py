@@ -250,3 +250,35 @@ def test_ignored_replies_are_counted_by_bounded_reason() -> None:
     got = {labels["reason"]: v for _, labels, v in families(m)["corednsprobe_replies_ignored"]}
     assert got[IgnoredReply.OTHER_QUESTION.value] == 2.0
     assert sum(got.values()) == 2.0
+
+
+def test_health_gauges_follow_every_round_and_a_target_that_comes_back() -> None:
+    m = Metrics(1.0)
+    p1 = pod(1)
+    labels = {"target_kind": "pod", "pod": "coredns-1"}
+
+    def shown() -> tuple[list[str], float | None, float | None]:
+        on = [s.value for s in HealthState
+              if value(m, "corednsprobe_target_health", node="node-1", state=s.value,
+                       **labels) == 1.0]
+        return (on, value(m, "corednsprobe_target_healthy", node="node-1", **labels),
+                value(m, "corednsprobe_target_failure_ratio", **labels))
+
+    m.set_targets(targetset(p1))
+    m.observe(result(p1, Outcome.OK, 0.5))
+    rounds = [(HealthState.HEALTHY, 0), (HealthState.HEALTHY, 1), (HealthState.UNHEALTHY, 5),
+              (HealthState.UNHEALTHY, 4), (HealthState.HEALTHY, 0)]
+    for state, failures in rounds:
+        m.set_health({p1.key: Health(p1, state, samples=5, failures=failures)})
+        assert shown() == ([state.value], 1.0 if state is HealthState.HEALTHY else 0.0,
+                           failures / 5)
+    m.set_targets(targetset())
+    assert shown() == ([], None, None)
+    m.set_targets(targetset(p1))  # back, e.g. the same pod seen again after a relist
+    m.set_health({p1.key: Health(p1, HealthState.HEALTHY, samples=5)})
+    assert shown() == (["healthy"], 1.0, 0.0)
+    m.observe(result(p1, Outcome.TIMEOUT, 1.0))
+    assert value(m, "corednsprobe_probe_success", check="cluster_ip", **labels) == 0.0
+    m.observe(result(p1, Outcome.OK, 2.0))
+    assert value(m, "corednsprobe_probe_success", check="cluster_ip", **labels) == 1.0
+    assert value(m, "corednsprobe_probe_rtt_seconds_count", check="cluster_ip", **labels) == 1.0

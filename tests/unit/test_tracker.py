@@ -187,3 +187,54 @@ def test_thirty_percent_loss_on_every_check_is_never_unhealthy(seed: int) -> Non
             tr.record(result(P, TO if rng.random() < 0.3 else OK, now, check=check), now)
         unhealthy += tr.evaluate([P], now)[P.key].state is HealthState.UNHEALTHY
     assert unhealthy == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_judgement_handed_out_again_is_the_one_a_fresh_look_gives(seed: int) -> None:
+    """The tracker hands out the last Health again while its window says the same; it
+    must equal, field for field, what judging the window afresh says, every round."""
+    rng = random.Random(seed)
+    other = Check("nxdomain", "kube-system.svc.cluster.local.", "A", None, "NXDOMAIN")
+    thresholds = Thresholds(window=30.0)
+    cached, fresh = Tracker(thresholds), Tracker(thresholds)
+    p2 = pod(2)
+    reused = 0
+    for r in range(200):
+        now = float(r)
+        sick = 60 <= r < 90 or 140 <= r < 150  # a dead spell, then a short one
+        for t in (P, p2):
+            for check in (CHECK, other, UPSTREAM):
+                if rng.random() < 0.1:
+                    continue  # a probe that did not come back this round: checks drift apart
+                noisy = r < 40 or 100 <= r < 110  # random failures, then clean spells
+                failed = (sick and t is P) or (noisy and rng.random() < 0.05)
+                outcome = rng.choice((TO, Outcome.SERVFAIL)) if failed else OK
+                if noisy and rng.random() < 0.03:
+                    outcome = Outcome.TUNNEL  # the path, not the target: counted apart
+                udp_only = outcome is TO and rng.random() < 0.3
+                for tracker in (cached, fresh):
+                    tracker.record(result(t, outcome, now, check=check, udp_only=udp_only), now)
+            if t is p2 and 160 <= r < 163:  # a tunnel that failed beside clean samples
+                for tracker in (cached, fresh):
+                    tracker.record(result(t, Outcome.TUNNEL, now), now)
+        before = {k: w.health for k, w in cached._windows.items()}
+        for w in fresh._windows.values():
+            w.health = None  # judged from the counts alone
+        got, want = cached.evaluate([P, p2], now), fresh.evaluate([P, p2], now)
+        assert got == want
+        reused += sum(1 for k, h in got.items() if h is before.get(k))
+    assert reused > 50  # the steady, all-ok rounds were handed out again
+
+
+def test_a_failure_of_another_kind_in_place_of_one_that_expired_is_shown() -> None:
+    """Same counts, other outcomes: the judgement shows what the window holds now."""
+    tracker = Tracker(Thresholds(window=10.0))
+    tracker.record(result(P, TO, 0.0), 0.0)
+    for t in range(1, 10):
+        tracker.record(result(P, OK, float(t)), float(t))
+    first = tracker.evaluate([P], 9.5)[P.key]
+    assert (first.state, dict(first.outcomes)) == (HealthState.HEALTHY, {"ok": 9, "timeout": 1})
+    tracker.record(result(P, Outcome.SERVFAIL, 10.0), 10.0)
+    second = tracker.evaluate([P], 10.5)[P.key]  # the timeout at 0 has left the window
+    assert (second.samples, second.failures) == (first.samples, first.failures)
+    assert dict(second.outcomes) == {"ok": 9, "servfail": 1}
