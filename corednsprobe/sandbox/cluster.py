@@ -82,6 +82,10 @@ class SandboxConfig:
     admin_token: str = ""  # empty: a random one
     tls: bool = True  # kubectl sends bearer tokens only over HTTPS
     nsid: bool = False  # DNS pods answer EDNS NSID with their pod name
+    # The project's Deployment pods run as probers in their node's vantage namespace
+    # (netns backend). Off, they are recorded only, so applying deploy/ for its Roles
+    # starts no prober that would take the Lease and act beside the one under test.
+    run_probers: bool = False
     # Group versions the API does not serve (404), as on a cluster older than they are:
     # ("discovery.k8s.io/v1",) leaves only legacy v1 Endpoints.
     unserved_group_versions: tuple[str, ...] = ()
@@ -174,6 +178,7 @@ class Sandbox:
         self.api.dns_port = self.backend.port
         self.controllers.processes = self.processes
         self.controllers.credentials = self._pod_credentials
+        self.controllers.run_probers = self.config.run_probers
         self.controllers.vantage_credentials = (
             lambda pod: self._pod_credentials(pod, self.pod_api_url))
         self.port = 0

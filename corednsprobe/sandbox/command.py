@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     p.add_argument("--nsid", action="store_true",
                    help="DNS pods answer EDNS NSID with their pod name (off by default, as "
                    "CoreDNS without its nsid plugin)")
+    p.add_argument("--run-probers", action="store_true",
+                   help="with --dns netns, run the project's Deployment pods (deploy/) as "
+                   "probers in their node's namespace (off: they are recorded, not run)")
     p.add_argument("--no-tls", action="store_true",
                    help="serve plain HTTP (kubectl then sends no token: use a client that does)")
     p.set_defaults(handler=_handler)
@@ -99,7 +102,8 @@ async def _serve(args: argparse.Namespace, host: str, port: int, backend: Any) -
                            host=host, port=port,
                            termination_grace_seconds=args.grace,
                            pdb_min_available=_min_available(args.pdb_min_available),
-                           tls=not args.no_tls, nsid=args.nsid)
+                           tls=not args.no_tls, nsid=args.nsid,
+                           run_probers=args.run_probers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -193,6 +193,9 @@ class Controllers:
         self.credentials: Callable[[Obj], dict[str, str]] | None = None
         # the same for a pod in a node's namespace (the API at the bridge address)
         self.vantage_credentials: Callable[[Obj], dict[str, str]] | None = None
+        # run the project's long-running pods (its Deployment) as probers in their node's
+        # namespace, where the backend has such namespaces (SandboxConfig.run_probers)
+        self.run_probers = False
         store.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
@@ -473,7 +476,7 @@ class Controllers:
         if terminating(pod):  # deleted before it ever started
             self.store.remove(PODS, namespace, name)
             return
-        kind = pod_kind(pod, vantages=hasattr(self.backend, "add_vantage"))
+        kind = pod_kind(pod, vantages=self.run_probers and hasattr(self.backend, "add_vantage"))
         if kind is PodKind.UNPULLABLE or (kind in (PodKind.PROCESS, PodKind.VANTAGE)
                                           and self.processes is None):
             await self._never_pulled(namespace, name, uid)

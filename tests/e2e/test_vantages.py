@@ -147,7 +147,7 @@ def counted(doc: dict[str, Any]) -> int:
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with Sandbox(make_backend("netns"), SandboxConfig(
-            replicas=3, nodes=3, termination_grace_seconds=1,
+            replicas=3, nodes=3, termination_grace_seconds=1, run_probers=True,
             timings=Timings(readiness_period=0.1, resync_period=1.0))) as sandbox:
         await sandbox.wait_ready(within=30)
         kubeconfig = sandbox.write_kubeconfig(tmp_path / "kubeconfig")
