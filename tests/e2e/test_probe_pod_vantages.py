@@ -97,3 +97,20 @@ async def test_a_pod_dropping_udp_for_every_agent_is_evicted_once(start: Start) 
     doc = await status(c)
     assert doc["vantages"]["vantages"] == 3
     assert len({a["node"] for a in doc["reach"]["agents"]}) == 3
+
+
+async def test_an_agent_whose_node_reaches_no_pod_is_set_aside(start: Start) -> None:
+    c = await start(replicas=3, **AGENTS)
+    doc = await three_agents(c)
+    isolated = doc["reach"]["agents"][1]["node"]  # a companion's node
+    pods = PodLog(c)
+    await c.sandbox.backend.set_vantage_isolated(isolated, True)
+    await c.until(lambda s: s.state.diagnosis.state is DiagnosisState.VANTAGE_ISOLATED,
+                  within=30)
+    await rounds(c, 8)
+    assert c.service.state.diagnosis.state is DiagnosisState.VANTAGE_ISOLATED
+    assert pods.removed() == set()
+    doc = await status(c)
+    assert [v["node"] for v in doc["vantages"]["views"] if v["state"] == "isolated"] == \
+        [isolated]
+    assert doc["vantages"]["vantages"] == 2
