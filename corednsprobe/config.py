@@ -241,6 +241,13 @@ class Settings:
         Spec(lambda raw: _image(raw), "an image reference, e.g. registry/corednsprobe:1.0", ""),
         "Image of the agent pod of the probe-pod strategy (this project's image).",
     )
+    probe_pods: int = setting(
+        0,
+        _integer(0, 50),
+        "Agent pods of the probe-pod strategy, each pinned to its own schedulable node and "
+        "each a vantage; 0: COREDNSPROBE_QUORUM of them. One agent when the quorum is 1 or "
+        "the cluster has one schedulable node.",
+    )
     exposed_service: str = setting(
         "",
         _optional(_k8s_name()),

@@ -11,6 +11,12 @@ replacing the pod when the targets or checks change, when it ends and before
 its deadline, reaping leftovers of an earlier run at start and deleting its
 pods on ``aclose``; the pod's start-up time (create → first result); whether
 these credentials allow all that (``assess``).
+With a quorum of 2 or more and two or more schedulable nodes it runs one agent
+per node on up to COREDNSPROBE_PROBE_PODS nodes, each pinned with
+``spec.nodeName``: the first (primary) answers ``probe``; the others
+(companions) hand their results to ``drain`` for the service's per-node
+vantages (service/vantages.py); all are rotated, replaced, reaped and deleted
+alike. With one agent the behaviour is the one described here.
 Never does: judge a result, restart a CoreDNS pod, or probe from this process.
 
 ``probe(target, check)`` answers with the agent's next result for that
@@ -79,6 +85,7 @@ PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName
                            "ErrImageNeverPull"})
 CANNOT_START = frozenset({"CreateContainerConfigError", "CreateContainerError",
                           "RunContainerError"})
+FEED_MAX = 65536  # companions' results waiting to be taken (drain) before the oldest go
 NO_RESULT = Outcome.TUNNEL  # no agent result in time: the reach's failure, no sample
 RESOURCES = {"requests": {"cpu": "20m", "memory": "48Mi"},
              "limits": {"cpu": "500m", "memory": "128Mi"}}
@@ -125,12 +132,13 @@ def label_value(text: str) -> str:
 
 
 def agent_pod(namespace: str, image: str, spec: str, *, owner: str, instance: str,
-              lifetime: int, targets: int) -> dict[str, Any]:
-    """The agent pod: least privilege, bounded life, labels that say what and whose."""
+              lifetime: int, targets: int, node: str = "") -> dict[str, Any]:
+    """The agent pod: least privilege, bounded life, labels that say what and whose;
+    ``node``: pinned there (``spec.nodeName``), one vantage of several."""
     security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                 "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
                 "capabilities": {"drop": ["ALL"]}}
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "generateName": "corednsprobe-agent-", "namespace": namespace,
@@ -156,6 +164,9 @@ def agent_pod(namespace: str, image: str, spec: str, *, owner: str, instance: st
             }],
         },
     }
+    if node:
+        pod["spec"]["nodeName"] = node
+    return pod
 
 
 def _jobs(checks: Checks, ts: TargetSet) -> tuple[tuple[Target, tuple[Check, ...]], ...]:
@@ -206,6 +217,7 @@ class _Agent:
     end_reason: str = ""
     fatal: str = ""  # why no pod of this spec can ever start (an image that cannot be pulled)
     task: asyncio.Task[None] | None = None
+    primary: bool = True  # its results answer probe(); a companion's are another vantage's
 
     @property
     def startup(self) -> float | None:
@@ -218,7 +230,7 @@ class ProbePodReach:
     strategy = Strategy.PROBE_POD
     blind_to: tuple[str, ...] = (
         "the path from this process to the pods (the agent probes from inside the cluster)",
-        "other nodes' paths to the pods (the agent runs on one node)",
+        "the paths to the pods from nodes that run no agent pod",
     )
 
     def __init__(self, api: ApiClient, settings: Settings, *, owner: str | None = None,
@@ -250,6 +262,12 @@ class ProbePodReach:
         self._tick_seen = asyncio.Event()
         self._agents: dict[str, _Agent] = {}
         self._current: _Agent | None = None
+        self.quorum = settings.quorum
+        self.wanted = settings.probe_pods or settings.quorum
+        self._companions: dict[str, _Agent] = {}  # node -> the companion agent pinned there
+        self._companion_failures: dict[str, int] = {}  # node -> companions that gave nothing
+        self._feed: deque[tuple[str, str, ProbeResult]] = deque(maxlen=FEED_MAX)
+        self.nodes_from = ""  # where the agents' nodes came from (the Nodes, or the pods')
         self._closed = False
         self.counts = {"pods_created": 0, "lines": 0, "results": 0, "malformed_lines": 0,
                        "unknown_lines": 0, "no_result": 0, "replacements": 0, "reaped": 0,
@@ -385,8 +403,14 @@ class ProbePodReach:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.interval):
                             await self._tick_seen.wait()
-                agent = await self._launch(jobs, reason)
+                nodes = await self._nodes()
+                agent = await self._launch(jobs, reason, node=nodes[0] if nodes else "")
+                companions = {n: await self._launch(jobs, reason, node=n, primary=False)
+                              for n in nodes[1:]}
                 await self._until_ready(agent)
+                if agent.fatal or agent.first_result is None:
+                    for companion in companions.values():
+                        await self._delete(companion, "its primary did not start")
                 if agent.fatal:
                     await self._delete(agent, "cannot start")
                     raise ReachLost(agent.fatal)
@@ -402,6 +426,9 @@ class ProbePodReach:
                 failed = 0
                 if previous is not None:
                     await self._delete(previous, f"replaced by {agent.name}")
+                for old in list(self._companions.values()):
+                    await self._delete(old, f"replaced by {agent.name}'s companions")
+                self._companions = companions
                 reason = await self._until_replace(agent, loop)
                 if self._closed:
                     return
@@ -423,8 +450,41 @@ class ProbePodReach:
         self._changed.clear()
         return self._jobs
 
+    async def _nodes(self) -> list[str]:
+        """The nodes to pin agents to, one each: none (one agent, placed by the scheduler)
+        when the quorum or COREDNSPROBE_PROBE_PODS is 1 or fewer than two nodes are
+        schedulable; else the first ``wanted`` schedulable Nodes by name, or, where these
+        credentials may not list Nodes, the nodes the DNS pods run on."""
+        if self.quorum < 2 or self.wanted < 2:
+            return []
+        try:
+            listed = await request(self.api, "GET", "/api/v1/nodes")
+            names = sorted(str((n.get("metadata") or {}).get("name") or "")
+                           for n in listed.get("items") or ()
+                           if not (n.get("spec") or {}).get("unschedulable"))
+            self.nodes_from = "nodes"
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            pods = self._ts.pods if self._ts is not None else ()
+            names = sorted({t.pod.node for t in pods if t.pod is not None and t.pod.node})
+            if self.nodes_from != "pods":
+                log.info("probe_pod_nodes_from_pods", error=str(exc), nodes=names)
+            self.nodes_from = "pods"
+        names = [n for n in names if n]
+        return names[:self.wanted] if len(names) >= 2 else []
+
+    def drain(self) -> list[tuple[str, str, ProbeResult]]:
+        """The companions' results since the last drain, as (agent pod, node, result)."""
+        out = list(self._feed)
+        self._feed.clear()
+        return out
+
+    def agents(self) -> list[tuple[str, str, bool]]:
+        """(pod, node, primary) of the agents serving now, the primary first."""
+        out = [(a.name, a.node, True) for a in (self._current,) if a is not None]
+        return out + [(a.name, a.node, False) for a in self._companions.values()]
+
     async def _launch(self, jobs: tuple[tuple[Target, tuple[Check, ...]], ...],
-                      reason: str) -> _Agent:
+                      reason: str, *, node: str = "", primary: bool = True) -> _Agent:
         if self._closed:
             raise asyncio.CancelledError  # closed while it waited: nothing more to make
         loop = asyncio.get_running_loop()
@@ -438,7 +498,8 @@ class ProbePodReach:
             raise ReachLost(f"{len(jobs)} targets are too many for one probe pod: {exc}") \
                 from None
         body = agent_pod(self.namespace, self.image, spec, owner=self.owner,
-                         instance=self.instance, lifetime=self.lifetime, targets=len(jobs))
+                         instance=self.instance, lifetime=self.lifetime, targets=len(jobs),
+                         node=node)
         delay = 1.0
         while True:
             created_at = loop.time()
@@ -460,12 +521,15 @@ class ProbePodReach:
             await self._delete_pod(name, "shutdown")
             raise asyncio.CancelledError
         rotate_in = self.lifetime - min(300.0, self.lifetime * 0.3)
-        agent = _Agent(name, created_at, _signature(jobs), created_at + rotate_in)
+        agent = _Agent(name, created_at, _signature(jobs), created_at + rotate_in, node=node,
+                       primary=primary)
         self._agents[name] = agent
-        self._current = agent
+        if primary:
+            self._current = agent
         self.counts["pods_created"] += 1
         log.info("probe_pod_created", pod=name, namespace=self.namespace, image=self.image,
-                 targets=len(jobs), reason=reason, deadline_seconds=self.lifetime)
+                 targets=len(jobs), reason=reason, deadline_seconds=self.lifetime,
+                 node=node or None, primary=primary)
         agent.task = asyncio.get_running_loop().create_task(self._follow(agent),
                                                             name=f"probe-pod-{name}")
         return agent
@@ -492,12 +556,18 @@ class ProbePodReach:
         assert self._changed is not None
         changed = asyncio.ensure_future(self._changed.wait())
         ended = asyncio.ensure_future(agent.ended.wait())
+        companions = [asyncio.ensure_future(c.ended.wait()) for c in self._companions.values()]
         try:
-            await asyncio.wait([changed, ended], timeout=max(0.0, agent.rotate_at - loop.time()),
+            await asyncio.wait([changed, ended, *companions],
+                               timeout=max(0.0, agent.rotate_at - loop.time()),
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
-            changed.cancel()
-            ended.cancel()
+            for waiting in (changed, ended, *companions):
+                waiting.cancel()
+        if not agent.ended.is_set() and not self._changed.is_set() and \
+                any(c.ended.is_set() for c in self._companions.values()):
+            await self._relaunch_companions(agent)
+            return await self._until_replace(agent, loop)
         if agent.ended.is_set():
             return f"the pod ended: {agent.end_reason}"
         if self._changed.is_set() and _signature(self._jobs) != agent.signature:
@@ -506,6 +576,24 @@ class ProbePodReach:
             self._changed.clear()
             return await self._until_replace(agent, loop)
         return f"rotation before its activeDeadlineSeconds ({self.lifetime}s)"
+
+    async def _relaunch_companions(self, primary: _Agent) -> None:
+        """Each companion that ended is replaced on its node, after a pause that doubles
+        with each one that ended there without a result (a node that cannot run it)."""
+        for node, old in list(self._companions.items()):
+            if not old.ended.is_set():
+                continue
+            self._companion_failures[node] = 0 if old.first_result is not None \
+                else self._companion_failures.get(node, 0) + 1
+            await self._delete(old, f"the companion ended: {old.end_reason}")
+            log.info("probe_pod_replacing", pod=old.name, node=node,
+                     reason=f"the pod ended: {old.end_reason}")
+            await asyncio.sleep(min(30.0, 2.0 ** self._companion_failures[node]))
+            if self._closed or primary.ended.is_set():
+                return
+            self._companions[node] = await self._launch(
+                self._jobs, f"the previous companion ended ({old.end_reason})", node=node,
+                primary=False)
 
     async def _follow(self, agent: _Agent) -> None:
         """Wait for the container to start, then read its log to the end."""
@@ -521,7 +609,8 @@ class ProbePodReach:
             agent.end_reason = f"following its log failed: {type(exc).__name__}: {exc}"
             log.warning("probe_pod_follow_failed", pod=agent.name, error=agent.end_reason)
         finally:
-            if self._current is agent and agent.first_result is not None and not self._closed:
+            if (self._current is agent or not agent.primary) and agent.first_result is not None \
+                    and not self._closed:
                 log.info("probe_pod_ended", pod=agent.name, reason=agent.end_reason,
                          results=agent.results, malformed_lines=agent.malformed)
             agent.ended.set()
@@ -644,7 +733,10 @@ class ProbePodReach:
             log.info("probe_pod_ready", pod=agent.name, node=agent.node,
                      startup_seconds=round(startup, 3))
             agent.ready.set()
-        self._deliver(result)
+        if agent.primary:
+            self._deliver(result)
+        else:
+            self._feed.append((agent.name, agent.node, result))
 
     async def _delete(self, agent: _Agent, why: str) -> None:
         """Delete an agent pod of ours (it is gone already: fine)."""
@@ -655,6 +747,8 @@ class ProbePodReach:
         self._agents.pop(agent.name, None)
         if self._current is agent:
             self._current = None
+        if self._companions.get(agent.node) is agent:
+            del self._companions[agent.node]
         await self._delete_pod(agent.name, why)
 
     async def _delete_pod(self, name: str, why: str) -> None:
@@ -733,6 +827,11 @@ class ProbePodReach:
             "startup_seconds": _rounded(self.startup_last),
             "startup_seconds_max": _rounded(self.startup_max),
             "last_replacement": self.last_replacement or None,
+            "agents": [{"pod": a.name, "node": a.node or None, "primary": a.primary,
+                        "startup_seconds": _rounded(a.startup), "results": a.results}
+                       for a in ([self._current] if self._current else [])
+                       + list(self._companions.values())],
+            "agent_nodes_from": self.nodes_from or None,
             **self.counts,
         }
 

@@ -482,7 +482,10 @@ class Controllers:
             await self._never_pulled(namespace, name, uid)
             return
         if kind in (PodKind.PROCESS, PodKind.VANTAGE):
-            await self._run_process(namespace, name, uid, vantage=kind is PodKind.VANTAGE)
+            pinned = kind is PodKind.PROCESS and bool(pod["spec"].get("nodeName")) \
+                and hasattr(self.backend, "add_vantage")
+            await self._run_process(namespace, name, uid, vantage=kind is PodKind.VANTAGE,
+                                    on_node=pinned)
             return
         ip = self.backend.allocate_pod_ip()
         self._schedule(pod)
@@ -597,13 +600,15 @@ class Controllers:
                  "lastState": {}}]
 
     async def _run_process(self, namespace: str, name: str, uid: str,
-                           vantage: bool = False) -> None:
+                           vantage: bool = False, on_node: bool = False) -> None:
         """The project's image: its command as a local process, to its exit code.
 
         ``vantage``: a long-running prober (its Deployment's pod): scheduled to a node
         and run in that node's namespace, whose address is its pod IP; the downward
         API's spec.nodeName, metadata.name, metadata.namespace and status.podIP fill
-        its env's fieldRefs."""
+        its env's fieldRefs. ``on_node``: a pod its maker pinned to a node
+        (``spec.nodeName``, e.g. a probe agent, one per node): run in that node's
+        namespace too, so the node's network paths are the pod's."""
         assert self.processes is not None
         pod = self._admit(namespace, name, uid)
         if pod is None:
@@ -617,6 +622,11 @@ class Controllers:
             prefix = ["ip", "netns", "exec", netns]
             env = self.vantage_credentials(pod) if self.vantage_credentials else {}
             env.update(downward_env(pod, ip))
+        elif on_node:
+            netns, ip = await self.backend.add_vantage(  # type: ignore[attr-defined]
+                pod["spec"]["nodeName"])
+            prefix = ["ip", "netns", "exec", netns]
+            env = self.credentials(pod) if self.credentials is not None else {}
         else:
             ip = self.backend.allocate_pod_ip()
             env = self.credentials(pod) if self.credentials is not None else {}

@@ -28,12 +28,13 @@ from corednsprobe.model import Diagnosis, Health, TargetKey
 from corednsprobe.reach import Strategy
 from corednsprobe.reach.base import NoReach, Reach, ReachLost
 from corednsprobe.reach.choose import Chosen, choose
+from corednsprobe.reach.probepod import ProbePodReach
 from corednsprobe.remedy.policy import Decision
 from corednsprobe.remedy.remediator import Remediator, rails_from
 from corednsprobe.service.prober import ProberService, loop_time
 from corednsprobe.service.server import build_app, start
 from corednsprobe.service.status import StatusPage
-from corednsprobe.service.vantages import Vantages
+from corednsprobe.service.vantages import AgentSource, Vantages
 from corednsprobe.service.vantages import identity as vantage_identity
 
 log = logs.get(__name__)
@@ -104,6 +105,7 @@ async def serve(
     vantages = build_vantages(settings, api, elector, metrics, port, timing)
     reach = ReachInUse(await choose(settings, api, in_cluster=in_cluster,
                                     on_ignored=metrics.reply_ignored), metrics)
+    vantages.agent_source = lambda: agent_source(reach.reach)
     service = ProberService(settings, view, reach.reach, metrics=metrics,
                             on_diagnosis=after_round, vantages=vantages)
     sections: dict[str, Callable[[], Any]] = {"reach": reach.status,
@@ -154,6 +156,11 @@ def build_vantages(settings: Settings, api: Any, elector: LeaderElector | None,
     pod, node = vantage_identity(settings)
     return Vantages(settings, replicas, pod=pod, node=node, metrics=metrics,
                     leading=lambda: elector is not None and elector.is_leader())
+
+
+def agent_source(reach: Reach) -> AgentSource | None:
+    """The reach's agent pods as vantages, when it runs agent pods (probe-pod)."""
+    return reach if isinstance(reach, ProbePodReach) else None
 
 
 class ReachInUse:

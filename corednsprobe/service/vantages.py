@@ -10,6 +10,12 @@ names for that IP; and, each round, the verdict over the views combined
 Never does: write to the API (a pull is a GET to a replica; no write per
 round), elect anyone (the Lease decides who pulls), or judge a pod itself.
 
+Under the probe-pod reach with several agent pods (one per node), each agent is
+a vantage too: the first agent's results are this process's own healths (they
+answer the rounds), every other agent's results (``AgentSource.drain``) go into
+a Tracker kept per agent node here, judged each round into that node's view,
+and all are combined by the same rule as replicas' views.
+
 A follower does not pull: only the leader acts, and a new leader pulls the
 views itself from its first round on, so a failover keeps the rule.
 """
@@ -22,13 +28,14 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import aiohttp
 
 from corednsprobe import logs
 from corednsprobe.config import Settings
 from corednsprobe.judge.diagnose import Policy, diagnose
+from corednsprobe.judge.tracker import Thresholds, Tracker
 from corednsprobe.judge.vantage import (
     Combined,
     VantageView,
@@ -40,7 +47,14 @@ from corednsprobe.judge.vantage import (
 )
 from corednsprobe.kube.replicas import Replica, ReplicaView
 from corednsprobe.metrics import Metrics
-from corednsprobe.model import Diagnosis, EndpointState, Health, TargetKey, TargetSet
+from corednsprobe.model import (
+    Diagnosis,
+    EndpointState,
+    Health,
+    ProbeResult,
+    TargetKey,
+    TargetSet,
+)
 
 log = logs.get(__name__)
 CONCURRENCY = 64  # pulls in flight at once
@@ -70,6 +84,15 @@ async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+class AgentSource(Protocol):
+    """Agent pods on several nodes (reach.probepod): who serves, and the companions'
+    results since last asked."""
+
+    def agents(self) -> list[tuple[str, str, bool]]: ...
+
+    def drain(self) -> list[tuple[str, str, ProbeResult]]: ...
+
+
 class Vantages:
     """This replica as a vantage, and (while leading) the others' views."""
 
@@ -90,6 +113,13 @@ class Vantages:
         self.last: Combined | None = None
         self._refused: dict[str, str] = {}  # pod -> why its last answer was refused
         self.pulls = 0
+        self.agent_source: Callable[[], AgentSource | None] = lambda: None
+        self.thresholds = Thresholds(settings.window, settings.failure_ratio,
+                                     settings.min_samples, settings.recovery_successes,
+                                     settings.min_pod_age)
+        self._agent_trackers: dict[str, Tracker] = {}  # agent node -> its window of results
+        self._agent_seen: dict[str, float] = {}  # agent node -> wall time of its last results
+        self._own_pod = pod  # whose healths ``healths`` are: this replica's, or the agent's
 
     @property
     def node(self) -> str:
@@ -109,12 +139,48 @@ class Vantages:
         ``endpoints``: this replica's view of the pods' health endpoints, as evidence."""
         now = self.wall()
         self.own = own_view(self.pod, self.node, healths, now)
-        c = combine(self.own, self.peers(), healths, quorum=self.settings.quorum, now=now,
-                    oldest=self.oldest)
+        own, agents = self.own, self.agent_views(targets, healths, now)
+        if agents:
+            own, agents = agents[0], agents[1:]
+        self._own_pod = own.pod
+        c = combine(own, [*self.peers(), *agents], healths, quorum=self.settings.quorum,
+                    now=now, oldest=self.oldest)
         self.last = c
         self.metrics.set_vantages(len(c.vantages), len(c.isolated), len(c.stale),
                                   [(p.pod, n) for p in c.paths for n in p.from_nodes])
         return conclude(diagnose(targets, c.healths, policy, endpoints), c), c.healths
+
+    def agent_views(self, targets: TargetSet, healths: Mapping[TargetKey, Health],
+                    now: float) -> list[VantageView]:
+        """With two or more agent pods: the primary agent's view (``healths``, under its
+        pod and node) first, then each companion's node's view, judged from its results
+        and dated by when they last came (so a silent agent's view goes stale); else []."""
+        source = self.agent_source()
+        if source is None:
+            self._agent_trackers.clear()
+            self._agent_seen.clear()
+            return []
+        for _pod, node, result in source.drain():
+            tracker = self._agent_trackers.get(node)
+            if tracker is None:
+                tracker = self._agent_trackers[node] = Tracker(self.thresholds)
+            tracker.record(result, now)
+            self._agent_seen[node] = now
+        listed = source.agents()
+        nodes = {node for _pod, node, _primary in listed}
+        for node in [n for n in self._agent_trackers if n not in nodes]:
+            del self._agent_trackers[node]
+            self._agent_seen.pop(node, None)
+        if len(listed) < 2 or not listed[0][2]:
+            return []
+        pod, node, _primary = listed[0]
+        views = [own_view(pod, node or "unknown", healths, now)]
+        for pod, node, _primary in listed[1:]:
+            tracker = self._agent_trackers.get(node)
+            if tracker is not None:
+                views.append(own_view(pod, node, tracker.evaluate(targets.targets, now),
+                                      self._agent_seen[node]))
+        return views
 
     def peers(self) -> list[VantageView]:
         """The pulled views of replicas the Service still lists (none while following)."""
@@ -207,7 +273,8 @@ class Vantages:
             for state, views in (("counted", c.vantages), ("isolated", c.isolated),
                                  ("stale", c.stale)):
                 rows += [{"pod": v.pod, "node": v.node, "state": state,
-                          "own": v.pod == self.pod, "age_seconds": round(now - v.at, 3)}
+                          "own": v.pod == self._own_pod,
+                          "age_seconds": round(now - v.at, 3)}
                          for v in views]
         return {
             "pod": self.pod, "node": self.node, "quorum": self.settings.quorum,
@@ -215,6 +282,7 @@ class Vantages:
             "pulling": self.replicas is not None and self.leading(),
             "max_age_seconds": self.oldest, "pull_deadline_seconds": self.deadline,
             "vantages": len(c.vantages) if c is not None else 0,
+            "agent_pods": self._own_pod != self.pod,
             "views": rows,
             "paths": [{"pod": p.pod, "pod_node": p.pod_node, "from_nodes": list(p.from_nodes),
                        "healthy_from": list(p.healthy_from)} for p in (c.paths if c else ())],

@@ -22,7 +22,9 @@ from tests.kube.conftest import Kubectl
 
 pytestmark = pytest.mark.root
 
-PROBE_POD = {"COREDNSPROBE_REACH": "probe-pod"}
+# quorum 1: one vantage, so one agent pod, placed by the scheduler
+# (several agents, one per node: test_probe_pod_vantages.py)
+PROBE_POD = {"COREDNSPROBE_REACH": "probe-pod", "COREDNSPROBE_QUORUM": "1"}
 AGENTS = "app.kubernetes.io/name=corednsprobe,app.kubernetes.io/component=probe-agent"
 
 

@@ -224,3 +224,55 @@ async def test_the_agent_ticks_just_ahead_of_the_rounds_so_probes_seldom_wait(
                 assert late < 0.15 or late > 1.95, (late, i)
     finally:
         await access.close()
+
+
+@pytest.fixture
+async def three_nodes() -> AsyncIterator[Sandbox]:
+    config = SandboxConfig(replicas=3, nodes=3, termination_grace_seconds=1,
+                           timings=Timings(readiness_period=0.05, resync_period=1.0))
+    async with Sandbox(InProcessBackend(domain="cluster.local"), config) as sandbox:
+        await sandbox.wait_ready(within=20)
+        yield sandbox
+
+
+async def test_every_agent_pod_of_several_is_pinned_reaped_after_kill_9_and_deleted_on_stop(
+        three_nodes: Sandbox, tmp_path: Path) -> None:
+    cluster = three_nodes
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kc")
+
+    async def all_probing(process: asyncio.subprocess.Process, port: int) -> dict[str, Any]:
+        async with asyncio.timeout(60):
+            while not ((reach := _reach_status(port)).get("agents") and len(reach["agents"]) == 3
+                       and all(a["startup_seconds"] for a in reach["agents"])):
+                assert process.returncode is None, "run exited"
+                await asyncio.sleep(0.2)
+        return reach
+
+    port = _free_port()
+    first = await start_run(kubeconfig, port, COREDNSPROBE_PROBE_PODS="3")
+    try:
+        reach = await all_probing(first, port)
+    finally:
+        first.kill()  # kill -9: no aclose, every agent pod stays
+    await first.wait()
+    nodes = sorted(n["metadata"]["name"] for n in cluster.nodes())
+    assert sorted(a["node"] for a in reach["agents"]) == nodes
+    orphans = sorted(a["pod"] for a in reach["agents"])
+    assert sorted(p["metadata"]["name"] for p in agents(cluster)) == orphans
+    assert {p["metadata"]["name"]: p["spec"]["nodeName"] for p in agents(cluster)} == \
+        {a["pod"]: a["node"] for a in reach["agents"]}  # pinned where /status says
+
+    port = _free_port()
+    second = await start_run(kubeconfig, port, COREDNSPROBE_PROBE_PODS="3")
+    try:
+        reach = await all_probing(second, port)
+        assert reach["reaped"] == 3 and not set(orphans) & {a["pod"] for a in reach["agents"]}
+        await eventually(lambda: sorted(p["metadata"]["name"] for p in agents(cluster))
+                         == sorted(a["pod"] for a in reach["agents"]), within=10)
+    finally:
+        if second.returncode is None:
+            second.send_signal(signal.SIGTERM)
+    code, _, err = await communicate_within(second, 30)
+    assert code == 0, err
+    await eventually(lambda: agents(cluster) == [], within=10)  # a clean stop leaves none
+    await eventually(lambda: not cluster.processes.running, within=10)
