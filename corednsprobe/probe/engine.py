@@ -148,15 +148,24 @@ class _Exchange:
                 return
             self.datagram_received(data, addr)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        received = time.perf_counter()
+    def ours(self, data: bytes, addr: tuple[str | Any, int]
+             ) -> wire.Reply | wire.Malformed | None:
+        """The datagram parsed, when it is this probe's reply (its source, ID, QR bit
+        and question); anything else is counted as ignored and gives None."""
         if addr is not None and (addr[0], addr[1]) != self.source:
             self.ignore(IgnoredReply.OTHER_SOURCE)
-            return
+            return None
         parsed = wire.parse(data)
         reason = why_not_ours(parsed, self.query_id, self.question)
         if reason is not None:
             self.ignore(reason)
+            return None
+        return parsed
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        received = time.perf_counter()
+        parsed = self.ours(data, addr)
+        if parsed is None:
             return
         if isinstance(parsed, wire.Malformed):
             self._end(result_of(self._base(), self.check, self.question, parsed,
@@ -205,13 +214,8 @@ class _NsidExchange(_Exchange):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         received = time.perf_counter()
-        if addr is not None and (addr[0], addr[1]) != self.source:
-            self.ignore(IgnoredReply.OTHER_SOURCE)
-            return
-        parsed = wire.parse(data)
-        reason = why_not_ours(parsed, self.query_id, self.question)
-        if reason is not None:
-            self.ignore(reason)
+        parsed = self.ours(data, addr)
+        if parsed is None:
             return
         # the matched question is uncompressed (nothing precedes it to point at)
         nsid, problem = wire.nsid_of(data, 16 + len(self.question.wire_name))
@@ -317,6 +321,18 @@ class Probe:
     def cancel(self) -> None:
         if self._now is not None:
             self._now.cancel()
+
+
+def tcp_result(base: ProbeResult, check: Check, question: wire.Question, query_id: int,
+               data: bytes, rtt: float) -> ProbeResult:
+    """The outcome of a reply read from a TCP connection the prober opened (no blind
+    spoofing there): another query's reply is ``malformed``, not ignored."""
+    parsed = wire.parse(data)
+    if isinstance(parsed, wire.Reply) and (
+            parsed.id != query_id or parsed.question is None
+            or not parsed.question.matches(question)):
+        return replace(base, outcome=Outcome.MALFORMED, detail="tcp reply to another query")
+    return result_of(base, check, question, parsed, rtt)
 
 
 def why_not_ours(reply: wire.Reply | wire.Malformed, query_id: int, question: wire.Question
@@ -484,10 +500,4 @@ class Prober:
         finally:
             if writer is not None:
                 writer.close()
-        received = time.perf_counter()
-        parsed = wire.parse(data)
-        if isinstance(parsed, wire.Reply) and (
-                parsed.id != query_id or parsed.question is None
-                or not parsed.question.matches(question)):
-            return replace(base, outcome=Outcome.MALFORMED, detail="tcp reply to another query")
-        return result_of(base, check, question, parsed, received - sent)
+        return tcp_result(base, check, question, query_id, data, time.perf_counter() - sent)

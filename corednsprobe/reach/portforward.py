@@ -39,7 +39,8 @@ from corednsprobe.kube.portforward import (
 )
 from corednsprobe.model import Check, Outcome, ProbeResult, Target, TargetSet
 from corednsprobe.probe import wire
-from corednsprobe.probe.classify import replace, result_of
+from corednsprobe.probe.classify import replace
+from corednsprobe.probe.engine import tcp_result
 from corednsprobe.reach import Strategy
 from corednsprobe.reach.base import Assessment, ReachLost
 
@@ -144,13 +145,7 @@ class PortForwardReach:
             return self._tunnel_failed(base, str(exc), None)
         except TunnelClosed as exc:
             return replace(base, outcome=Outcome.MALFORMED, detail=f"tcp: {exc}")
-        received = time.perf_counter()
-        parsed = wire.parse(data)
-        if isinstance(parsed, wire.Reply) and (
-                parsed.id != query_id or parsed.question is None
-                or not parsed.question.matches(question)):
-            return replace(base, outcome=Outcome.MALFORMED, detail="tcp reply to another query")
-        return result_of(base, check, question, parsed, received - sent)
+        return tcp_result(base, check, question, query_id, data, time.perf_counter() - sent)
 
     def _opened(self, tunnel: Tunnel) -> None:
         self.opened += 1

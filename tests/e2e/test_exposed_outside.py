@@ -62,6 +62,7 @@ async def test_auto_picks_exposed_and_a_pod_dropping_udp_is_evicted_once(
     assert code == 0, err
     doc = json.loads(out)
     assert doc["auto"] == "exposed", doc
+    print(f"\noutside: auto=exposed decided in {doc['decision_seconds']} s")
     found = {s["strategy"]: s for s in doc["strategies"]}
     assert found["direct"]["usable"] is False
     assert "kube-dns-probe" in found["exposed"]["reason"]

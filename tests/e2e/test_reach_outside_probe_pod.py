@@ -60,6 +60,7 @@ async def test_auto_picks_probe_pod_from_outside_and_evicts_a_udp_dropping_pod_o
     assert code == 0, err
     doc = json.loads(out)
     assert doc["auto"] == "probe-pod", doc
+    print(f"\noutside: auto=probe-pod decided in {doc['decision_seconds']} s")
     assert strategies(doc)["direct"]["usable"] is False  # the pod IPs are out of reach
     async with ServiceInside(place.out, "--kubeconfig", str(kubeconfig), env=RUN) as service:
         await service.started()
