@@ -149,7 +149,8 @@ class ProberService:
                              max_in_flight=settings.max_in_flight)
         self.health_rounds = HealthRounds(_ReachablePods(self), self.endpoints_done,
                                           interval=settings.interval, timeout=settings.timeout,
-                                          max_in_flight=settings.max_in_flight, wall=wall)
+                                          max_in_flight=settings.max_in_flight, wall=wall,
+                                          urgent=self._dns_unhealthy)
 
     def use(self, engine: ProbeEngine) -> None:
         """Probe through ``engine`` from the next probe on (a reach strategy chosen again);
@@ -203,6 +204,12 @@ class ProberService:
             log.warning("round_overran", round=report.number, duration=round(report.duration, 3),
                         interval=self.settings.interval, probes=report.probes)
         self.judge()
+
+    def _dns_unhealthy(self, key: TargetKey) -> bool:
+        """Whether the pod's DNS is judged unhealthy now (its endpoints are asked every
+        round then, for the evidence against it)."""
+        h = self.state.healths.get(key)
+        return h is not None and h.state is HealthState.UNHEALTHY
 
     def endpoints_done(self, states: dict[TargetKey, tuple[EndpointState, ...]]) -> None:
         """One pass over the pods' health endpoints: the latest states of current pods."""

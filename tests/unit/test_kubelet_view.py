@@ -277,3 +277,30 @@ async def test_a_round_asks_every_endpoint_of_every_pod_concurrently() -> None:
     assert took < 0.6  # four GETs, two of them timing out at 0.3 s: side by side
     assert [s.outcome for s in states[targets[0].key]] == [EndpointOutcome.TIMEOUT] * 2
     assert [s.outcome for s in states[targets[1].key]] == [EndpointOutcome.OK] * 2
+
+
+async def test_a_healthy_pod_is_asked_once_a_period_a_sick_one_every_round() -> None:
+    """The kubelet asks every periodSeconds (10 by default); a pod whose DNS is judged
+    healthy is asked as often, one whose DNS is unhealthy every round (its evidence)."""
+    async with http_server(b"HTTP/1.1 200 OK\r\n\r\n") as port:
+        targets = []
+        for n in (1, 2):
+            t = pod(n)
+            ref = dataclasses.replace(t.pod, health_endpoints=(ep(port),))
+            targets.append(dataclasses.replace(t, address="127.0.0.1", pod=ref))
+        sick, well = targets
+        ts = targetset(*targets)
+
+        class View:
+            current = ts
+
+        rounds = HealthRounds(View(), lambda _s: None, interval=0.1, timeout=0.3,
+                              max_in_flight=8, urgent=lambda key: key == sick.key, period=5.0)
+        asked = []
+        for _ in range(6):
+            asked.append(set(await rounds.run_round()))
+            await asyncio.sleep(0.1)
+        assert all(sick.key in a for a in asked)
+        assert [well.key in a for a in asked] == [True] + [False] * 5
+        rounds._asked[well.key] -= 5.0  # a period later
+        assert well.key in await rounds.run_round()
