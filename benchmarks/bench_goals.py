@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import ssl
 import statistics
 import subprocess
@@ -143,13 +142,7 @@ def detection(faults: int, interval: float, window: float) -> list[dict[str, flo
                 print(f"# fault on {pod}: {row}", file=sys.stderr)
                 time.sleep(window + 2 * interval)  # the replacement's window fills
         finally:
-            for proc in (run, sandbox):
-                if proc is not None and proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(15)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            bench_service.stop(run, sandbox)
     return found
 
 

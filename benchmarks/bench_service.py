@@ -40,6 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def stop(*procs: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM each process still running; kill one that is not gone within 15 s."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,13 +179,7 @@ def measure(pods: int, interval: float, seconds: float, warmup: float,
                 "overruns": metric(after, "corednsprobe_round_overruns_total"),
             }
         finally:
-            for proc in (run, sandbox):
-                if proc is not None and proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(15)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            stop(run, sandbox)
 
 
 def main() -> None:
