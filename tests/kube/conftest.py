@@ -23,6 +23,7 @@ from corednsprobe.sandbox.apiserver import WatchTimings
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
 from corednsprobe.sandbox.nullbackend import NullBackend
+from corednsprobe.service.app import serve
 
 Obj = dict[str, Any]
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -64,6 +65,24 @@ async def communicate_within(process: asyncio.subprocess.Process,
             process.kill()
             await process.wait()
     return process.returncode or 0, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Any, api: Any, **kwargs: Any) -> AsyncIterator[int]:
+    """The whole service (``service.app.serve``) against ``api`` for the block; yields
+    the port its HTTP server listens on, and stops it as SIGTERM does at the end."""
+    stop = asyncio.Event()
+    port: list[int] = []
+    task = asyncio.create_task(serve(settings, api, stop=stop,
+                                     on_listening=lambda _service, bound: port.append(bound),
+                                     **kwargs))
+    try:
+        await eventually(lambda: bool(port), within=10)
+        yield port[0]
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0,

@@ -8,7 +8,6 @@ permission table of the self-check)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,8 +23,7 @@ from corednsprobe.sandbox.auth import Attributes, Rule
 from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
 from corednsprobe.sandbox.inprocess import InProcessBackend
-from corednsprobe.service.app import ProberService, serve
-from tests.kube.conftest import api_client_for, eventually
+from tests.kube.conftest import api_client_for, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBER = "system:serviceaccount:kube-system:corednsprobe"
@@ -86,19 +84,10 @@ async def test_the_service_needs_every_rule_and_no_more(
             await sandbox.wait_ready(within=10)
             victim = sorted(p["metadata"]["name"] for p in sandbox.dns_pods())[0]
             await sandbox.set_pod_fault(victim, "servfail")
-            stop = asyncio.Event()
-            port: list[int] = []
-
-            def listening(_service: ProberService, bound: int) -> None:
-                port.append(bound)
-
-            task = asyncio.create_task(serve(settings, api, stop=stop, on_listening=listening,
-                                             lease_timing=LeaseTiming(2.0, 1.0, 0.25)))
-            try:
-                await eventually(lambda: bool(port), within=10)
+            async with serving(settings, api, lease_timing=LeaseTiming(2.0, 1.0, 0.25)) as port:
 
                 async def remediation() -> dict[str, Any]:
-                    async with http.get(f"http://127.0.0.1:{port[0]}/status") as resp:
+                    async with http.get(f"http://127.0.0.1:{port}/status") as resp:
                         doc: dict[str, Any] = (await resp.json())["remediation"]
                         return doc
 
@@ -110,10 +99,6 @@ async def test_the_service_needs_every_rule_and_no_more(
                 assert _acted(doc, mode), doc
                 assert (doc["mode"], doc["downgraded"]) == (mode, None), doc
                 await asyncio.sleep(1.0)  # a few more rounds: Lease renewals, Events
-            finally:
-                stop.set()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(task, 10)
         asked = [r for r in sandbox.authorizer.requests
                  if r.user == PROBER and r.attrs.resource != "selfsubjectaccessreviews"]
     refused = [r.attrs for r in asked if not r.allowed]

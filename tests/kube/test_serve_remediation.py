@@ -5,7 +5,6 @@ shows it in /status and /metrics, and hands its Lease back on shutdown."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,7 @@ from corednsprobe.sandbox.cluster import Sandbox, SandboxConfig
 from corednsprobe.sandbox.controllers import Timings
 from corednsprobe.sandbox.inprocess import InProcessBackend
 from corednsprobe.sandbox.registry import R
-from corednsprobe.service.app import serve
-from corednsprobe.service.prober import ProberService
-from tests.kube.conftest import api_client_for, eventually
+from tests.kube.conftest import api_client_for, serving
 
 LEASES = R.require("coordination.k8s.io", "leases")
 
@@ -46,17 +43,8 @@ async def test_serve_restarts_the_failing_pod_once_and_releases_the_lease(
         await sandbox.wait_ready(within=10)
         victim = sorted(p["metadata"]["name"] for p in sandbox.dns_pods())[0]
         await sandbox.set_pod_fault(victim, "servfail")
-        stop = asyncio.Event()
-        port: list[int] = []
-
-        def listening(_service: ProberService, bound: int) -> None:
-            port.append(bound)
-
-        task = asyncio.create_task(serve(settings, api, stop=stop, on_listening=listening,
-                                         lease_timing=LeaseTiming(2.0, 1.0, 0.25)))
-        try:
-            await eventually(lambda: bool(port), within=10)
-            base = f"http://127.0.0.1:{port[0]}"
+        async with serving(settings, api, lease_timing=LeaseTiming(2.0, 1.0, 0.25)) as port:
+            base = f"http://127.0.0.1:{port}"
 
             async def status() -> dict[str, Any]:
                 async with http.get(f"{base}/status") as resp:
@@ -85,9 +73,5 @@ async def test_serve_restarts_the_failing_pod_once_and_releases_the_lease(
             assert metric(text, "corednsprobe_leader") == 1.0
             assert metric(text, "corednsprobe_remediations_total", action="evict",
                           result="done") == 1.0
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 10)
         spec = sandbox.store.must_get(LEASES, "kube-system", "cdpr-serve")["spec"]
         assert not spec.get("holderIdentity")  # released on shutdown
